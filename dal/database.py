@@ -1,0 +1,265 @@
+"""``Database``: the one object that owns the asyncpg pool (and the embedded server, if any).
+
+Everything that talks to PostgreSQL goes through ``Database.acquire()``, which is where the
+project's connection rules live in one place:
+
+* nothing connects at import or construction; the pool is created on first use or ``open()``;
+* every acquire is bounded by the acquire timeout (asyncpg's default is to wait forever);
+* connection-level failures (refused, reset, server restarting, timeouts) become
+  ``DatabaseUnavailable`` with a message that never contains the DSN password.  A broken
+  connection is discarded by asyncpg, so once the server is back the next acquire succeeds
+  without restarting the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from dal.config import Settings, describe_dsn, redact_dsn
+from dal.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from dal.embedded import EmbeddedServer
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database cannot serve us right now", as opposed to "this statement is
+# wrong".  The repository translates the second kind into domain errors.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.exceptions.PostgresError,  # e.g. the database does not exist, auth failed
+)
+CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
+
+PooledConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+# What repositories accept: a pooled connection or a plain one (scripts, benchmarks, tests).
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PooledConnection"
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Outcome of one ``SELECT 1`` round trip."""
+
+    ok: bool
+    latency_ms: float
+    server_version: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolMetrics:
+    size: int
+    idle: int
+    in_use: int
+    min_size: int
+    max_size: int
+    waiting: int
+
+
+class Database:
+    """Pool owner; use ``async with Database.from_env() as db`` or ``open()``/``close()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._embedded: EmbeddedServer | None = None
+        self._dsn: str | None = settings.database_url
+        self._waiting = 0
+
+    @classmethod
+    def from_env(cls) -> Database:
+        return cls(Settings.from_env())
+
+    def __repr__(self) -> str:
+        target = redact_dsn(self._dsn) if self._dsn else "embedded (not started)"
+        return f"<Database {target} open={self._pool is not None}>"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        """The resolved DSN (contains the password if any: never log it; see ``describe``)."""
+        if self._dsn is None:
+            raise DatabaseUnavailable("the embedded database is not started; call open() first")
+        return self._dsn
+
+    @property
+    def describe(self) -> str:
+        """``host/database`` label, safe for logs."""
+        return describe_dsn(self._dsn) if self._dsn else "embedded (not started)"
+
+    async def start_server(self) -> str:
+        """Resolve the DSN, starting the embedded server when no DATABASE_URL is set."""
+        if self._dsn is None:
+            from dal.embedded import EmbeddedServer
+
+            self._embedded = EmbeddedServer(self.settings.data_dir, self.settings.embedded_database)
+            self._dsn = await asyncio.to_thread(self._embedded.start)
+        return self._dsn
+
+    async def open(self) -> Database:
+        """Start the embedded server if needed and create the pool now (not lazily)."""
+        await self._ensure_pool()
+        return self
+
+    async def close(self) -> None:
+        """Close the pool and release the embedded server; safe to call more than once."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self.settings.command_timeout)
+            except CLOSE_ERRORS as exc:
+                log.warning("pool did not close cleanly (%s); terminating it", type(exc).__name__)
+                pool.terminate()
+        embedded, self._embedded = self._embedded, None
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+            self._dsn = None
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def pool_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``asyncpg.create_pool`` (the benchmark reuses them verbatim)."""
+        s = self.settings
+        server_settings = {
+            "application_name": s.application_name,
+            "timezone": "UTC",
+            "statement_timeout": str(int(s.statement_timeout * 1000)),
+        }
+        return {
+            "min_size": s.pool_min_size,
+            "max_size": s.pool_max_size,
+            "command_timeout": s.command_timeout,
+            "timeout": s.connect_timeout,
+            "server_settings": server_settings,
+            "statement_cache_size": 0 if s.pgbouncer else 100,
+        }
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                dsn = await self.start_server()
+                try:
+                    self._pool = await asyncpg.create_pool(dsn, **self.pool_options())
+                except CONNECT_ERRORS as exc:
+                    raise DatabaseUnavailable(
+                        f"cannot connect to {self.describe}: {_describe_error(exc)}"
+                    ) from None
+                log.info("pool open on %s", self.describe)
+            return self._pool
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def acquire(self, timeout: float | None = None) -> AsyncIterator[PooledConnection]:
+        """A pooled connection, waiting at most ``timeout`` (default: the acquire timeout)."""
+        pool = await self._ensure_pool()
+        wait = self.settings.acquire_timeout if timeout is None else timeout
+        self._waiting += 1
+        try:
+            conn = await pool.acquire(timeout=wait)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"no free database connection within {wait:g}s "
+                f"(pool max {self.settings.pool_max_size})"
+            ) from None
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to {self.describe}: {_describe_error(exc)}"
+            ) from None
+        finally:
+            self._waiting -= 1
+        try:
+            yield conn
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"lost the connection to {self.describe}: {_describe_error(exc)}"
+            ) from None
+        finally:
+            await pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PooledConnection]:
+        """A connection inside a transaction that commits on success and rolls back on error."""
+        async with self.acquire() as conn, conn.transaction():
+            yield conn
+
+    # -- observability -------------------------------------------------------------------------
+
+    async def health(self, timeout: float | None = None) -> HealthReport:
+        """One ``SELECT 1`` round trip, bounded by ``timeout`` (default: the health timeout)."""
+        limit = self.settings.health_timeout if timeout is None else timeout
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(limit):
+                async with self.acquire(timeout=limit) as conn:
+                    await conn.fetchval("SELECT 1")
+                    version = conn.get_settings().server_version
+        except TimeoutError:
+            return HealthReport(False, _ms(started), error=f"no answer within {limit:g}s")
+        except DatabaseUnavailable as exc:
+            return HealthReport(False, _ms(started), error=str(exc))
+        except asyncpg.exceptions.PostgresError as exc:
+            return HealthReport(False, _ms(started), error=_describe_error(exc))
+        return HealthReport(True, _ms(started), server_version=version)
+
+    def metrics(self) -> PoolMetrics:
+        s = self.settings
+        pool = self._pool
+        if pool is None:
+            return PoolMetrics(0, 0, 0, s.pool_min_size, s.pool_max_size, self._waiting)
+        size = pool.get_size()
+        idle = pool.get_idle_size()
+        return PoolMetrics(
+            size=size,
+            idle=idle,
+            in_use=size - idle,
+            min_size=pool.get_min_size(),
+            max_size=pool.get_max_size(),
+            waiting=self._waiting,
+        )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line naming the failure (driver messages name users and hosts, never passwords)."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text.splitlines()[0]}" if text else name

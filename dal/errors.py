@@ -1,0 +1,70 @@
+"""Typed errors raised by the data access layer.
+
+Callers (the web layer, the CLI, other services) catch these instead of driver exceptions, so
+swapping or upgrading asyncpg never changes what they must handle.  Messages are written for an
+operator: they name the field or the resource, never a password, a hash, a token or a DSN
+password.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class DalError(Exception):
+    """Base class of every error the DAL raises on purpose."""
+
+
+class ConfigError(DalError):
+    """A setting from the environment is missing or malformed; the message names the variable."""
+
+
+class MigrationError(DalError):
+    """A migration could not be applied or rolled back; nothing of it was committed."""
+
+
+class DatabaseUnavailable(DalError):
+    """The database cannot be reached in time (down, restarting, or the pool is exhausted)."""
+
+
+class NotFound(DalError):
+    """The requested row does not exist."""
+
+
+class DuplicateEmail(DalError):
+    """Another user already has this email address (compared case-insensitively)."""
+
+
+class DuplicateInstagramAccount(DalError):
+    """The Instagram account is already connected to another user."""
+
+
+class InvalidUserData(DalError, ValueError):
+    """Input breaks a rule of the users table; ``field`` and ``rule`` say which."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"invalid {field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class InvalidCredentials(DalError):
+    """Unknown email or wrong password; deliberately does not say which."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid email or password")
+
+
+class AccountLocked(DalError):
+    """Too many failed sign-ins; the account is locked until ``locked_until`` (UTC)."""
+
+    def __init__(self, locked_until: datetime) -> None:
+        super().__init__(f"account locked until {locked_until.isoformat()}")
+        self.locked_until = locked_until
+
+
+class AccountInactive(DalError):
+    """The account has been deactivated and may not sign in."""
+
+    def __init__(self) -> None:
+        super().__init__("account is inactive")

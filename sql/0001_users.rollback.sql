@@ -1,0 +1,3 @@
+-- Rollback of 0001_users: removes the users table with its constraints and indexes.
+-- WARNING: this deletes every user row. yoyo asks for confirmation unless run in batch mode.
+DROP TABLE users;

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real PostgreSQL (the configured one or the embedded one), migrated
+databases cloned from a template, and ``Settings`` tuned for tests (bcrypt cost 4, small pool).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import pytest_asyncio
+
+from dal import migrations
+from dal.config import Settings
+from dal.database import Database
+from tests.pg import PgServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """The server under test; the embedded one is started for the session when needed."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        server = PgServer(admin_dsn=migrations.maintenance_dsn(url))
+        yield server
+    else:
+        from dal.embedded import EmbeddedServer
+
+        data_dir = Path(os.environ.get("DEFEAH_DATA_DIR", ROOT / ".defeah" / "test-pgdata"))
+        embedded = EmbeddedServer(data_dir.resolve(), "defeah_test")
+        embedded.start()
+        server = PgServer(admin_dsn=embedded.admin_dsn())
+        try:
+            yield server
+        finally:
+            _drop_all(server)
+            embedded.stop()
+        return
+    _drop_all(server)
+
+
+def _drop_all(server: PgServer) -> None:
+    for name in list(server.created):
+        server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg: PgServer) -> str:
+    """Name of a database migrated to head, used as a CREATE DATABASE template."""
+    name = pg.create_database("defeah_tpl")
+    migrations.apply(pg.dsn(name))
+    return name
+
+
+@pytest.fixture
+def fresh_dsn(pg: PgServer, template_db: str) -> Iterator[str]:
+    """DSN of a brand-new database at migration head, dropped after the test."""
+    name = pg.create_database("defeah_t", template=template_db)
+    yield pg.dsn(name)
+    pg.drop_database(name)
+
+
+@pytest.fixture
+def empty_dsn(pg: PgServer) -> Iterator[str]:
+    """DSN of a brand-new empty database (no migrations), dropped after the test."""
+    name = pg.create_database("defeah_e")
+    yield pg.dsn(name)
+    pg.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def shared_dsn(pg: PgServer, template_db: str) -> str:
+    """One migrated database shared by the DAL tests; ``clean_dsn`` empties it per test."""
+    return pg.dsn(pg.create_database("defeah_shared", template=template_db))
+
+
+@pytest.fixture
+def clean_dsn(shared_dsn: str) -> str:
+    conn = psycopg2.connect(shared_dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE users")
+    finally:
+        conn.close()
+    return shared_dsn
+
+
+def make_settings(dsn: str, **overrides: object) -> Settings:
+    base = Settings(
+        database_url=dsn,
+        pool_min_size=1,
+        pool_max_size=10,
+        acquire_timeout=5.0,
+        command_timeout=10.0,
+        statement_timeout=10.0,
+        bcrypt_rounds=4,
+        health_timeout=1.0,
+    )
+    return base.replace(**overrides)
+
+
+@pytest.fixture
+def settings(clean_dsn: str) -> Settings:
+    return make_settings(clean_dsn)
+
+
+@pytest_asyncio.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    async with Database(settings) as database:
+        yield database
