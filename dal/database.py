@@ -185,8 +185,14 @@ class Database:
     # -- connections ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def acquire(self, timeout: float | None = None) -> AsyncIterator[PooledConnection]:
-        """A pooled connection, waiting at most ``timeout`` (default: the acquire timeout)."""
+    async def acquire(
+        self, timeout: float | None = None, *, readonly: bool = False
+    ) -> AsyncIterator[PooledConnection]:
+        """A pooled connection, waiting at most ``timeout`` (default: the acquire timeout).
+
+        ``readonly=True`` marks a read that tolerates replication lag; such reads may be served
+        by a replica (see DATABASE_REPLICA_URL).  Everything else uses the primary.
+        """
         pool = await self._ensure_pool()
         wait = self.settings.acquire_timeout if timeout is None else timeout
         self._waiting += 1
