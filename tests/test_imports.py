@@ -1,0 +1,67 @@
+"""Importing the packages and building objects opens no connection and starts no server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+CODE = """
+import dal, dal.cli, dal.config, dal.database, dal.migrations, dal.embedded
+import web
+import importlib, pkgutil
+for mod in pkgutil.iter_modules(web.__path__):
+    if mod.name != "__main__":
+        importlib.import_module(f"web.{mod.name}")
+for mod in pkgutil.iter_modules(dal.__path__):
+    if mod.name != "__main__":
+        importlib.import_module(f"dal.{mod.name}")
+db = dal.Database.from_env()
+print(repr(db))
+"""
+
+
+def test_import_and_construction_open_nothing(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgresql://u:pw-secret@127.0.0.1:{port}/db",
+            "DEFEAH_DATA_DIR": str(tmp_path / "pgdata"),
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", CODE], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert "pw-secret" not in out.stdout
+        env.pop("DATABASE_URL")
+        out = subprocess.run(
+            [sys.executable, "-c", CODE], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert accepted == []
+    assert not (tmp_path / "pgdata").exists()  # the embedded server was not started either

@@ -1,0 +1,237 @@
+"""The migrations reproduce the spec's schema exactly and behave as a DBA expects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from dal import migrations
+from dal.errors import MigrationError
+from tests.pg import PgServer, catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_SCHEMA = ROOT.parent / "shared" / "seed-schema.sql"
+SPEC_TIMESTAMP_COLUMNS = {"last_login_at", "token_expires_at", "locked_until"}
+
+
+def _run_sql(dsn: str, text: str) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(text)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def spec_catalog(pg: PgServer) -> dict[str, list[tuple[object, ...]]]:
+    """Catalog of the spec's seed-schema.sql applied verbatim to a scratch database."""
+    if not SPEC_SCHEMA.exists():
+        pytest.fail(f"spec schema not found at {SPEC_SCHEMA}")
+    name = pg.create_database("defeah_spec")
+    try:
+        _run_sql(pg.dsn(name), SPEC_SCHEMA.read_text())
+        return catalog(pg.dsn(name))
+    finally:
+        pg.drop_database(name)
+
+
+def test_0001_catalog_equals_spec(empty_dsn: str, spec_catalog: dict[str, list]) -> None:
+    migrations.apply(empty_dsn)
+    migrations.rollback(empty_dsn, to="0001_users")
+    assert migrations.status(empty_dsn).applied == ("0001_users",)
+    ours = catalog(empty_dsn)
+    for key in ("columns", "constraints", "indexes", "triggers", "comments"):
+        assert ours[key] == spec_catalog[key], key
+    # pkey, 2 unique, 5 named checks (PostgreSQL 18 also lists NOT NULLs as contype 'n')
+    assert len([c for c in spec_catalog["constraints"] if c[1] != "n"]) == 8
+    assert len(spec_catalog["indexes"]) == 7
+
+
+def test_head_keeps_every_spec_element(fresh_dsn: str, spec_catalog: dict[str, list]) -> None:
+    head = catalog(fresh_dsn)
+    head_columns = {c[0]: c for c in head["columns"]}
+    for name, type_, notnull, default in spec_catalog["columns"]:
+        col = head_columns[name]
+        if name in SPEC_TIMESTAMP_COLUMNS:
+            assert type_ == "timestamp without time zone"
+            assert col[1] == "timestamp with time zone"
+        else:
+            assert col[1] == type_, name
+        assert (col[2], col[3]) == (notnull, default), name
+    assert set(spec_catalog["constraints"]) <= set(head["constraints"])
+    assert set(spec_catalog["indexes"]) <= set(head["indexes"])
+    head_indexes = dict(head["indexes"])
+    assert "lower((email)::text)" in head_indexes["users_email_lower_key"]
+    assert head_indexes["users_email_lower_key"].startswith("CREATE UNIQUE INDEX")
+
+
+def test_head_comments_every_column(fresh_dsn: str) -> None:
+    head = catalog(fresh_dsn)
+    commented = {sub for sub, text in head["comments"] if text}
+    assert 0 in commented  # the table itself
+    assert commented >= set(range(1, len(head["columns"]) + 1))
+
+
+def test_up_down_up_gives_identical_catalog(empty_dsn: str) -> None:
+    migrations.apply(empty_dsn)
+    first = catalog(empty_dsn)
+    undone = migrations.rollback(empty_dsn, all_=True)
+    assert undone == ["0002_users_hardening", "0001_users"]
+    assert catalog(empty_dsn)["columns"] == []
+    assert migrations.status(empty_dsn).applied == ()
+    migrations.apply(empty_dsn)
+    assert catalog(empty_dsn) == first
+
+
+def test_rollback_of_head_restores_0001_catalog(
+    empty_dsn: str, pg: PgServer, tmp_path: Path
+) -> None:
+    migrations.apply(empty_dsn)
+    migrations.rollback(empty_dsn)  # head only
+    after_rollback = catalog(empty_dsn)
+    other = pg.create_database("defeah_only1")
+    try:
+        sources = _copy_sources(ROOT / "sql", tmp_path, ["0001"])
+        migrations.apply(pg.dsn(other), sources=sources)
+        assert after_rollback == catalog(pg.dsn(other))
+    finally:
+        pg.drop_database(other)
+
+
+def test_rollback_to_and_unknown_ids(empty_dsn: str) -> None:
+    migrations.apply(empty_dsn)
+    assert migrations.rollback(empty_dsn, to="0002_users_hardening") == []
+    with pytest.raises(MigrationError, match="unknown migration id 'nope'"):
+        migrations.rollback(empty_dsn, to="nope")
+    assert migrations.rollback(empty_dsn, to="0001_users") == ["0002_users_hardening"]
+    with pytest.raises(MigrationError, match="is not applied"):
+        migrations.rollback(empty_dsn, to="0002_users_hardening")
+
+
+def test_data_survives_timestamp_conversion_round_trip(empty_dsn: str, tmp_path: Path) -> None:
+    """Values written as UTC wall-clock time keep their instant through 0002 and its rollback."""
+    sources = _copy_sources(ROOT / "sql", tmp_path, ["0001"])
+    migrations.apply(empty_dsn, sources=sources)
+    _run_sql(
+        empty_dsn,
+        "INSERT INTO users (email, hashed_password, locked_until) "
+        "VALUES ('a@b.io', 'x', '2030-01-02 03:04:05')",
+    )
+    migrations.apply(empty_dsn)
+    conn = psycopg2.connect(empty_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT locked_until AT TIME ZONE 'UTC' FROM users")
+            row = cur.fetchone()
+        assert row is not None
+        assert str(row[0]) == "2030-01-02 03:04:05"
+    finally:
+        conn.close()
+    migrations.rollback(empty_dsn)
+    conn = psycopg2.connect(empty_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT locked_until FROM users")
+            row = cur.fetchone()
+        assert row is not None
+        assert str(row[0]) == "2030-01-02 03:04:05"
+    finally:
+        conn.close()
+
+
+def _copy_sources(src: Path, tmp_root: Path, prefixes: list[str]) -> Path:
+    """A throwaway migrations folder holding the migrations whose ids start with ``prefixes``."""
+    dest = tmp_root / "sql"
+    dest.mkdir()
+    for f in src.glob("*.sql"):
+        if any(f.name.startswith(p) for p in prefixes):
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+def test_failing_migration_leaves_nothing_applied(empty_dsn: str, tmp_path: Path) -> None:
+    sources = _copy_sources(ROOT / "sql", tmp_path, ["0001", "0002"])
+    (sources / "0003_broken.sql").write_text(
+        "-- depends: 0002_users_hardening\n"
+        "CREATE TABLE half_done (id int);\n"
+        "ALTER TABLE users ADD COLUMN nickname text;\n"
+        "SELECT no_such_function();\n"
+    )
+    (sources / "0003_broken.rollback.sql").write_text("DROP TABLE half_done;\n")
+    with pytest.raises(MigrationError, match="no_such_function"):
+        migrations.apply(empty_dsn, sources=sources)
+    state = migrations.status(empty_dsn, sources=sources)
+    assert state.pending == ("0003_broken",)
+    conn = psycopg2.connect(empty_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.half_done')")
+            assert cur.fetchone() == (None,)
+            cur.execute(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'users' AND column_name = 'nickname'"
+            )
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_two_concurrent_appliers_apply_each_migration_once(empty_dsn: str) -> None:
+    barrier = threading.Barrier(2)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(migrations.apply(empty_dsn))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert sorted(len(r) for r in results) == [0, 2]
+    conn = psycopg2.connect(empty_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT migration_id, count(*) FROM _yoyo_migration GROUP BY 1 ORDER BY 1")
+            assert cur.fetchall() == [("0001_users", 1), ("0002_users_hardening", 1)]
+    finally:
+        conn.close()
+
+
+def _yoyo(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": dsn}
+    yoyo = Path(sys.executable).parent / "yoyo"
+    return subprocess.run(
+        [str(yoyo), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_yoyo_command_line_from_repo_root(empty_dsn: str) -> None:
+    """A DBA's workflow: yoyo apply / list / rollback / rollback --all with only DATABASE_URL."""
+    out = _yoyo(empty_dsn, "apply")
+    assert out.returncode == 0, out.stderr
+    listing = _yoyo(empty_dsn, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "A         0001_users" in listing.stdout
+    assert "A         0002_users_hardening" in listing.stdout
+    assert _yoyo(empty_dsn, "rollback").returncode == 0
+    assert migrations.status(empty_dsn).pending == ("0002_users_hardening",)
+    assert _yoyo(empty_dsn, "rollback", "--all").returncode == 0
+    assert migrations.status(empty_dsn).applied == ()
+    assert _yoyo(empty_dsn, "apply").returncode == 0
+    assert migrations.status(empty_dsn).pending == ()
