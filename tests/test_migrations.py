@@ -17,7 +17,10 @@ from dal.errors import MigrationError
 from tests.pg import PgServer, catalog
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_SCHEMA = ROOT.parent / "shared" / "seed-schema.sql"
+# A verbatim copy of shared/seed-schema.sql (the original spec), so a clone tests on its own;
+# test_spec_copy_is_verbatim keeps it honest whenever shared/ sits beside the checkout.
+SPEC_SCHEMA = ROOT / "tests" / "spec" / "seed-schema.sql"
+SHARED_SPEC = ROOT.parent / "shared" / "seed-schema.sql"
 SPEC_TIMESTAMP_COLUMNS = {"last_login_at", "token_expires_at", "locked_until"}
 
 
@@ -34,14 +37,18 @@ def _run_sql(dsn: str, text: str) -> None:
 @pytest.fixture(scope="module")
 def spec_catalog(pg: PgServer) -> dict[str, list[tuple[object, ...]]]:
     """Catalog of the spec's seed-schema.sql applied verbatim to a scratch database."""
-    if not SPEC_SCHEMA.exists():
-        pytest.fail(f"spec schema not found at {SPEC_SCHEMA}")
     name = pg.create_database("defeah_spec")
     try:
         _run_sql(pg.dsn(name), SPEC_SCHEMA.read_text())
         return catalog(pg.dsn(name))
     finally:
         pg.drop_database(name)
+
+
+def test_spec_copy_is_verbatim() -> None:
+    if not SHARED_SPEC.exists():
+        pytest.skip(f"no shared/ beside this checkout ({SHARED_SPEC})")
+    assert SPEC_SCHEMA.read_bytes() == SHARED_SPEC.read_bytes()
 
 
 def test_0001_catalog_equals_spec(empty_dsn: str, spec_catalog: dict[str, list]) -> None:
