@@ -6,5 +6,19 @@ Importing this package opens no connection and starts no server; ``Database.open
 
 from dal.config import Settings
 from dal.database import Database, HealthReport, PoolMetrics
+from dal.models import InstagramConnection, LoginFailure, NewUser, User, UserPage, UserUpdate
+from dal.users import UsersRepository
 
-__all__ = ["Database", "HealthReport", "PoolMetrics", "Settings"]
+__all__ = [
+    "Database",
+    "HealthReport",
+    "InstagramConnection",
+    "LoginFailure",
+    "NewUser",
+    "PoolMetrics",
+    "Settings",
+    "User",
+    "UserPage",
+    "UserUpdate",
+    "UsersRepository",
+]

@@ -10,16 +10,20 @@ the duration of the command.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
-from dal import migrations
+from dal import bulk, migrations, seeding
 from dal.config import Settings, describe_dsn
+from dal.database import Database
 from dal.errors import DalError
 
 Verb = Callable[[argparse.Namespace, Settings], int]
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -93,14 +97,119 @@ def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    """The README's main job: database ready (created, migrated), then status."""
+    """The README's main job: database ready (created, migrated, seeded), then serve.
+
+    One embedded server (if any) lives for the whole run: the HTTP server gets its DSN, and
+    ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
+    """
     with target_dsn(settings) as dsn:
-        migrations.ensure_database(dsn)
-        applied = migrations.apply(dsn)
-        state = migrations.status(dsn)
+        _migrate_step(dsn)
+        say(_seed_step(settings, dsn))
+        if args.no_serve:
+            return EXIT_OK
+        return _serve_step(settings.replace(database_url=dsn), args)
+
+
+def _migrate_step(dsn: str) -> None:
+    migrations.ensure_database(dsn)
+    applied = migrations.apply(dsn)
+    state = migrations.status(dsn)
     say(f"database: {describe_dsn(dsn)}")
     say(f"migrations: {len(applied)} applied now, head {state.head}, {len(state.pending)} pending")
+
+
+def _serve_step(settings: Settings, args: argparse.Namespace) -> int:
+    # Imported here: the data layer must stay importable without the web package.
+    from web.app import bind_error, configure_logging, serve, with_address
+
+    configure_logging()
+    try:
+        asyncio.run(serve(with_address(settings, args.host, args.port)))
+    except OSError as exc:
+        print(f"defeah-db: error: {bind_error(exc)}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the health routes on the database as it is (no migration, no seeding)."""
+    return _serve_step(settings, args)
+
+
+# -- seeds (issue 5) -------------------------------------------------------------------------
+
+
+def with_database(settings: Settings, dsn: str, job: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``job`` with a small pool on ``dsn`` (one-shot commands need no more)."""
+
+    async def run() -> T:
+        config = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2)
+        async with Database(config) as db:
+            return await job(db)
+
+    return asyncio.run(run())
+
+
+def refused(exc: seeding.ProductionRefused) -> int:
+    print(f"defeah-db: {exc}", file=sys.stderr, flush=True)
+    return EXIT_REFUSED
+
+
+def _seed_step(settings: Settings, dsn: str) -> str:
+    """``up`` seeds development databases; on production it skips, never forces."""
+    try:
+        report = with_database(settings, dsn, seeding.apply_seeds)
+    except seeding.ProductionRefused:
+        return "seeds: skipped (the target is production)"
+    return report.lines()[-1]
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    async def job(db: Database) -> list[str]:
+        lines = []
+        if args.clear:
+            cleared = await seeding.clear_seeds(db, force=args.force)
+            lines.append(f"removed {cleared.seed_users} seed user(s)")
+        report = await seeding.apply_seeds(db, force=args.force)
+        return lines + report.lines()
+
+    try:
+        with target_dsn(settings) as dsn:
+            for line in with_database(settings, dsn, job):
+                say(line)
+    except seeding.ProductionRefused as exc:
+        return refused(exc)
+    return EXIT_OK
+
+
+def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
+    async def job(db: Database) -> seeding.ClearReport:
+        return await seeding.clear_seeds(db, force=args.force, generated=args.generated)
+
+    try:
+        with target_dsn(settings) as dsn:
+            cleared = with_database(settings, dsn, job)
+    except seeding.ProductionRefused as exc:
+        return refused(exc)
+    say(f"removed {cleared.seed_users} seed user(s)")
+    if args.generated:
+        say(f"removed {cleared.generated_users} generated user(s) (@{seeding.BULK_EMAIL_DOMAIN})")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        with target_dsn(settings) as dsn:
+            result = bulk.run(
+                settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2),
+                args.count,
+                batch_size=args.batch_size,
+                force=args.force,
+            )
+    except seeding.ProductionRefused as exc:
+        return refused(exc)
+    say(result.summary())
+    return 130 if result.interrupted else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    verb("up", cmd_up, "create the database if needed, migrate, and report status")
+    up = verb("up", cmd_up, "create the database if needed, migrate, seed, then serve HTTP")
+    up.add_argument(
+        "--no-serve", action="store_true", help="stop after the database steps (CI, scripts)"
+    )
+    serve = verb("serve", cmd_serve, "serve the HTTP health routes until Ctrl-C / SIGTERM")
+    for p in (up, serve):
+        p.add_argument("--host", help="address to bind (default: DEFEAH_HOST, 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to bind (default: DEFEAH_PORT, 8080)")
     verb("migrate", cmd_migrate, "apply pending migrations")
     rb = verb("rollback", cmd_rollback, "roll back the newest migration (or more)")
     group = rb.add_mutually_exclusive_group()
@@ -126,6 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--to", metavar="ID", help="roll back everything applied after ID")
     verb("status", cmd_status, "list applied and pending migrations (exit 1 if any pending)")
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")
+    force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
+    sd = verb("seed", cmd_seed, "insert the development users of seeds/*.sql (idempotent)")
+    sd.add_argument("--clear", action="store_true", help="remove the seed users first, then seed")
+    sd.add_argument("--force", action="store_true", help=force_help)
+    cl = verb("clear", cmd_clear, "remove the seed users (never any other user)")
+    cl.add_argument(
+        "--generated",
+        action="store_true",
+        help=f"also remove the bulk generator's users (@{seeding.BULK_EMAIL_DOMAIN})",
+    )
+    cl.add_argument("--force", action="store_true", help=force_help)
+    gen = verb("generate", cmd_generate, "insert N synthetic users with COPY (for benchmarks)")
+    gen.add_argument("count", type=bulk.positive_int, metavar="N", help="number of users")
+    gen.add_argument(
+        "--batch-size",
+        type=bulk.positive_int,
+        default=bulk.DEFAULT_BATCH_SIZE,
+        metavar="B",
+        help=f"rows per COPY, each batch its own transaction (default {bulk.DEFAULT_BATCH_SIZE})",
+    )
+    gen.add_argument("--force", action="store_true", help=force_help)
     return parser
 
 

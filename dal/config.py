@@ -162,7 +162,7 @@ VARIABLES: tuple[Variable, ...] = (
         "environment",
         "development",
         _parse_env,
-        "development, test, staging or production (production blocks seed clearing).",
+        "development, test, staging or production (production refuses seed/clear/generate).",
     ),
     Variable(
         "DEFEAH_DATA_DIR",
@@ -235,6 +235,20 @@ VARIABLES: tuple[Variable, ...] = (
         "true when DATABASE_URL points at PgBouncer in transaction mode.",
     ),
     Variable(
+        "DEFEAH_REPLICA_TIMEOUT",
+        "replica_timeout",
+        "0.5",
+        _parse_seconds(0.01, 60),
+        "Seconds a lag-tolerant read waits for a replica connection before using the primary.",
+    ),
+    Variable(
+        "DEFEAH_REPLICA_RETRY",
+        "replica_retry",
+        "5",
+        _parse_seconds(0, 3600),
+        "Seconds an unreachable replica is skipped before reads try it again.",
+    ),
+    Variable(
         "DEFEAH_BCRYPT_ROUNDS",
         "bcrypt_rounds",
         "12",
@@ -271,6 +285,13 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_optional_text,
         "Bearer token required to see /health/detailed checks (unset: open).",
     ),
+    Variable(
+        "DEFEAH_ACCESS_LOG",
+        "access_log",
+        "true",
+        _parse_bool,
+        "One JSON line per HTTP request on stderr (logger web.access); false turns it off.",
+    ),
 )
 
 
@@ -291,6 +312,8 @@ class Settings:
     connect_timeout: float = 5.0
     application_name: str = "defeah-db"
     pgbouncer: bool = False
+    replica_timeout: float = 0.5
+    replica_retry: float = 5.0
     bcrypt_rounds: int = 12
     lockout_threshold: int = 5
     lockout_window: float = 900.0
@@ -298,6 +321,7 @@ class Settings:
     port: int = 8080
     health_timeout: float = 2.0
     health_token: str | None = None
+    access_log: bool = True
 
     def __post_init__(self) -> None:
         if self.pool_min_size > self.pool_max_size:

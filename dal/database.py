@@ -30,6 +30,8 @@ from dal.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from dal.embedded import EmbeddedServer
+    from dal.replicas import ReplicaHealth, ReplicaSet
+    from dal.users import UsersRepository
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,26 @@ class Database:
         self._embedded: EmbeddedServer | None = None
         self._dsn: str | None = settings.database_url
         self._waiting = 0
+        self._replicas: ReplicaSet | None = None
+        if settings.replica_urls:
+            from dal.replicas import ReplicaSet  # it imports this module: import late
+
+            # Replica pools connect on demand, so they exist (empty) from the start.
+            self._replicas = ReplicaSet(settings, self.pool_options())
+        self._users: UsersRepository | None = None
 
     @classmethod
     def from_env(cls) -> Database:
         return cls(Settings.from_env())
+
+    @property
+    def users(self) -> UsersRepository:
+        """The users repository bound to this database (created on first use)."""
+        if self._users is None:
+            from dal.users import UsersRepository  # it imports this module: import late
+
+            self._users = UsersRepository(self)
+        return self._users
 
     def __repr__(self) -> str:
         target = redact_dsn(self._dsn) if self._dsn else "embedded (not started)"
@@ -128,6 +146,8 @@ class Database:
     async def close(self) -> None:
         """Close the pool and release the embedded server; safe to call more than once."""
         pool, self._pool = self._pool, None
+        if self._replicas is not None:
+            await self._replicas.close(self.settings.command_timeout)
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.settings.command_timeout)
@@ -153,19 +173,28 @@ class Database:
     def pool_options(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.create_pool`` (the benchmark reuses them verbatim)."""
         s = self.settings
-        server_settings = {
-            "application_name": s.application_name,
-            "timezone": "UTC",
-            "statement_timeout": str(int(s.statement_timeout * 1000)),
-        }
-        return {
+        server_settings = {"application_name": s.application_name, "timezone": "UTC"}
+        options: dict[str, Any] = {
             "min_size": s.pool_min_size,
             "max_size": s.pool_max_size,
             "command_timeout": s.command_timeout,
             "timeout": s.connect_timeout,
             "server_settings": server_settings,
-            "statement_cache_size": 0 if s.pgbouncer else 100,
+            "statement_cache_size": 100,
         }
+        if s.pgbouncer:
+            # Transaction pooling (PgBouncer 1.18): a server connection is ours for one
+            # transaction only.  So: no named prepared statements (asyncpg then uses the unnamed
+            # one, parsed and executed before the Sync that ends our turn); only the startup
+            # parameters PgBouncer tracks per client (application_name, TimeZone; it refuses
+            # statement_timeout: set that on the role or database instead); and no session reset
+            # on release (RESET ALL / advisory unlock would hit whichever client's server
+            # connection it lands on, and costs a round trip per acquire).
+            options["statement_cache_size"] = 0
+            options["reset"] = _no_session_reset
+        else:
+            server_settings["statement_timeout"] = str(int(s.statement_timeout * 1000))
+        return options
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -191,10 +220,33 @@ class Database:
         """A pooled connection, waiting at most ``timeout`` (default: the acquire timeout).
 
         ``readonly=True`` marks a read that tolerates replication lag; such reads may be served
-        by a replica (see DATABASE_REPLICA_URL).  Everything else uses the primary.
+        by a replica (see DATABASE_REPLICA_URL, dal.replicas); when no replica answers within
+        the replica timeout they use the primary.  Everything else uses the primary.
         """
         pool = await self._ensure_pool()
         wait = self.settings.acquire_timeout if timeout is None else timeout
+        replicas = self._replicas
+        if readonly and replicas:
+            lease = await replicas.try_acquire(wait)
+            if lease is not None:
+                replica, replica_conn = lease
+                # A read cut off mid-way cannot be replayed here (the caller's block ran); it
+                # fails, and a replica whose connection died is skipped by the next reads.
+                try:
+                    yield replica_conn
+                except CONNECTION_ERRORS as exc:
+                    if _lost(replica_conn):  # not a mere statement timeout
+                        replicas.mark_down(replica, _describe_error(exc))
+                    raise DatabaseUnavailable(
+                        f"lost the connection to {replica.target}: {_describe_error(exc)}"
+                    ) from None
+                except DatabaseUnavailable:  # the repository already translated the error
+                    if _lost(replica_conn):
+                        replicas.mark_down(replica, "connection lost during a read")
+                    raise
+                finally:
+                    await replica.release(replica_conn)
+                return
         self._waiting += 1
         try:
             conn = await pool.acquire(timeout=wait)
@@ -243,6 +295,21 @@ class Database:
             return HealthReport(False, _ms(started), error=_describe_error(exc))
         return HealthReport(True, _ms(started), server_version=version)
 
+    def pool_metrics(self) -> dict[str, PoolMetrics]:
+        """Metrics of every pool: ``primary`` first, then each replica by name."""
+        pools = {"primary": self.metrics()}
+        if self._replicas is not None:
+            pools.update(self._replicas.metrics())
+        return pools
+
+    async def replica_health(self, timeout: float | None = None) -> dict[str, ReplicaHealth]:
+        """Probe every replica (recovery state and lag), bounded by ``timeout``; a replica that
+        answers is re-admitted for reads at once, one that does not is skipped for a while."""
+        if self._replicas is None:
+            return {}
+        limit = self.settings.health_timeout if timeout is None else timeout
+        return await self._replicas.health(limit)
+
     def metrics(self) -> PoolMetrics:
         s = self.settings
         pool = self._pool
@@ -258,6 +325,19 @@ class Database:
             max_size=pool.get_max_size(),
             waiting=self._waiting,
         )
+
+
+def _lost(conn: PooledConnection) -> bool:
+    """True when ``conn`` died (asyncpg detaches the proxy of a connection it saw die)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.exceptions.InterfaceError:
+        return True
+
+
+async def _no_session_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Pool ``reset`` behind PgBouncer: the session is not ours, so there is nothing to reset
+    (asyncpg still rolls back an open transaction before calling this)."""
 
 
 def _ms(started: float) -> float:

@@ -13,6 +13,11 @@ from dal import migrations
 from tests.pg import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
+IDS = sorted(
+    f.name.removesuffix(".sql")
+    for f in (ROOT / "sql").glob("*.sql")
+    if not f.name.endswith(".rollback.sql")
+)
 
 
 def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,25 +36,25 @@ def test_migrate_status_rollback_cycle(empty_dsn: str) -> None:
     out = cli(empty_dsn, "status")
     assert out.returncode == 1  # pending migrations
     assert "pending  0001_users" in out.stdout
-    assert "0 applied, 2 pending" in out.stdout
+    assert f"0 applied, {len(IDS)} pending" in out.stdout
 
     out = cli(empty_dsn, "migrate")
     assert out.returncode == 0, out.stderr
-    assert "applied 2 migration(s): 0001_users, 0002_users_hardening" in out.stdout
+    assert f"applied {len(IDS)} migration(s): {', '.join(IDS)}" in out.stdout
     assert cli(empty_dsn, "migrate").stdout.startswith("database is up to date")
 
     out = cli(empty_dsn, "status")
     assert out.returncode == 0
-    assert "2 applied, 0 pending" in out.stdout
+    assert f"{len(IDS)} applied, 0 pending" in out.stdout
 
     out = cli(empty_dsn, "rollback")
     assert out.returncode == 0
-    assert "rolled back 1 migration(s): 0002_users_hardening" in out.stdout
-    assert migrations.status(empty_dsn).head == "0001_users"
+    assert f"rolled back 1 migration(s): {IDS[-1]}" in out.stdout
+    assert migrations.status(empty_dsn).head == IDS[-2]
 
     assert cli(empty_dsn, "migrate").returncode == 0
     out = cli(empty_dsn, "rollback", "--to", "0001_users")
-    assert "rolled back 1 migration(s): 0002_users_hardening" in out.stdout
+    assert f"rolled back {len(IDS) - 1} migration(s): {', '.join(IDS[:0:-1])}" in out.stdout
     out = cli(empty_dsn, "rollback", "--all")
     assert "rolled back 1 migration(s): 0001_users" in out.stdout
     assert cli(empty_dsn, "rollback").stdout.startswith("nothing to roll back")

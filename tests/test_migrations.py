@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # test_spec_copy_is_verbatim keeps it honest whenever shared/ sits beside the checkout.
 SPEC_SCHEMA = ROOT / "tests" / "spec" / "seed-schema.sql"
 SHARED_SPEC = ROOT.parent / "shared" / "seed-schema.sql"
+# Migration ids in order, read from sql/ so the tests follow new migrations automatically.
+IDS = sorted(
+    f.name.removesuffix(".sql")
+    for f in (ROOT / "sql").glob("*.sql")
+    if not f.name.endswith(".rollback.sql")
+)
+HEAD = IDS[-1]
 SPEC_TIMESTAMP_COLUMNS = {"last_login_at", "token_expires_at", "locked_until"}
 
 
@@ -92,34 +99,40 @@ def test_up_down_up_gives_identical_catalog(empty_dsn: str) -> None:
     migrations.apply(empty_dsn)
     first = catalog(empty_dsn)
     undone = migrations.rollback(empty_dsn, all_=True)
-    assert undone == ["0002_users_hardening", "0001_users"]
+    assert undone == IDS[::-1]
     assert catalog(empty_dsn)["columns"] == []
     assert migrations.status(empty_dsn).applied == ()
     migrations.apply(empty_dsn)
     assert catalog(empty_dsn) == first
 
 
-def test_rollback_of_head_restores_0001_catalog(
-    empty_dsn: str, pg: PgServer, tmp_path: Path
+@pytest.mark.parametrize("index", range(1, len(IDS)))
+def test_rolling_back_one_migration_restores_the_previous_catalog(
+    index: int, pg: PgServer, tmp_path: Path
 ) -> None:
-    migrations.apply(empty_dsn)
-    migrations.rollback(empty_dsn)  # head only
-    after_rollback = catalog(empty_dsn)
-    other = pg.create_database("defeah_only1")
+    """Applying up to migration N and rolling N back equals applying only up to N-1.
+
+    For N = 0002 (the issue's "rollback of head") that is the 0001 catalog.
+    """
+    upto_n = _copy_sources(ROOT / "sql", tmp_path / "n", IDS[: index + 1])
+    upto_prev = _copy_sources(ROOT / "sql", tmp_path / "prev", IDS[:index])
+    rolled, plain = pg.create_database("defeah_rb"), pg.create_database("defeah_prev")
     try:
-        sources = _copy_sources(ROOT / "sql", tmp_path, ["0001"])
-        migrations.apply(pg.dsn(other), sources=sources)
-        assert after_rollback == catalog(pg.dsn(other))
+        migrations.apply(pg.dsn(rolled), sources=upto_n)
+        assert migrations.rollback(pg.dsn(rolled), sources=upto_n) == [IDS[index]]
+        migrations.apply(pg.dsn(plain), sources=upto_prev)
+        assert catalog(pg.dsn(rolled)) == catalog(pg.dsn(plain))
     finally:
-        pg.drop_database(other)
+        pg.drop_database(rolled)
+        pg.drop_database(plain)
 
 
 def test_rollback_to_and_unknown_ids(empty_dsn: str) -> None:
     migrations.apply(empty_dsn)
-    assert migrations.rollback(empty_dsn, to="0002_users_hardening") == []
+    assert migrations.rollback(empty_dsn, to=HEAD) == []
     with pytest.raises(MigrationError, match="unknown migration id 'nope'"):
         migrations.rollback(empty_dsn, to="nope")
-    assert migrations.rollback(empty_dsn, to="0001_users") == ["0002_users_hardening"]
+    assert migrations.rollback(empty_dsn, to="0001_users") == IDS[1:][::-1]
     with pytest.raises(MigrationError, match="is not applied"):
         migrations.rollback(empty_dsn, to="0002_users_hardening")
 
@@ -143,7 +156,7 @@ def test_data_survives_timestamp_conversion_round_trip(empty_dsn: str, tmp_path:
         assert str(row[0]) == "2030-01-02 03:04:05"
     finally:
         conn.close()
-    migrations.rollback(empty_dsn)
+    migrations.rollback(empty_dsn, to="0001_users")
     conn = psycopg2.connect(empty_dsn)
     try:
         with conn.cursor() as cur:
@@ -158,7 +171,7 @@ def test_data_survives_timestamp_conversion_round_trip(empty_dsn: str, tmp_path:
 def _copy_sources(src: Path, tmp_root: Path, prefixes: list[str]) -> Path:
     """A throwaway migrations folder holding the migrations whose ids start with ``prefixes``."""
     dest = tmp_root / "sql"
-    dest.mkdir()
+    dest.mkdir(parents=True)
     for f in src.glob("*.sql"):
         if any(f.name.startswith(p) for p in prefixes):
             shutil.copy(f, dest / f.name)
@@ -166,18 +179,18 @@ def _copy_sources(src: Path, tmp_root: Path, prefixes: list[str]) -> Path:
 
 
 def test_failing_migration_leaves_nothing_applied(empty_dsn: str, tmp_path: Path) -> None:
-    sources = _copy_sources(ROOT / "sql", tmp_path, ["0001", "0002"])
-    (sources / "0003_broken.sql").write_text(
-        "-- depends: 0002_users_hardening\n"
+    sources = _copy_sources(ROOT / "sql", tmp_path, IDS)
+    (sources / "9999_broken.sql").write_text(
+        f"-- depends: {HEAD}\n"
         "CREATE TABLE half_done (id int);\n"
         "ALTER TABLE users ADD COLUMN nickname text;\n"
         "SELECT no_such_function();\n"
     )
-    (sources / "0003_broken.rollback.sql").write_text("DROP TABLE half_done;\n")
+    (sources / "9999_broken.rollback.sql").write_text("DROP TABLE half_done;\n")
     with pytest.raises(MigrationError, match="no_such_function"):
         migrations.apply(empty_dsn, sources=sources)
     state = migrations.status(empty_dsn, sources=sources)
-    assert state.pending == ("0003_broken",)
+    assert state.pending == ("9999_broken",)
     conn = psycopg2.connect(empty_dsn)
     try:
         with conn.cursor() as cur:
@@ -210,12 +223,12 @@ def test_two_concurrent_appliers_apply_each_migration_once(empty_dsn: str) -> No
     for t in threads:
         t.join(timeout=120)
     assert errors == []
-    assert sorted(len(r) for r in results) == [0, 2]
+    assert sorted(len(r) for r in results) == [0, len(IDS)]
     conn = psycopg2.connect(empty_dsn)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT migration_id, count(*) FROM _yoyo_migration GROUP BY 1 ORDER BY 1")
-            assert cur.fetchall() == [("0001_users", 1), ("0002_users_hardening", 1)]
+            assert cur.fetchall() == [(mid, 1) for mid in IDS]
     finally:
         conn.close()
 
@@ -234,10 +247,10 @@ def test_yoyo_command_line_from_repo_root(empty_dsn: str) -> None:
     assert out.returncode == 0, out.stderr
     listing = _yoyo(empty_dsn, "list")
     assert listing.returncode == 0, listing.stderr
-    assert "A         0001_users" in listing.stdout
-    assert "A         0002_users_hardening" in listing.stdout
+    for mid in IDS:
+        assert f"A         {mid}" in listing.stdout
     assert _yoyo(empty_dsn, "rollback").returncode == 0
-    assert migrations.status(empty_dsn).pending == ("0002_users_hardening",)
+    assert migrations.status(empty_dsn).pending == (HEAD,)
     assert _yoyo(empty_dsn, "rollback", "--all").returncode == 0
     assert migrations.status(empty_dsn).applied == ()
     assert _yoyo(empty_dsn, "apply").returncode == 0

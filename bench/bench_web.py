@@ -1,0 +1,180 @@
+"""Throughput and latency of the health routes against a minimal aiohttp + asyncpg app.
+
+Both servers run as their own process on the same database and are loaded by ``wrk`` with the
+same connection count, one after the other (never at the same time), alternating for several
+rounds; the table reports the median round.  Target: our app >= 0.8x the minimal one.
+
+    .venv/bin/python bench/bench_web.py [--connections 64] [--duration 10] [--rounds 3]
+
+Uses DATABASE_URL, or the embedded server (DEFEAH_DATA_DIR) when unset.  Needs ``wrk``
+(Debian: ``apt-get install wrk``).  Our app runs twice: as shipped (JSON access log on, to
+/dev/null) and with DEFEAH_ACCESS_LOG=false, since the minimal app logs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dal.cli import target_dsn
+from dal.config import Settings, describe_dsn
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+APPS = ("minimal", "defeah-db", "defeah-db, no access log")
+# Routes per app, in the same order: liveness, then the database round trip.
+ROUTES = {
+    "minimal": ("/health", "/database"),
+    "defeah-db": ("/api/v1/health", "/api/v1/health/database"),
+    "defeah-db, no access log": ("/api/v1/health", "/api/v1/health/database"),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"bench: server on port {port} exited with {proc.returncode}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    sys.exit(f"bench: server on port {port} never answered {path}")
+
+
+@contextmanager
+def server(command: list[str], env: dict[str, str], port: int, probe: str) -> Iterator[None]:
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_ready(port, probe, proc)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def to_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match[1]) * UNITS[match[2]]
+
+
+def wrk(url: str, connections: int, duration: float) -> Run:
+    threads = str(min(2, connections))
+    command = ["wrk", "-t", threads, "-c", str(connections), "-d", f"{duration:g}s", "--latency"]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if rps is None or len(latency) != 2:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    failed = int(errors[1]) if errors else 0
+    if socket_errors:
+        failed += sum(int(n) for n in socket_errors.groups())
+    return Run(float(rps[1]), to_ms(latency["50"]), to_ms(latency["99"]), failed)
+
+
+def median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print(
+            "bench: wrk is not installed; on Debian/Ubuntu: apt-get install -y wrk", file=sys.stderr
+        )
+        return 2
+
+    settings = Settings.from_env()
+    with target_dsn(settings) as dsn:
+        env = {**os.environ, "DATABASE_URL": dsn}
+        ports = {app: free_port() for app in APPS}
+        commands = {
+            "minimal": [sys.executable, str(ROOT / "bench" / "minimal_app.py")],
+            "defeah-db": [sys.executable, "-m", "web", "--port"],
+            "defeah-db, no access log": [sys.executable, "-m", "web", "--port"],
+        }
+        envs = {app: env for app in APPS} | {
+            "defeah-db, no access log": {**env, "DEFEAH_ACCESS_LOG": "false"}
+        }
+        results: dict[tuple[str, str], list[Run]] = {}
+        with ExitStack() as stack:
+            for app in APPS:
+                command = [*commands[app], str(ports[app])]
+                probe = ROUTES[app][1]
+                stack.enter_context(server(command, envs[app], ports[app], probe))
+            for _ in range(args.rounds):
+                for case in range(len(ROUTES["minimal"])):
+                    for app in APPS:
+                        url = f"http://127.0.0.1:{ports[app]}{ROUTES[app][case]}"
+                        wrk(url, args.connections, args.warmup)
+                        run = wrk(url, args.connections, args.duration)
+                        results.setdefault((ROUTES["defeah-db"][case], app), []).append(run)
+                        print(f"  {app:25} {url:45} {run.rps:9.0f} req/s", file=sys.stderr)
+
+    print(f"database: {describe_dsn(dsn)}; {args.connections} connections, "
+          f"{args.duration:g}s x {args.rounds} rounds (median round shown)")  # fmt: skip
+    print()
+    print("| route | app | req/s | p50 ms | p99 ms | non-2xx/errors | vs minimal |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for route in ROUTES["defeah-db"]:
+        base = median_run(results[(route, "minimal")])
+        for app in APPS:
+            run = median_run(results[(route, app)])
+            label = "minimal aiohttp+asyncpg" if app == "minimal" else app
+            print(
+                f"| `{route}` | {label} | {run.rps:.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} "
+                f"| {run.errors} | {run.rps / base.rps:.2f}x |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The plans of the DAL's statements on a realistically filled table: every lookup is served by
+an index, and migration 0003's partial index is what serves expiring_instagram_tokens."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from dal.users import (
+    EXPIRING_INSTAGRAM_TOKENS,
+    GET_USER,
+    GET_USER_BY_EMAIL,
+    LIST_USERS,
+    LIST_USERS_AFTER,
+    RECORD_LOGIN_FAILURE,
+    SIGN_IN_STATE,
+)
+
+ROWS = 20_000
+
+FILL = f"""
+INSERT INTO users (email, hashed_password, created_at, is_active, is_verified,
+                   instagram_user_id, instagram_access_token, token_expires_at)
+SELECT 'user' || g || '@example.com', '$2b$04$' || repeat('x', 53),
+       now() - g * interval '1 minute', g % 10 <> 0, g % 3 = 0,
+       CASE WHEN g % 20 = 0 THEN 'ig' || g END,
+       CASE WHEN g % 20 = 0 THEN 'token' || g END,
+       CASE WHEN g % 20 = 0 THEN now() + (g % 2000) * interval '1 hour' END
+FROM generate_series(1, {ROWS}) AS g
+"""
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+async def _plan(conn: asyncpg.Connection[Any], query: str, *args: object) -> list[dict[str, Any]]:
+    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *args)
+    return list(_nodes(json.loads(raw)[0]["Plan"]))
+
+
+@pytest.fixture
+async def filled(fresh_dsn: str) -> Any:
+    conn = await asyncpg.connect(fresh_dsn, server_settings={"timezone": "UTC"})
+    try:
+        await conn.execute(FILL)
+        await conn.execute("ANALYZE users")
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _indexes(nodes: list[dict[str, Any]]) -> set[str]:
+    return {n["Index Name"] for n in nodes if "Index Name" in n}
+
+
+def _seq_scans(nodes: list[dict[str, Any]]) -> list[str]:
+    return [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"]
+
+
+async def test_point_lookups_use_their_indexes(filled: asyncpg.Connection[Any]) -> None:
+    some_id = await filled.fetchval("SELECT id FROM users OFFSET 100 LIMIT 1")
+    assert _indexes(await _plan(filled, GET_USER, some_id)) == {"users_pkey"}
+    by_email = await _plan(filled, GET_USER_BY_EMAIL, "USER77@example.com")
+    assert _indexes(by_email) == {"users_email_lower_key"}
+    assert _indexes(await _plan(filled, SIGN_IN_STATE, "user5@example.com")) == {
+        "users_email_lower_key"
+    }
+    failure = await _plan(filled, RECORD_LOGIN_FAILURE, some_id, 5, timedelta(minutes=15))
+    assert _indexes(failure) == {"users_pkey"} and not _seq_scans(failure)
+
+
+async def test_keyset_pages_scan_only_what_they_return(filled: asyncpg.Connection[Any]) -> None:
+    first = await _plan(filled, LIST_USERS, True, None, 51)
+    assert _indexes(first) == {"idx_users_created_at"} and not _seq_scans(first)
+    deep = datetime.now(UTC) - timedelta(minutes=ROWS - 500)  # near the last page
+    after = await _plan(filled, LIST_USERS_AFTER, None, None, 51, deep, uuid.uuid4())
+    scan = next(n for n in after if n.get("Index Name") == "idx_users_created_at")
+    assert scan["Scan Direction"] == "Backward"
+    assert "created_at <=" in scan["Index Cond"]  # starts at the cursor, no OFFSET-like skip
+    assert not _seq_scans(after)
+
+
+async def test_expiring_tokens_use_the_0003_partial_index(filled: asyncpg.Connection[Any]) -> None:
+    nodes = await _plan(filled, EXPIRING_INSTAGRAM_TOKENS, timedelta(days=7), 1000)
+    assert _indexes(nodes) == {"users_token_expires_at_idx"} and not _seq_scans(nodes)
+    # Without it (as before 0003) the same statement reads the whole table.
+    undo = filled.transaction()
+    await undo.start()
+    try:
+        await filled.execute("DROP INDEX users_token_expires_at_idx")
+        before = await _plan(filled, EXPIRING_INSTAGRAM_TOKENS, timedelta(days=7), 1000)
+        assert _seq_scans(before) == ["users"]
+    finally:
+        await undo.rollback()

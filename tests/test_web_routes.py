@@ -1,0 +1,368 @@
+"""Health routes through aiohttp's test server: status codes, headers, document shape, errors.
+
+Every app here talks to the real PostgreSQL of the test session (or, for the "database down"
+cases, to an address where nothing answers or something answers too slowly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from importlib.metadata import version as package_version
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from dal import migrations
+from dal.config import Settings, describe_dsn
+from tests.conftest import make_settings
+from web.access_log import AccessLog
+from web.app import DATABASE, create_app
+from web.health import HEALTH, SingleFlight
+
+HEALTH_TYPE = "application/health+json"
+PROBLEM_TYPE = "application/problem+json"
+CHECK_KEY = re.compile(r"^[A-Za-z][\w-]*(:[A-Za-z][\w-]*)?$")
+ROUTES = (
+    "/api/v1/health",
+    "/api/v1/health/database",
+    "/api/v1/health/detailed",
+    "/livez",
+    "/readyz",
+)
+
+
+def with_password(dsn: str, password: str) -> str:
+    """``dsn`` carrying ``password`` (trust auth ignores it; the point is that it never leaks)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{password}@{host}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings, app: web.Application | None = None
+) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(app or create_app(settings))) as client:
+        yield client
+
+
+async def get_json(
+    client: TestClient, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], Any]:
+    async with client.get(path, headers=headers) as resp:
+        return resp.status, dict(resp.headers), await resp.json(content_type=None)
+
+
+def assert_health_document(body: dict[str, Any]) -> None:
+    """The draft's shape: top-level status/version/serviceId, checks keyed component:measurement,
+    each an array of observations with status, observedValue, observedUnit, time (RFC 3339)."""
+    assert body["status"] in ("pass", "warn", "fail")
+    assert body["version"] == package_version("defeah-db")
+    assert body["serviceId"] == "defeah-db"
+    assert body["checks"], "a health document without checks"
+    for key, observations in body["checks"].items():
+        assert CHECK_KEY.match(key), key
+        assert isinstance(observations, list) and observations
+        for obs in observations:
+            assert obs["status"] in ("pass", "warn", "fail")
+            assert "observedValue" in obs and isinstance(obs["observedUnit"], str)
+            assert datetime.fromisoformat(obs["time"]).tzinfo is not None
+            assert obs["componentType"] in ("component", "datastore", "system")
+            assert ("output" in obs) == (obs["status"] != "pass"), obs
+    worst = max(
+        (o["status"] for obs in body["checks"].values() for o in obs),
+        key=["pass", "warn", "fail"].index,
+    )
+    assert body["status"] == worst
+
+
+@pytest.fixture
+def web_settings(fresh_dsn: str) -> Settings:
+    return make_settings(fresh_dsn, pool_min_size=1, pool_max_size=4, health_timeout=1.0)
+
+
+async def test_every_route_answers_health_json(web_settings: Settings) -> None:
+    async with serving(web_settings) as client:
+        for path in ROUTES:
+            status, headers, body = await get_json(client, path)
+            assert status == 200, (path, body)
+            assert headers["Content-Type"] == HEALTH_TYPE
+            assert headers["Cache-Control"] == "no-store"
+            assert_health_document(body)
+            assert body["status"] == "pass"
+
+
+async def test_liveness_reports_uptime_only(web_settings: Settings) -> None:
+    async with serving(web_settings) as client:
+        _, _, body = await get_json(client, "/api/v1/health")
+    assert list(body["checks"]) == ["uptime"]
+    uptime = body["checks"]["uptime"][0]
+    assert uptime["observedUnit"] == "s" and uptime["observedValue"] >= 0
+
+
+async def test_database_route_measures_a_round_trip(web_settings: Settings) -> None:
+    async with serving(web_settings) as client:
+        _, _, body = await get_json(client, "/api/v1/health/database")
+    (check,) = body["checks"]["postgresql:responseTime"]
+    assert check["componentType"] == "datastore"
+    assert check["observedUnit"] == "ms" and check["observedValue"] > 0
+
+
+async def test_detailed_reports_pool_migrations_uptime(web_settings: Settings) -> None:
+    state = migrations.status(web_settings.database_url or "")
+    async with serving(web_settings) as client:
+        _, _, body = await get_json(client, "/api/v1/health/detailed")
+    checks = body["checks"]
+    assert set(checks) == {
+        "postgresql:responseTime",
+        "postgresql:connections",
+        "postgresql:migrations",
+        "uptime",
+    }
+    dsn = web_settings.database_url or ""
+    assert checks["postgresql:responseTime"][0]["componentId"] == describe_dsn(dsn)
+    pool = checks["postgresql:connections"][0]["observedValue"]
+    assert set(pool) == {"size", "idle", "inUse", "min", "max", "waiting"}
+    assert pool["max"] == 4 and pool["min"] == 1
+    assert pool["size"] == pool["idle"] + pool["inUse"] and pool["size"] >= 1
+    schema = checks["postgresql:migrations"][0]
+    assert schema["status"] == "pass"
+    assert schema["observedValue"] == {
+        "applied": len(state.applied),
+        "head": state.head,
+        "pending": [],
+    }
+
+
+async def test_head_requests_have_headers_and_no_body(web_settings: Settings) -> None:
+    async with serving(web_settings) as client:
+        for path in ROUTES:
+            async with client.head(path) as resp:
+                assert resp.status == 200, path
+                assert resp.headers["Content-Type"] == HEALTH_TYPE
+                assert resp.headers["Cache-Control"] == "no-store"
+                assert await resp.read() == b""
+
+
+async def test_unknown_path_is_problem_json(web_settings: Settings) -> None:
+    async with serving(web_settings) as client:
+        status, headers, body = await get_json(client, "/api/v1/nope")
+        async with client.head("/nope") as resp:
+            assert resp.status == 404
+            assert resp.headers["Content-Type"] == PROBLEM_TYPE
+    assert status == 404
+    assert headers["Content-Type"] == PROBLEM_TYPE
+    assert body["status"] == 404 and body["title"] == "Not Found" and body["type"] == "about:blank"
+    assert "<html" not in str(body).lower()
+
+
+async def test_wrong_method_is_problem_json_with_allow(web_settings: Settings) -> None:
+    async with serving(web_settings) as client:
+        for path in ROUTES:
+            async with client.post(path, data=b"{}") as resp:
+                assert resp.status == 405, path
+                assert resp.headers["Content-Type"] == PROBLEM_TYPE
+                assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD"}
+                body = await resp.json(content_type=None)
+                assert body["status"] == 405 and body["title"] == "Method Not Allowed"
+
+
+async def test_unexpected_error_is_a_bare_500_problem(web_settings: Settings) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("internal detail s3cret-in-exception")
+
+    app = create_app(web_settings)
+    app.router.add_get("/broken", broken)
+    async with serving(web_settings, app) as client, client.get("/broken") as resp:
+        text = await resp.text()
+        assert resp.status == 500
+        assert resp.headers["Content-Type"] == PROBLEM_TYPE
+    assert "s3cret" not in text and "Traceback" not in text and "RuntimeError" not in text
+
+
+async def test_health_token_restricts_detailed_to_bearer(web_settings: Settings) -> None:
+    token = "tok-" + "x" * 24
+    settings = web_settings.replace(health_token=token)
+    async with serving(settings) as client:
+        for headers in (
+            None,
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": token},
+            {"Authorization": f"Bearer {token}x"},
+        ):
+            status, _, body = await get_json(client, "/api/v1/health/detailed", headers)
+            assert status == 200 and body == {"status": "pass"}, headers
+        for scheme in ("Bearer", "bearer"):
+            auth = {"Authorization": f"{scheme} {token}"}
+            status, _, body = await get_json(client, "/api/v1/health/detailed", auth)
+            assert status == 200
+            assert_health_document(body)
+            assert token not in str(body)
+        # liveness and readiness stay open: orchestrators do not carry tokens
+        assert (await get_json(client, "/api/v1/health/database"))[0] == 200
+
+
+async def test_pending_migration_is_warn_and_named(fresh_dsn: str) -> None:
+    undone = migrations.rollback(fresh_dsn)
+    assert len(undone) == 1
+    settings = make_settings(fresh_dsn, pool_min_size=1, pool_max_size=2)
+    async with serving(settings) as client:
+        status, _, body = await get_json(client, "/api/v1/health/detailed")
+    assert status == 200  # warn is still healthy
+    assert body["status"] == "warn"
+    schema = body["checks"]["postgresql:migrations"][0]
+    assert schema["status"] == "warn"
+    assert schema["observedValue"]["pending"] == undone
+    assert undone[0] in schema["output"]
+
+
+async def test_pool_exhausted_fails_database_within_timeout(web_settings: Settings) -> None:
+    settings = web_settings.replace(pool_min_size=1, pool_max_size=2, health_timeout=0.5)
+    app = create_app(settings)
+    async with serving(settings, app) as client:
+        db = app[DATABASE]
+        async with db.acquire() as held_1, db.acquire() as held_2:
+            assert held_1 is not held_2
+            started = time.perf_counter()
+            status, _, body = await get_json(client, "/api/v1/health/database")
+            elapsed = time.perf_counter() - started
+            assert status == 503
+            assert body["status"] == "fail"
+            check = body["checks"]["postgresql:responseTime"][0]
+            assert "within 0.5s" in check["output"]  # pool wait or overall deadline, same bound
+            assert elapsed < settings.health_timeout + 1.5, elapsed  # bounded, not hanging
+            assert (await get_json(client, "/api/v1/health"))[0] == 200
+            status, _, body = await get_json(client, "/api/v1/health/detailed")
+            assert status == 503
+        assert (await get_json(client, "/api/v1/health/database"))[0] == 200
+
+
+async def test_probe_storm_shares_one_database_check(web_settings: Settings) -> None:
+    settings = web_settings.replace(pool_min_size=1, pool_max_size=10)
+    app = create_app(settings)
+    async with serving(settings, app) as client:
+        assert app[DATABASE].metrics().size == 1
+
+        async def probe() -> int:
+            async with client.get("/api/v1/health/database") as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = await asyncio.gather(*(probe() for _ in range(60)))
+        assert statuses == [200] * 60
+        # Without single-flight, 60 concurrent checks would have grown the pool towards 10.
+        assert app[DATABASE].metrics().size == 1
+
+
+async def test_single_flight_runs_once_for_concurrent_callers() -> None:
+    flight = SingleFlight[int]()
+    started = 0
+    release = asyncio.Event()
+
+    async def check() -> int:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return started
+
+    waiters = [asyncio.ensure_future(flight.run(check)) for _ in range(25)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()  # one caller giving up does not cancel the shared check
+    release.set()
+    results = await asyncio.gather(*waiters[1:])
+    assert results == [1] * 24
+    assert await flight.run(check) == 2  # a finished check is not reused
+
+
+async def test_app_starts_when_database_is_down(fresh_dsn: str) -> None:
+    dead = f"postgresql://postgres:s3cret-down@127.0.0.1:{free_port()}/nowhere"
+    settings = make_settings(dead, connect_timeout=1.0, health_timeout=1.0)
+    async with serving(settings) as client:
+        assert (await get_json(client, "/api/v1/health"))[0] == 200
+        for path in ("/api/v1/health/database", "/readyz", "/api/v1/health/detailed"):
+            status, headers, body = await get_json(client, path)
+            assert status == 503, path
+            assert headers["Content-Type"] == HEALTH_TYPE
+            assert body["status"] == "fail"
+            assert "s3cret-down" not in str(body)
+        _, _, body = await get_json(client, "/api/v1/health/detailed")
+        assert body["checks"]["postgresql:migrations"][0]["status"] == "fail"
+
+
+async def test_hanging_database_fails_within_health_timeout() -> None:
+    """A server that accepts connections and never answers (a hung PostgreSQL looks like this)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    hung = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = hung.sockets[0].getsockname()[1]
+    dsn = f"postgresql://postgres:s3cret-hung@127.0.0.1:{port}/hung"
+    settings = make_settings(dsn, connect_timeout=1.0, health_timeout=0.5)
+    try:
+        async with serving(settings) as client:
+            for path in ("/api/v1/health/database", "/api/v1/health/detailed"):
+                started = time.perf_counter()
+                status, _, body = await get_json(client, path)
+                elapsed = time.perf_counter() - started
+                assert status == 503, path
+                assert elapsed < settings.health_timeout + 1.5, (path, elapsed)
+                assert "s3cret-hung" not in str(body)
+            assert (await get_json(client, "/api/v1/health"))[0] == 200
+        assert accepted, "the app never tried to connect"
+    finally:
+        for writer in accepted:
+            writer.close()
+        hung.close()
+        await hung.wait_closed()
+
+
+async def test_health_service_is_stored_under_typed_keys(web_settings: Settings) -> None:
+    app = create_app(web_settings)
+    assert app[HEALTH].db is app[DATABASE]
+    # constructing the app connects nowhere: the pool is created at start-up
+    assert app[DATABASE].metrics().size == 0
+
+
+async def test_access_log_is_one_json_line_per_request_without_query(
+    web_settings: Settings,
+) -> None:
+    stream = io.StringIO()
+    access = AccessLog(stream)
+    server = TestServer(create_app(web_settings))
+    # TestServer forwards runner options only through start_server()
+    await server.start_server(
+        access_log_class=access.logger_class(), access_log=logging.getLogger("web.access")
+    )
+    async with TestClient(server) as client:
+        for path in ("/api/v1/health?token=s3cret-query", "/evil%0Afake%20line", "/livez"):
+            async with client.get(path) as resp:
+                await resp.read()
+    access.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    entries = [json.loads(line.split(" INFO web.access: ", 1)[1]) for line in lines]
+    assert [e["path"] for e in entries] == ["/api/v1/health", "/evil\nfake line", "/livez"]
+    assert [e["status"] for e in entries] == [200, 404, 200]
+    assert all(e["method"] == "GET" and e["ms"] >= 0 for e in entries)
+    assert "s3cret-query" not in stream.getvalue()

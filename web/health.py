@@ -1,0 +1,327 @@
+"""Health routes and their documents (the IETF "Health Check Response Format for HTTP APIs").
+
+Three questions, three routes:
+
+* ``/api/v1/health`` (alias ``/livez``): is the process answering?  Never touches the database,
+  so an orchestrator does not restart a healthy process because PostgreSQL is down.
+* ``/api/v1/health/database`` (alias ``/readyz``): can we serve traffic?  One ``SELECT 1``
+  through the pool, bounded by the health timeout even when the server hangs or the pool is
+  exhausted.
+* ``/api/v1/health/detailed``: everything an operator wants: the database round trip, pool
+  occupancy, migration state, version, uptime.  Optionally restricted by a bearer token.
+
+Probe storms: concurrent requests share one in-flight check per kind (``SingleFlight``), so a
+thousand probes cost one pool connection, not a thousand.  A caller that joins late gets the
+result of the check already running, which is at most one health timeout old.  The migration
+state, read through yoyo on its own psycopg2 connection, is also cached for
+``MIGRATIONS_CACHE_SECONDS`` after a successful read; failures are not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg2
+from aiohttp import web
+
+from dal import migrations
+from dal.config import Settings
+from dal.database import Database, PoolMetrics
+from dal.errors import DalError
+from dal.replicas import ReplicaHealth
+
+HEALTH_TYPE = "application/health+json"
+PACKAGE = "defeah-db"
+MIGRATIONS_CACHE_SECONDS = 5.0
+STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+
+T = TypeVar("T")
+
+
+def service_version() -> str:
+    try:
+        return package_version(PACKAGE)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One entry of ``checks["component:measurement"]``."""
+
+    status: str
+    observed_value: Any
+    observed_unit: str
+    component_type: str
+    time: str
+    output: str | None = None
+    component_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"componentType": self.component_type}
+        if self.component_id is not None:
+            entry["componentId"] = self.component_id
+        entry.update(
+            status=self.status,
+            observedValue=self.observed_value,
+            observedUnit=self.observed_unit,
+            time=self.time,
+        )
+        if self.output is not None:
+            entry["output"] = self.output
+        return entry
+
+
+def worst(statuses: list[str]) -> str:
+    return max(statuses, key=STATUS_ORDER.__getitem__, default="pass")
+
+
+class SingleFlight(Generic[T]):
+    """Callers arriving while a check runs await that same check instead of starting another.
+
+    The shared task is shielded: a caller that gives up (client gone, its own timeout) does not
+    cancel the check the others are waiting for.
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[T] | None = None
+
+    async def run(self, start: Callable[[], Awaitable[T]]) -> T:
+        task = self._task
+        if task is None or task.done():
+            task = asyncio.ensure_future(start())
+            task.add_done_callback(_consume_exception)
+            self._task = task
+        return await asyncio.shield(task)
+
+
+def _consume_exception(task: asyncio.Task[Any]) -> None:
+    # Every waiter sees the exception; this only keeps asyncio from reporting it as lost when
+    # all waiters had already gone.
+    if not task.cancelled():
+        task.exception()
+
+
+class HealthService:
+    """Builds the health documents for one app; holds the single-flight and cache state."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.version = service_version()
+        self.started = time.monotonic()
+        self._database = SingleFlight[Check]()
+        self._migrations = SingleFlight[Check]()
+        self._migrations_cached: tuple[float, Check] | None = None
+        self._liveness_parts: tuple[str, str, str] | None = None
+        self._replicas = SingleFlight[dict[str, ReplicaHealth]]()
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def uptime(self) -> Check:
+        seconds = round(time.monotonic() - self.started, 3)
+        return Check("pass", seconds, "s", "system", now_iso())
+
+    async def database(self, *, identify: bool = False) -> Check:
+        check = await self._database.run(self._round_trip)
+        if identify:
+            check = Check(**{**check.__dict__, "component_id": self.db.describe})
+        return check
+
+    async def _round_trip(self) -> Check:
+        report = await self.db.health(self.settings.health_timeout)
+        status = "pass" if report.ok else "fail"
+        return Check(status, report.latency_ms, "ms", "datastore", now_iso(), report.error)
+
+    def pool(self, metrics: PoolMetrics | None = None, name: str | None = None) -> Check:
+        """Occupancy of one pool (default: the primary's); ``name`` becomes its componentId."""
+        m = self.db.metrics() if metrics is None else metrics
+        value = {
+            "size": m.size,
+            "idle": m.idle,
+            "inUse": m.in_use,
+            "min": m.min_size,
+            "max": m.max_size,
+            "waiting": m.waiting,
+        }
+        output = f"{m.waiting} request(s) waiting for a connection" if m.waiting else None
+        status = "warn" if m.waiting else "pass"
+        return Check(status, value, "connections", "component", now_iso(), output, name)
+
+    def pools(self) -> list[Check]:
+        """One entry per pool (``primary``, then each replica), told apart by componentId."""
+        return [self.pool(metrics, name) for name, metrics in self.db.pool_metrics().items()]
+
+    async def replicas(self) -> list[Check]:
+        """Each replica's probe.  A replica down is ``warn``, not ``fail``: reads fall back to
+        the primary, so the service is degraded, not down."""
+        if not self.settings.replica_urls:
+            return []
+        reports = await self._replicas.run(self.db.replica_health)
+        checks = []
+        for report in reports.values():
+            status, output = "pass", None
+            if not report.ok:
+                status = "warn"
+                output = f"{report.name} unavailable, reads use the primary: {report.error}"
+            elif report.in_recovery is False:
+                status, output = "warn", f"{report.name} is not a standby (not in recovery)"
+            value = report.latency_ms if report.ok else None
+            checks.append(Check(status, value, "ms", "datastore", now_iso(), output, report.target))
+        return checks
+
+    async def migrations(self) -> Check:
+        cached = self._migrations_cached
+        if cached is not None and time.monotonic() - cached[0] < MIGRATIONS_CACHE_SECONDS:
+            return cached[1]
+        limit = self.settings.health_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await self._migrations.run(self._read_migrations)
+        except TimeoutError:
+            return _migrations_failed(f"no answer within {limit:g}s")
+
+    async def _read_migrations(self) -> Check:
+        try:
+            dsn = with_connect_timeout(self.db.dsn, self.settings.health_timeout)
+            state = await asyncio.to_thread(migrations.status, dsn)
+        except DalError as exc:
+            return _migrations_failed(str(exc))
+        except psycopg2.Error as exc:
+            return _migrations_failed(f"{type(exc).__name__} while reading migration state")
+        value = {"applied": len(state.applied), "head": state.head, "pending": list(state.pending)}
+        if state.pending:
+            output = f"{len(state.pending)} pending: {', '.join(state.pending)}"
+            check = Check("warn", value, "migrations", "datastore", now_iso(), output)
+        else:
+            check = Check("pass", value, "migrations", "datastore", now_iso())
+        self._migrations_cached = (time.monotonic(), check)
+        return check
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def document(self, checks: dict[str, Check | list[Check]]) -> dict[str, Any]:
+        """``checks`` maps a key to one observation or to several (one per component)."""
+        entries = {k: v if isinstance(v, list) else [v] for k, v in checks.items() if v != []}
+        return {
+            "status": worst([c.status for cs in entries.values() for c in cs]),
+            "version": self.version,
+            "serviceId": self.settings.application_name,
+            "description": "defeah-db user-account data layer",
+            "checks": {key: [c.to_json() for c in cs] for key, cs in entries.items()},
+        }
+
+    def liveness(self) -> dict[str, Any]:
+        return self.document({"uptime": self.uptime()})
+
+    def liveness_body(self) -> bytes:
+        """``liveness()`` serialised: the hot path of every orchestrator probe.
+
+        Only the uptime and the time change between probes, so the rest of the document is
+        serialised once, by ``document()`` itself around two markers.  Building and dumping the
+        whole document per probe cost ~40% of liveness throughput (bench/bench_web.py).
+        """
+        if self._liveness_parts is None:
+            marked = Check("pass", "@UPTIME@", "s", "system", "@TIME@")
+            template = json.dumps(self.document({"uptime": marked}), separators=(",", ":"))
+            head, rest = template.split('"@UPTIME@"')
+            middle, tail = rest.split("@TIME@")
+            self._liveness_parts = (head, middle, tail)
+        head, middle, tail = self._liveness_parts
+        seconds = round(time.monotonic() - self.started, 3)
+        return f"{head}{seconds}{middle}{now_iso()}{tail}".encode()
+
+    async def readiness(self) -> dict[str, Any]:
+        return self.document({"postgresql:responseTime": await self.database()})
+
+    async def detailed(self) -> dict[str, Any]:
+        database, schema, replicas = await asyncio.gather(
+            self.database(identify=True), self.migrations(), self.replicas()
+        )
+        return self.document(
+            {
+                "postgresql:responseTime": database,
+                "postgresql:connections": self.pools(),
+                "postgresql-replica:responseTime": replicas,
+                "postgresql:migrations": schema,
+                "uptime": self.uptime(),
+            }
+        )
+
+
+def with_connect_timeout(dsn: str, seconds: float) -> str:
+    """``dsn`` with libpq's ``connect_timeout`` (whole seconds, at least 2 as libpq enforces).
+
+    yoyo passes URL query parameters to psycopg2.  Without this a hung server would pin the
+    worker thread forever, and the process could not exit (asyncio waits for its threads).
+    """
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "connect_timeout"]
+    query.append(("connect_timeout", str(max(2, math.ceil(seconds)))))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _migrations_failed(output: str) -> Check:
+    return Check("fail", None, "migrations", "datastore", now_iso(), output)
+
+
+def authorized(request: web.Request, token: str | None) -> bool:
+    """True when no token is configured or the caller sent ``Authorization: Bearer <token>``."""
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def health_response(document: dict[str, Any]) -> web.Response:
+    """200 for pass/warn, 503 for fail, as the draft asks (2xx-3xx healthy, 4xx-5xx not)."""
+    body = json.dumps(document, separators=(",", ":")).encode()
+    return health_body_response(body, 503 if document["status"] == "fail" else 200)
+
+
+def health_body_response(body: bytes, status: int) -> web.Response:
+    return web.Response(
+        status=status, body=body, content_type=HEALTH_TYPE, headers={"Cache-Control": "no-store"}
+    )
+
+
+HEALTH = web.AppKey("health", HealthService)
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/health")
+@routes.get("/livez")
+async def liveness(request: web.Request) -> web.Response:
+    return health_body_response(request.app[HEALTH].liveness_body(), 200)
+
+
+@routes.get("/api/v1/health/database")
+@routes.get("/readyz")
+async def readiness(request: web.Request) -> web.Response:
+    return health_response(await request.app[HEALTH].readiness())
+
+
+@routes.get("/api/v1/health/detailed")
+async def detailed(request: web.Request) -> web.Response:
+    service = request.app[HEALTH]
+    document = await service.detailed()
+    if not authorized(request, service.settings.health_token):
+        document = {"status": document["status"]}
+    return health_response(document)

@@ -1,0 +1,59 @@
+"""Errors as ``application/problem+json`` (RFC 9457) instead of aiohttp's HTML pages.
+
+Probes and API clients parse JSON; an HTML 404 page or a traceback in a 500 body would be noise
+for them and, for the traceback, a leak.  The middleware turns every HTTP error the router or a
+handler raises into a small problem document, and any unexpected exception into a bare 500 whose
+details stay in the server log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+DETAILS = {
+    404: "No resource at this path; the health routes live under /api/v1/health.",
+    405: "This resource does not support that method; see the Allow header.",
+    500: "The server failed to answer this request; the cause is in the server log.",
+}
+
+
+def problem_response(
+    status: int, title: str, detail: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    response = web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
+    for name, value in (headers or {}).items():
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value
+    return response
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and other non-errors keep aiohttp's handling
+        return problem_response(
+            exc.status, exc.reason, DETAILS.get(exc.status), headers=dict(exc.headers)
+        )
+    except Exception:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=True)
+        return problem_response(500, "Internal Server Error", DETAILS[500])
