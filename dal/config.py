@@ -127,10 +127,6 @@ def _parse_replicas(name: str, raw: str) -> tuple[str, ...]:
     return tuple(_parse_dsn(name, u) for u in urls)
 
 
-def _parse_host(name: str, raw: str) -> str:
-    return _parse_text(name, raw)
-
-
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: where it lands in ``Settings`` and how it is parsed."""
@@ -269,7 +265,7 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_seconds(0.001, 31_536_000),
         "Seconds an account stays locked.",
     ),
-    Variable("DEFEAH_HOST", "host", "127.0.0.1", _parse_host, "Address the HTTP server binds."),
+    Variable("DEFEAH_HOST", "host", "127.0.0.1", _parse_text, "Address the HTTP server binds."),
     Variable("DEFEAH_PORT", "port", "8080", _parse_int(0, 65535), "Port the HTTP server binds."),
     Variable(
         "DEFEAH_HEALTH_TIMEOUT",

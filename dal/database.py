@@ -206,7 +206,7 @@ class Database:
                     self._pool = await asyncpg.create_pool(dsn, **self.pool_options())
                 except CONNECT_ERRORS as exc:
                     raise DatabaseUnavailable(
-                        f"cannot connect to {self.describe}: {_describe_error(exc)}"
+                        f"cannot connect to {self.describe}: {describe_error(exc)}"
                     ) from None
                 log.info("pool open on %s", self.describe)
             return self._pool
@@ -236,9 +236,9 @@ class Database:
                     yield replica_conn
                 except CONNECTION_ERRORS as exc:
                     if _lost(replica_conn):  # not a mere statement timeout
-                        replicas.mark_down(replica, _describe_error(exc))
+                        replicas.mark_down(replica, describe_error(exc))
                     raise DatabaseUnavailable(
-                        f"lost the connection to {replica.target}: {_describe_error(exc)}"
+                        f"lost the connection to {replica.target}: {describe_error(exc)}"
                     ) from None
                 except DatabaseUnavailable:  # the repository already translated the error
                     if _lost(replica_conn):
@@ -257,7 +257,7 @@ class Database:
             ) from None
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
-                f"cannot connect to {self.describe}: {_describe_error(exc)}"
+                f"cannot connect to {self.describe}: {describe_error(exc)}"
             ) from None
         finally:
             self._waiting -= 1
@@ -265,7 +265,7 @@ class Database:
             yield conn
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
-                f"lost the connection to {self.describe}: {_describe_error(exc)}"
+                f"lost the connection to {self.describe}: {describe_error(exc)}"
             ) from None
         finally:
             await pool.release(conn)
@@ -292,7 +292,7 @@ class Database:
         except DatabaseUnavailable as exc:
             return HealthReport(False, _ms(started), error=str(exc))
         except asyncpg.exceptions.PostgresError as exc:
-            return HealthReport(False, _ms(started), error=_describe_error(exc))
+            return HealthReport(False, _ms(started), error=describe_error(exc))
         return HealthReport(True, _ms(started), server_version=version)
 
     def pool_metrics(self) -> dict[str, PoolMetrics]:
@@ -344,7 +344,7 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line naming the failure (driver messages name users and hosts, never passwords)."""
     text = str(exc).strip()
     name = type(exc).__name__

@@ -33,9 +33,7 @@ from dal.database import (
     CONNECT_ERRORS,
     PooledConnection,
     PoolMetrics,
-)
-from dal.database import (
-    _describe_error as describe_error,
+    describe_error,
 )
 
 log = logging.getLogger(__name__)

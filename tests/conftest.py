@@ -8,14 +8,13 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import pytest_asyncio
 
 from dal import migrations
 from dal.config import Settings
 from dal.database import Database
-from tests.pg import PgServer
+from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,13 +79,7 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 
 @pytest.fixture
 def clean_dsn(shared_dsn: str) -> str:
-    conn = psycopg2.connect(shared_dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("TRUNCATE users")
-    finally:
-        conn.close()
+    query(shared_dsn, "TRUNCATE users")
     return shared_dsn
 
 

@@ -13,11 +13,31 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.extras
 from psycopg2 import sql
 
 
 def dsn_for(base_dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(base_dsn)._replace(path=f"/{database}"))
+
+
+def with_password(dsn: str, password: str) -> str:
+    """``dsn`` carrying ``password`` (trust auth ignores it; the point is that it never leaks)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{password}@{host}"))
+
+
+def query(dsn: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
+    """Run one statement in autocommit on a fresh connection; rows as dicts (empty if none)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(statement, params)
+            return [dict(r) for r in cur.fetchall()] if cur.description else []
+    finally:
+        conn.close()
 
 
 @dataclass

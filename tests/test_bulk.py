@@ -13,40 +13,23 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import bcrypt
-import psycopg2
 import pytest
 
 from dal import bulk
 from dal.database import Database
 from dal.models import InstagramConnection, NewUser
 from dal.seeding import BULK_EMAIL_DOMAIN
+from tests.commands import ROOT, cli_env
 from tests.conftest import make_settings
-from tests.test_seeds import query
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.pg import query
 
 
 def count(dsn: str) -> int:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM users")
-            row = cur.fetchone()
-            assert row is not None
-            return int(row[0])
-    finally:
-        conn.close()
-
-
-def cli_env(dsn: str) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DEFEAH_")}
-    environ.update(DATABASE_URL=dsn, DEFEAH_BCRYPT_ROUNDS="4")
-    return environ
+    return int(query(dsn, "SELECT count(*) AS n FROM users")[0]["n"])
 
 
 async def test_small_n_inserts_exactly_n_valid_rows(fresh_dsn: str) -> None:

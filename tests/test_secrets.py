@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from dal import Database, InstagramConnection, NewUser, User
 from dal.errors import DalError, DuplicateEmail, InvalidCredentials, InvalidUserData
 from tests.conftest import make_settings
+from tests.pg import with_password
 
 PASSWORD = "Pa55-phrase-never-shown"
 TOKEN = "IGQVJ-secret-token-never-shown"
@@ -40,20 +40,12 @@ def assert_hidden(texts: list[str], *secrets: str) -> None:
             assert secret not in text, (secret, text)
 
 
-def with_password(dsn: str) -> str:
-    """The same DSN with a password (the test servers trust local connections)."""
-    parts = urlsplit(dsn)
-    host = parts.netloc.split("@", 1)[-1]
-    user = parts.username or "postgres"
-    return urlunsplit(parts._replace(netloc=f"{user}:{DSN_PASSWORD}@{host}"))
-
-
 async def test_no_secret_in_models_logs_or_errors(
     clean_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     messages: list[str] = []
-    async with Database(make_settings(with_password(clean_dsn))) as db:
+    async with Database(make_settings(with_password(clean_dsn, DSN_PASSWORD))) as db:
         new = NewUser(email="ada@example.com", password=PASSWORD, full_name="Ada")  # type: ignore[arg-type]
         user = await db.users.create(new)
         hashed = user.hashed_password.get_secret_value()

@@ -7,19 +7,14 @@ would.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import bcrypt
-import psycopg2
-import psycopg2.extras
 import pytest
 from psycopg2 import sql
 
@@ -27,10 +22,9 @@ from dal.database import Database
 from dal.errors import InvalidCredentials
 from dal.models import User
 from dal.seeding import BULK_EMAIL_DOMAIN, DATABASE_MARKER, SEED_EMAILS, SEEDS_DIR, seed_files
+from tests.commands import run_cli
 from tests.conftest import make_settings
-from tests.pg import PgServer
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.pg import PgServer, query
 
 # The documented development passwords (README, and the comment in seeds/0001_users.sql).
 PASSWORDS = {
@@ -69,31 +63,6 @@ def psql_file(dsn: str, path: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def cli(dsn: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DEFEAH_")}
-    environ.update(DATABASE_URL=dsn, DEFEAH_BCRYPT_ROUNDS="4", **env)
-    return subprocess.run(
-        [sys.executable, "-m", "dal", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=environ,
-        check=False,
-    )
-
-
-def query(dsn: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute(statement, params)
-            return [dict(r) for r in cur.fetchall()] if cur.description else []
-    finally:
-        conn.close()
 
 
 def add_user(dsn: str, email: str) -> None:
@@ -145,7 +114,7 @@ def test_a_failing_seed_file_stops_psql_and_leaves_nothing(fresh_dsn: str) -> No
     assert "users_instagram_user_id_key" in done.stderr
     assert emails(fresh_dsn) == {"other@example.com"}
 
-    failed = cli(fresh_dsn, "seed")
+    failed = run_cli(fresh_dsn, "seed")
     assert failed.returncode == 1
     assert "0001_users.sql" in failed.stderr and "nothing of it was applied" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
@@ -202,7 +171,7 @@ async def test_seeded_users_sign_in_through_the_dal(fresh_dsn: str) -> None:
 
 def test_cli_seed_and_psql_produce_the_same_rows(fresh_dsn: str, second_dsn: str) -> None:
     seed_with_psql(fresh_dsn)
-    done = cli(second_dsn, "seed")
+    done = run_cli(second_dsn, "seed")
     assert done.returncode == 0, done.stderr
     assert query(second_dsn, ROWS) == query(fresh_dsn, ROWS)
     assert "seeds: 3 inserted, 0 already present" in done.stdout
@@ -215,7 +184,7 @@ def test_cli_seed_reports_rows_already_present(fresh_dsn: str) -> None:
     query(fresh_dsn, "DELETE FROM users WHERE email = 'demo@defeah.com'")
     before = query(fresh_dsn, "SELECT id, updated_at FROM users ORDER BY email")
 
-    done = cli(fresh_dsn, "seed")
+    done = run_cli(fresh_dsn, "seed")
     assert done.returncode == 0, done.stderr
     assert "inserted demo@defeah.com" in done.stdout
     assert "already present admin@defeah.com" in done.stdout
@@ -227,7 +196,7 @@ def test_cli_seed_reports_rows_already_present(fresh_dsn: str) -> None:
 
 def test_seed_is_case_insensitive_about_existing_emails(fresh_dsn: str) -> None:
     add_user(fresh_dsn, "Admin@Defeah.com")
-    done = cli(fresh_dsn, "seed")
+    done = run_cli(fresh_dsn, "seed")
     assert done.returncode == 0, done.stderr
     assert "already present admin@defeah.com" in done.stdout
     assert emails(fresh_dsn) == {"Admin@Defeah.com", "demo@defeah.com", "test@defeah.com"}
@@ -245,12 +214,12 @@ def test_clear_removes_exactly_the_seed_users(fresh_dsn: str) -> None:
     for email in others:
         add_user(fresh_dsn, email)
 
-    done = cli(fresh_dsn, "clear")
+    done = run_cli(fresh_dsn, "clear")
     assert done.returncode == 0, done.stderr
     assert "removed 3 seed user(s)" in done.stdout
     assert emails(fresh_dsn) == others
 
-    again = cli(fresh_dsn, "clear", "--generated")
+    again = run_cli(fresh_dsn, "clear", "--generated")
     assert again.returncode == 0, again.stderr
     assert "removed 0 seed user(s)" in again.stdout
     assert "removed 1 generated user(s)" in again.stdout
@@ -263,7 +232,7 @@ def test_seed_clear_replaces_the_seed_users(fresh_dsn: str) -> None:
     query(fresh_dsn, "UPDATE users SET login_count = 999 WHERE email = 'admin@defeah.com'")
     old_ids = {r["id"] for r in query(fresh_dsn, "SELECT id FROM users")}
 
-    done = cli(fresh_dsn, "seed", "--clear")
+    done = run_cli(fresh_dsn, "seed", "--clear")
     assert done.returncode == 0, done.stderr
     assert "removed 3 seed user(s)" in done.stdout
     assert "seeds: 3 inserted, 0 already present" in done.stdout
@@ -287,17 +256,17 @@ def test_production_environment_refuses_clear_and_seed_without_force(fresh_dsn: 
     add_user(fresh_dsn, "customer@example.com")
     before = query(fresh_dsn, "SELECT * FROM users ORDER BY email")
 
-    assert_refused(cli(fresh_dsn, "clear", DEFEAH_ENV="production"), "DEFEAH_ENV=production")
-    assert_refused(cli(fresh_dsn, "seed", "--clear", DEFEAH_ENV="production"), "DEFEAH_ENV")
-    assert_refused(cli(fresh_dsn, "generate", "10", DEFEAH_ENV="production"), "DEFEAH_ENV")
+    assert_refused(run_cli(fresh_dsn, "clear", DEFEAH_ENV="production"), "DEFEAH_ENV=production")
+    assert_refused(run_cli(fresh_dsn, "seed", "--clear", DEFEAH_ENV="production"), "DEFEAH_ENV")
+    assert_refused(run_cli(fresh_dsn, "generate", "10", DEFEAH_ENV="production"), "DEFEAH_ENV")
     assert query(fresh_dsn, "SELECT * FROM users ORDER BY email") == before
 
-    forced = cli(fresh_dsn, "clear", "--force", DEFEAH_ENV="production")
+    forced = run_cli(fresh_dsn, "clear", "--force", DEFEAH_ENV="production")
     assert forced.returncode == 0, forced.stderr
     assert emails(fresh_dsn) == {"customer@example.com"}
-    assert_refused(cli(fresh_dsn, "seed", DEFEAH_ENV="production"), "DEFEAH_ENV")
+    assert_refused(run_cli(fresh_dsn, "seed", DEFEAH_ENV="production"), "DEFEAH_ENV")
     assert emails(fresh_dsn) == {"customer@example.com"}
-    assert cli(fresh_dsn, "seed", "--force", DEFEAH_ENV="production").returncode == 0
+    assert run_cli(fresh_dsn, "seed", "--force", DEFEAH_ENV="production").returncode == 0
     assert emails(fresh_dsn) == {"customer@example.com", *SEED_EMAILS}
 
 
@@ -311,31 +280,31 @@ def test_database_marker_refuses_even_in_development(pg: PgServer, fresh_dsn: st
     seed_with_psql(fresh_dsn)  # plain psql cannot be stopped; the CLI can
 
     reason = f"{DATABASE_MARKER} = 'production'"
-    assert_refused(cli(fresh_dsn, "clear", DEFEAH_ENV="development"), reason)
-    assert_refused(cli(fresh_dsn, "seed", "--clear"), reason)
+    assert_refused(run_cli(fresh_dsn, "clear", DEFEAH_ENV="development"), reason)
+    assert_refused(run_cli(fresh_dsn, "seed", "--clear"), reason)
     assert emails(fresh_dsn) == set(SEED_EMAILS)
 
-    up = cli(fresh_dsn, "up", "--no-serve")
+    up = run_cli(fresh_dsn, "up", "--no-serve")
     assert up.returncode == 0, up.stderr
     assert "seeds: skipped (the target is production)" in up.stdout
 
-    forced = cli(fresh_dsn, "clear", "--force")
+    forced = run_cli(fresh_dsn, "clear", "--force")
     assert forced.returncode == 0, forced.stderr
     assert emails(fresh_dsn) == set()
 
 
 def test_up_migrates_then_seeds(empty_dsn: str) -> None:
-    done = cli(empty_dsn, "up", "--no-serve")
+    done = run_cli(empty_dsn, "up", "--no-serve")
     assert done.returncode == 0, done.stderr
     assert "seeds: 3 inserted, 0 already present" in done.stdout
     assert emails(empty_dsn) == set(SEED_EMAILS)
-    again = cli(empty_dsn, "up", "--no-serve")
+    again = run_cli(empty_dsn, "up", "--no-serve")
     assert again.returncode == 0, again.stderr
     assert "seeds: 0 inserted, 3 already present" in again.stdout
 
 
 def test_seed_on_an_unmigrated_database_says_to_migrate(empty_dsn: str) -> None:
-    done = cli(empty_dsn, "seed")
+    done = run_cli(empty_dsn, "seed")
     assert done.returncode == 1
     assert "run `defeah-db migrate` first" in done.stderr
     assert "Traceback" not in done.stderr

@@ -26,7 +26,8 @@ import pytest
 from dal import migrations
 from dal.config import describe_dsn
 from dal.embedded import EmbeddedServer
-from tests.test_web_routes import free_port, with_password
+from tests.pg import with_password
+from tests.test_web_routes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_TIMEOUT = 1.0

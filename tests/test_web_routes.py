@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib.metadata import version as package_version
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiohttp import web
@@ -41,13 +40,6 @@ ROUTES = (
     "/livez",
     "/readyz",
 )
-
-
-def with_password(dsn: str, password: str) -> str:
-    """``dsn`` carrying ``password`` (trust auth ignores it; the point is that it never leaks)."""
-    parts = urlsplit(dsn)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{password}@{host}"))
 
 
 def free_port() -> int:
