@@ -345,9 +345,9 @@ class User(BaseModel):
 
         The row comes from our own statement against a table whose types and CHECKs already
         guarantee every field, so it is not validated again.  Measured on pydantic 2.14
-        (bench/bench_dal.py prints it): ``model_validate`` 6.6 us/row, ``model_construct``
-        7.5 us/row (its per-field Python loop is slower than validation in Rust), filling the
-        instance's slots directly 3.6 us/row -- what this does, falling back to
+        (bench/bench_dal.py prints it): ``model_validate`` 3.4 us/row, ``model_construct``
+        6.2 us/row (its per-field Python loop is slower than validation in Rust), filling the
+        instance's slots directly 1.9 us/row -- what this does, falling back to
         ``model_validate`` if pydantic ever changes the instance layout checked below.
         """
         values = dict(row)
