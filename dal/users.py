@@ -202,6 +202,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidUserData("cursor", "is not a cursor returned by list()") from None
 
 
+async def _translated_fetch(
+    conn: Connection, query: str, args: Sequence[object], names: Sequence[str]
+) -> builtins.list[asyncpg.Record]:
+    """``conn.fetch`` whose driver errors become ``dal.errors`` naming the field (``names``
+    labels ``args`` in ``$n`` order).  Translated here, inside the acquire block, so that
+    ``Database.acquire`` only ever sees errors that are about the connection itself."""
+    try:
+        return await conn.fetch(query, *args)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, dict(zip(names, args, strict=True))) from None
+
+
 class UsersRepository:
     """The users aggregate's queries; get one from ``Database.users``."""
 
@@ -217,26 +229,6 @@ class UsersRepository:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _fetchrow(
-        self,
-        query: str,
-        args: Sequence[object],
-        names: Sequence[str],
-        conn: Connection | None,
-        *,
-        readonly: bool = False,
-    ) -> asyncpg.Record | None:
-        if conn is not None:
-            try:
-                return await conn.fetchrow(query, *args)
-            except DRIVER_ERRORS as exc:
-                raise translate(exc, dict(zip(names, args, strict=True))) from None
-        async with self._db.acquire(readonly=readonly) as pooled:
-            try:
-                return await pooled.fetchrow(query, *args)
-            except DRIVER_ERRORS as exc:
-                raise translate(exc, dict(zip(names, args, strict=True))) from None
-
     async def _fetch(
         self,
         query: str,
@@ -246,16 +238,24 @@ class UsersRepository:
         *,
         readonly: bool = False,
     ) -> builtins.list[asyncpg.Record]:
+        """Run one statement on ``conn`` or a pooled connection."""
         if conn is not None:
-            try:
-                return await conn.fetch(query, *args)
-            except DRIVER_ERRORS as exc:
-                raise translate(exc, dict(zip(names, args, strict=True))) from None
+            return await _translated_fetch(conn, query, args, names)
         async with self._db.acquire(readonly=readonly) as pooled:
-            try:
-                return await pooled.fetch(query, *args)
-            except DRIVER_ERRORS as exc:
-                raise translate(exc, dict(zip(names, args, strict=True))) from None
+            return await _translated_fetch(pooled, query, args, names)
+
+    async def _fetchrow(
+        self,
+        query: str,
+        args: Sequence[object],
+        names: Sequence[str],
+        conn: Connection | None,
+        *,
+        readonly: bool = False,
+    ) -> asyncpg.Record | None:
+        """``_fetch`` for statements that address one row (by key or RETURNING)."""
+        rows = await self._fetch(query, args, names, conn, readonly=readonly)
+        return rows[0] if rows else None
 
     @staticmethod
     def _found(row: asyncpg.Record | None, user_id: UUID) -> User:

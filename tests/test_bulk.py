@@ -23,7 +23,7 @@ from dal import bulk
 from dal.database import Database
 from dal.models import InstagramConnection, NewUser
 from dal.seeding import BULK_EMAIL_DOMAIN
-from tests.commands import ROOT, cli_env
+from tests.commands import ROOT, cli_env, run_cli
 from tests.conftest import make_settings
 from tests.pg import query
 
@@ -170,15 +170,7 @@ def test_cli_generate_draws_a_bar_on_a_terminal_only(fresh_dsn: str) -> None:
     assert b"100%" in terminal and b"rows/s" in terminal and b"\r[" in terminal
     assert "generated 3,000 users in 3 batch(es)" in out.decode()
 
-    piped = subprocess.run(
-        [sys.executable, "-m", "dal", "generate", "500"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=cli_env(fresh_dsn),
-        check=False,
-    )
+    piped = run_cli(fresh_dsn, "generate", "500")
     assert piped.returncode == 0, piped.stderr
     assert piped.stderr == ""  # quiet when not a TTY
     assert piped.stdout.startswith("generated 500 users") and "rows/s" in piped.stdout
@@ -240,15 +232,7 @@ def test_a_failing_batch_is_rolled_back_whole(fresh_dsn: str) -> None:
         "ALTER TABLE users ADD CONSTRAINT no_row_1500 "
         f"CHECK (email NOT LIKE '%.5dc@{BULK_EMAIL_DOMAIN}')",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "dal", "generate", "3000", "--batch-size", "1000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=cli_env(fresh_dsn),
-        check=False,
-    )
+    done = run_cli(fresh_dsn, "generate", "3000", "--batch-size", "1000")
     assert done.returncode == 1
     assert "no_row_1500" in done.stderr and "1,000 users committed in 1 whole batch" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
@@ -256,14 +240,6 @@ def test_a_failing_batch_is_rolled_back_whole(fresh_dsn: str) -> None:
 
 
 def test_generate_on_an_unmigrated_database_says_to_migrate(empty_dsn: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "dal", "generate", "10"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=cli_env(empty_dsn),
-        check=False,
-    )
+    done = run_cli(empty_dsn, "generate", "10")
     assert done.returncode == 1
     assert "run `defeah-db migrate` first" in done.stderr and "Traceback" not in done.stderr

@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from dal import Database, NewUser, migrations
@@ -76,3 +77,19 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
             assert (await db.users.authenticate("ada@example.com", "pw-1234")).id == user.id
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_acquire_leaves_statement_errors_alone_and_the_connection_usable(
+    db: Database,
+) -> None:
+    """A bad argument in the caller's own statement is not "the database is unavailable":
+    acquire() relabels only connection failures, so this stays the caller's own error."""
+    async with db.acquire() as conn:
+        with pytest.raises(asyncpg.exceptions.DataError) as caught:
+            await conn.fetchval("SELECT $1::int", "token-s3cret")
+        assert not isinstance(caught.value, DatabaseUnavailable)
+        assert await conn.fetchval("SELECT 1") == 1
+    with pytest.raises(asyncpg.exceptions.DataError):
+        async with db.acquire() as conn:
+            await conn.fetchval("SELECT $1::int", "token-s3cret")
+    assert (await db.health()).ok
