@@ -9,12 +9,11 @@ import sys
 import threading
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from dal import migrations
 from dal.errors import MigrationError
-from tests.pg import PgServer, catalog
+from tests.pg import PgServer, catalog, query
 
 ROOT = Path(__file__).resolve().parent.parent
 # A verbatim copy of shared/seed-schema.sql (the original spec), so a clone tests on its own;
@@ -31,22 +30,12 @@ HEAD = IDS[-1]
 SPEC_TIMESTAMP_COLUMNS = {"last_login_at", "token_expires_at", "locked_until"}
 
 
-def _run_sql(dsn: str, text: str) -> None:
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(text)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def spec_catalog(pg: PgServer) -> dict[str, list[tuple[object, ...]]]:
     """Catalog of the spec's seed-schema.sql applied verbatim to a scratch database."""
     name = pg.create_database("defeah_spec")
     try:
-        _run_sql(pg.dsn(name), SPEC_SCHEMA.read_text())
+        query(pg.dsn(name), SPEC_SCHEMA.read_text())
         return catalog(pg.dsn(name))
     finally:
         pg.drop_database(name)
@@ -141,31 +130,17 @@ def test_data_survives_timestamp_conversion_round_trip(empty_dsn: str, tmp_path:
     """Values written as UTC wall-clock time keep their instant through 0002 and its rollback."""
     sources = _copy_sources(ROOT / "sql", tmp_path, ["0001"])
     migrations.apply(empty_dsn, sources=sources)
-    _run_sql(
+    query(
         empty_dsn,
         "INSERT INTO users (email, hashed_password, locked_until) "
         "VALUES ('a@b.io', 'x', '2030-01-02 03:04:05')",
     )
     migrations.apply(empty_dsn)
-    conn = psycopg2.connect(empty_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT locked_until AT TIME ZONE 'UTC' FROM users")
-            row = cur.fetchone()
-        assert row is not None
-        assert str(row[0]) == "2030-01-02 03:04:05"
-    finally:
-        conn.close()
+    rows = query(empty_dsn, "SELECT locked_until AT TIME ZONE 'UTC' AS utc FROM users")
+    assert [str(r["utc"]) for r in rows] == ["2030-01-02 03:04:05"]
     migrations.rollback(empty_dsn, to="0001_users")
-    conn = psycopg2.connect(empty_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT locked_until FROM users")
-            row = cur.fetchone()
-        assert row is not None
-        assert str(row[0]) == "2030-01-02 03:04:05"
-    finally:
-        conn.close()
+    rows = query(empty_dsn, "SELECT locked_until FROM users")
+    assert [str(r["locked_until"]) for r in rows] == ["2030-01-02 03:04:05"]
 
 
 def _copy_sources(src: Path, tmp_root: Path, prefixes: list[str]) -> Path:
@@ -191,18 +166,13 @@ def test_failing_migration_leaves_nothing_applied(empty_dsn: str, tmp_path: Path
         migrations.apply(empty_dsn, sources=sources)
     state = migrations.status(empty_dsn, sources=sources)
     assert state.pending == ("9999_broken",)
-    conn = psycopg2.connect(empty_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('public.half_done')")
-            assert cur.fetchone() == (None,)
-            cur.execute(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_name = 'users' AND column_name = 'nickname'"
-            )
-            assert cur.fetchone() == (0,)
-    finally:
-        conn.close()
+    assert query(empty_dsn, "SELECT to_regclass('public.half_done') AS t") == [{"t": None}]
+    nickname = query(
+        empty_dsn,
+        "SELECT count(*) AS n FROM information_schema.columns "
+        "WHERE table_name = 'users' AND column_name = 'nickname'",
+    )
+    assert nickname == [{"n": 0}]
 
 
 def test_two_concurrent_appliers_apply_each_migration_once(empty_dsn: str) -> None:
@@ -224,13 +194,10 @@ def test_two_concurrent_appliers_apply_each_migration_once(empty_dsn: str) -> No
         t.join(timeout=120)
     assert errors == []
     assert sorted(len(r) for r in results) == [0, len(IDS)]
-    conn = psycopg2.connect(empty_dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT migration_id, count(*) FROM _yoyo_migration GROUP BY 1 ORDER BY 1")
-            assert cur.fetchall() == [(mid, 1) for mid in IDS]
-    finally:
-        conn.close()
+    applied = query(
+        empty_dsn, "SELECT migration_id, count(*) AS n FROM _yoyo_migration GROUP BY 1 ORDER BY 1"
+    )
+    assert applied == [{"migration_id": mid, "n": 1} for mid in IDS]
 
 
 def _yoyo(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:

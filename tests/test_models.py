@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from pydantic import SecretStr
 from dal import InstagramConnection, NewUser, User, UserUpdate, models
 from dal.errors import InvalidUserData
 from dal.models import iana_time_zones
+from tests.factories import user_row
 
 
 def make(**kw: Any) -> NewUser:
@@ -138,36 +138,12 @@ def test_instagram_connection_rules() -> None:
         assert caught.value.field == field
 
 
-def row(**overrides: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    values: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "email": "ada@example.com",
-        "hashed_password": "$2b$04$" + "h" * 53,
-        "full_name": "Ada",
-        "is_active": True,
-        "is_verified": False,
-        "instagram_user_id": None,
-        "instagram_access_token": None,
-        "instagram_username": None,
-        "token_expires_at": None,
-        "timezone": "UTC",
-        "language": "en",
-        "last_login_at": None,
-        "login_count": 0,
-        "failed_login_attempts": 0,
-        "locked_until": None,
-        "created_at": now,
-        "updated_at": now,
-    }
-    values.update(overrides)
-    return values
-
-
 def test_from_record_equals_full_validation() -> None:
     for values in (
-        row(),
-        row(instagram_user_id="1", instagram_access_token="t", token_expires_at=datetime.now(UTC)),
+        user_row(),
+        user_row(
+            instagram_user_id="1", instagram_access_token="t", token_expires_at=datetime.now(UTC)
+        ),
     ):
         fast = User.from_record(values)
         validated = User.model_validate(values)
@@ -183,13 +159,13 @@ def test_from_record_equals_full_validation() -> None:
 
 def test_user_properties() -> None:
     now = datetime.now(UTC)
-    assert not User.from_record(row()).is_locked
-    assert User.from_record(row(locked_until=now + timedelta(minutes=1))).is_locked
-    assert not User.from_record(row(locked_until=now - timedelta(seconds=1))).is_locked
+    assert not User.from_record(user_row()).is_locked
+    assert User.from_record(user_row(locked_until=now + timedelta(minutes=1))).is_locked
+    assert not User.from_record(user_row(locked_until=now - timedelta(seconds=1))).is_locked
 
-    plain = User.from_record(row())
+    plain = User.from_record(user_row())
     assert not plain.has_instagram_connected and not plain.instagram_token_expired
-    linked = row(instagram_user_id="1", instagram_access_token="t")
+    linked = user_row(instagram_user_id="1", instagram_access_token="t")
     assert User.from_record(linked).has_instagram_connected
     assert not User.from_record(linked).instagram_token_expired  # no expiry known
     expired = User.from_record({**linked, "token_expires_at": now - timedelta(seconds=1)})

@@ -12,6 +12,7 @@ import pytest
 from dal import Database, InstagramConnection, NewUser, User
 from dal.errors import DalError, DuplicateEmail, InvalidCredentials, InvalidUserData
 from tests.conftest import make_settings
+from tests.factories import user_row
 from tests.pg import with_password
 
 PASSWORD = "Pa55-phrase-never-shown"
@@ -92,28 +93,14 @@ async def test_no_secret_in_models_logs_or_errors(
 
 
 def test_user_built_by_validation_hides_secrets_too() -> None:
-    now = datetime.now(UTC)
     user = User.model_validate(
-        {
-            "id": "6f1c2a9e-5b0c-4d1e-9a8f-0c1d2e3f4a5b",
-            "email": "ada@example.com",
-            "hashed_password": "$2b$12$" + "H" * 53,
-            "full_name": None,
-            "is_active": True,
-            "is_verified": True,
-            "instagram_user_id": "1",
-            "instagram_access_token": TOKEN,
-            "instagram_username": "ada",
-            "token_expires_at": now,
-            "timezone": "UTC",
-            "language": "en",
-            "last_login_at": None,
-            "login_count": 0,
-            "failed_login_attempts": 0,
-            "locked_until": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+        user_row(
+            hashed_password="$2b$12$" + "H" * 53,
+            instagram_user_id="1",
+            instagram_access_token=TOKEN,
+            instagram_username="ada",
+            token_expires_at=datetime.now(UTC),
+        )
     )
     dumped = user.model_dump()
     assert "hashed_password" not in dumped and "instagram_access_token" not in dumped
