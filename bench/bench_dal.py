@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -36,11 +35,11 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scratch import create_scratch, drop_scratch
 from dal import (
     Database,
     NewUser,
     User,
-    migrations,
 )
 from dal.cli import target_dsn
 from dal.config import Settings, describe_dsn
@@ -144,14 +143,9 @@ def mapping_cost(rows: list[asyncpg.Record]) -> dict[str, float]:
 
 
 async def bench(args: argparse.Namespace, server_dsn: str) -> None:
-    admin = migrations.maintenance_dsn(server_dsn)
     name = f"defeah_bench_{os.getpid()}"
-    dsn = urlunsplit(urlsplit(server_dsn)._replace(path=f"/{name}"))
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
+    dsn = await create_scratch(server_dsn, name)
     try:
-        await asyncio.to_thread(migrations.apply, dsn)
         loader = await asyncpg.connect(dsn)
         started = time.perf_counter()
         await load(loader, args.users)
@@ -175,9 +169,7 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
             await compare(db, raw, ids, pages, args)
             await raw.close()
     finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
+        await drop_scratch(server_dsn, name)
 
 
 async def compare(
@@ -254,7 +246,7 @@ async def compare(
     print("-" * len(header))
     for name, (dal_call, raw_call) in operations.items():
         dal, rawsample = Sample(), Sample()
-        warm = max(args.concurrency * 4, args.ops // 10)
+        warm = min(args.ops, max(args.concurrency * 4, args.ops // 10))
         round_no += 1
         await run_round(dal_call, warm, args.concurrency, Sample())
         await run_round(raw_call, warm, args.concurrency, Sample())

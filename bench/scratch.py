@@ -1,0 +1,38 @@
+"""Scratch databases for the benchmarks: created and migrated on the target server, then dropped.
+
+Each benchmark measures on data it made itself, never on a developer's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from dal import migrations
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` (same server and credentials) pointed at database ``name``."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def create_scratch(server_dsn: str, name: str) -> str:
+    """Create database ``name`` next to ``server_dsn``, migrate it to head, return its DSN."""
+    conn = await asyncpg.connect(migrations.maintenance_dsn(server_dsn))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = with_database(server_dsn, name)
+    await asyncio.to_thread(migrations.apply, dsn)
+    return dsn
+
+
+async def drop_scratch(server_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(migrations.maintenance_dsn(server_dsn))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
