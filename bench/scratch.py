@@ -20,19 +20,20 @@ def with_database(dsn: str, name: str) -> str:
 
 async def create_scratch(server_dsn: str, name: str) -> str:
     """Create database ``name`` next to ``server_dsn``, migrate it to head, return its DSN."""
-    conn = await asyncpg.connect(migrations.maintenance_dsn(server_dsn))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await _on_server(server_dsn, f'CREATE DATABASE "{name}"')
     dsn = with_database(server_dsn, name)
     await asyncio.to_thread(migrations.apply, dsn)
     return dsn
 
 
 async def drop_scratch(server_dsn: str, name: str) -> None:
+    await _on_server(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _on_server(server_dsn: str, statement: str) -> None:
+    """Run one statement in the server's maintenance database (CREATE/DROP DATABASE)."""
     conn = await asyncpg.connect(migrations.maintenance_dsn(server_dsn))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(statement)
     finally:
         await conn.close()

@@ -212,6 +212,14 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     return 130 if result.interrupted else EXIT_OK
 
 
+def add_address_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--host``/``--port`` of the serving commands (also ``python -m web``)."""
+    parser.add_argument("--host", help="address to bind (default: DEFEAH_HOST, 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="port to bind (default: DEFEAH_PORT, 8080; 0 picks a free one)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="defeah-db",
@@ -233,8 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve = verb("serve", cmd_serve, "serve the HTTP health routes until Ctrl-C / SIGTERM")
     for p in (up, serve):
-        p.add_argument("--host", help="address to bind (default: DEFEAH_HOST, 127.0.0.1)")
-        p.add_argument("--port", type=int, help="port to bind (default: DEFEAH_PORT, 8080)")
+        add_address_arguments(p)
     verb("migrate", cmd_migrate, "apply pending migrations")
     rb = verb("rollback", cmd_rollback, "roll back the newest migration (or more)")
     group = rb.add_mutually_exclusive_group()

@@ -79,6 +79,25 @@ class PoolMetrics:
     max_size: int
     waiting: int
 
+    @classmethod
+    def of(
+        cls, pool: asyncpg.Pool | None, *, min_size: int, max_size: int, waiting: int
+    ) -> PoolMetrics:
+        """Occupancy of ``pool``; a pool not created yet is empty with the configured bounds."""
+        if pool is None:
+            return cls(0, 0, 0, min_size, max_size, waiting)
+        size, idle = pool.get_size(), pool.get_idle_size()
+        return cls(size, idle, size - idle, pool.get_min_size(), pool.get_max_size(), waiting)
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float, label: str) -> None:
+    """Close ``pool`` gracefully within ``timeout``, else terminate its connections."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=timeout)
+    except CLOSE_ERRORS as exc:
+        log.warning("%s pool did not close cleanly (%s); terminating it", label, type(exc).__name__)
+        pool.terminate()
+
 
 class Database:
     """Pool owner; use ``async with Database.from_env() as db`` or ``open()``/``close()``."""
@@ -149,11 +168,7 @@ class Database:
         if self._replicas is not None:
             await self._replicas.close(self.settings.command_timeout)
         if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), timeout=self.settings.command_timeout)
-            except CLOSE_ERRORS as exc:
-                log.warning("pool did not close cleanly (%s); terminating it", type(exc).__name__)
-                pool.terminate()
+            await close_pool(pool, self.settings.command_timeout, "primary")
         embedded, self._embedded = self._embedded, None
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -288,12 +303,12 @@ class Database:
                     await conn.fetchval("SELECT 1")
                     version = conn.get_settings().server_version
         except TimeoutError:
-            return HealthReport(False, _ms(started), error=f"no answer within {limit:g}s")
+            return HealthReport(False, elapsed_ms(started), error=f"no answer within {limit:g}s")
         except DatabaseUnavailable as exc:
-            return HealthReport(False, _ms(started), error=str(exc))
+            return HealthReport(False, elapsed_ms(started), error=str(exc))
         except asyncpg.exceptions.PostgresError as exc:
-            return HealthReport(False, _ms(started), error=describe_error(exc))
-        return HealthReport(True, _ms(started), server_version=version)
+            return HealthReport(False, elapsed_ms(started), error=describe_error(exc))
+        return HealthReport(True, elapsed_ms(started), server_version=version)
 
     def pool_metrics(self) -> dict[str, PoolMetrics]:
         """Metrics of every pool: ``primary`` first, then each replica by name."""
@@ -312,18 +327,8 @@ class Database:
 
     def metrics(self) -> PoolMetrics:
         s = self.settings
-        pool = self._pool
-        if pool is None:
-            return PoolMetrics(0, 0, 0, s.pool_min_size, s.pool_max_size, self._waiting)
-        size = pool.get_size()
-        idle = pool.get_idle_size()
-        return PoolMetrics(
-            size=size,
-            idle=idle,
-            in_use=size - idle,
-            min_size=pool.get_min_size(),
-            max_size=pool.get_max_size(),
-            waiting=self._waiting,
+        return PoolMetrics.of(
+            self._pool, min_size=s.pool_min_size, max_size=s.pool_max_size, waiting=self._waiting
         )
 
 
@@ -340,7 +345,8 @@ async def _no_session_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     (asyncpg still rolls back an open transaction before calling this)."""
 
 
-def _ms(started: float) -> float:
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading), to the microsecond."""
     return round((time.perf_counter() - started) * 1000, 3)
 
 

@@ -29,11 +29,12 @@ import asyncpg
 
 from dal.config import Settings, describe_dsn
 from dal.database import (
-    CLOSE_ERRORS,
     CONNECT_ERRORS,
     PooledConnection,
     PoolMetrics,
+    close_pool,
     describe_error,
+    elapsed_ms,
 )
 
 log = logging.getLogger(__name__)
@@ -133,22 +134,17 @@ class Replica:
             await self._pool.release(conn)
 
     def metrics(self) -> PoolMetrics:
-        pool = self._pool
-        max_size = int(self._options["max_size"])
-        if pool is None:
-            return PoolMetrics(0, 0, 0, 0, max_size, self.waiting)
-        size, idle = pool.get_size(), pool.get_idle_size()
-        return PoolMetrics(size, idle, size - idle, pool.get_min_size(), max_size, self.waiting)
+        return PoolMetrics.of(
+            self._pool,
+            min_size=int(self._options["min_size"]),
+            max_size=int(self._options["max_size"]),
+            waiting=self.waiting,
+        )
 
     async def close(self, timeout: float) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.wait_for(pool.close(), timeout=timeout)
-        except CLOSE_ERRORS as exc:
-            log.warning("replica %s pool did not close cleanly (%s)", self.name, type(exc).__name__)
-            pool.terminate()
+        if pool is not None:
+            await close_pool(pool, timeout, f"replica {self.name}")
 
 
 class ReplicaSet:
@@ -204,7 +200,7 @@ class ReplicaSet:
             error = f"no answer within {timeout:g}s"
         except CONNECT_ERRORS as exc:
             error = describe_error(exc)
-        latency = round((time.perf_counter() - started) * 1000, 3)
+        latency = elapsed_ms(started)
         if error is not None or row is None:
             reason = error or "no row"
             self.mark_down(replica, reason)

@@ -258,10 +258,14 @@ class UsersRepository:
         return rows[0] if rows else None
 
     @staticmethod
-    def _found(row: asyncpg.Record | None, user_id: UUID) -> User:
+    def _required(row: asyncpg.Record | None, user_id: UUID) -> asyncpg.Record:
         if row is None:
             raise NotFound(f"user {user_id} not found")
-        return User.from_record(row)
+        return row
+
+    @classmethod
+    def _found(cls, row: asyncpg.Record | None, user_id: UUID) -> User:
+        return User.from_record(cls._required(row, user_id))
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -402,9 +406,7 @@ class UsersRepository:
 
     async def delete(self, user_id: UUID, *, conn: Connection | None = None) -> None:
         """Delete the user; ``NotFound`` when there is none."""
-        row = await self._fetchrow(DELETE_USER, (user_id,), ("id",), conn)
-        if row is None:
-            raise NotFound(f"user {user_id} not found")
+        self._required(await self._fetchrow(DELETE_USER, (user_id,), ("id",), conn), user_id)
 
     async def connect_instagram(
         self, user_id: UUID, link: InstagramConnection, *, conn: Connection | None = None
@@ -455,8 +457,7 @@ class UsersRepository:
             ("id", "threshold", "window"),
             conn,
         )
-        if row is None:
-            raise NotFound(f"user {user_id} not found")
+        row = self._required(row, user_id)
         return LoginFailure(
             failed_login_attempts=row["failed_login_attempts"], locked_until=row["locked_until"]
         )

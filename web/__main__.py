@@ -11,16 +11,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from dal.cli import add_address_arguments
 from dal.config import Settings
 from dal.errors import DalError
 from web.app import bind_error, configure_logging, serve, with_address
-
-
-def add_address_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="address to bind (default: DEFEAH_HOST, 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, help="port to bind (default: DEFEAH_PORT, 8080; 0 picks a free one)"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
