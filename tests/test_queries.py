@@ -1,0 +1,48 @@
+"""The query files: every statement named, commented, and turned into asyncpg's ``$n`` form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dal.queries import QUERIES_DIR, load
+
+
+def test_a_named_parameter_becomes_one_positional_parameter(tmp_path: Path) -> None:
+    (tmp_path / "things.sql").write_text(
+        "-- name: find_things\n"
+        "-- Things by flag, after a cursor.\n"
+        "SELECT id FROM things\n"
+        "WHERE (:flag::boolean IS NULL OR flag = :flag) AND id > :after::uuid\n"
+        "LIMIT :limit;\n",
+        encoding="utf-8",
+    )
+    query = load("things", tmp_path)["find_things"]
+    assert query.params == ("flag", "after", "limit")
+    assert query.sql == (
+        "SELECT id FROM things\n"
+        "WHERE ($1::boolean IS NULL OR flag = $1) AND id > $2::uuid\n"
+        "LIMIT $3"
+    )
+    assert query.doc == "Things by flag, after a cursor."
+    assert query.args({"limit": 5, "after": "a", "flag": None}) == [None, "a", 5]
+    assert query.labelled([None, "a", 5]) == {"flag": None, "after": "a", "limit": 5}
+
+
+def test_a_string_literal_is_not_a_parameter(tmp_path: Path) -> None:
+    (tmp_path / "lit.sql").write_text(
+        "-- name: literal\n-- A literal colon.\nSELECT ':not_a_param', :real\n", encoding="utf-8"
+    )
+    query = load("lit", tmp_path)["literal"]
+    assert query.params == ("real",)
+    assert query.sql == "SELECT ':not_a_param', $1"
+
+
+@pytest.mark.parametrize("path", sorted(QUERIES_DIR.glob("*.sql")), ids=lambda p: p.name)
+def test_every_shipped_statement_is_commented(path: Path) -> None:
+    queries = load(path.stem)
+    assert queries, f"{path.name} holds no named statement"
+    for query in queries.values():
+        assert query.doc, f"{path.name}: {query.name} has no comment saying what it is for"
+        assert ":" not in query.sql.replace("::", ""), f"{query.name}: unconverted :name"
