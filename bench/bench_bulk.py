@@ -36,10 +36,11 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scratch import create_scratch, drop_scratch
-from dal import bulk, migrations
+from dal import bulk
 from dal.cli import target_dsn
-from dal.config import Settings, describe_dsn
+from dal.config import Settings
 from dal.database import Database
+from dal.dsn import describe_dsn, maintenance_dsn
 
 
 def psql_binary() -> Path:
@@ -129,7 +130,7 @@ async def main() -> None:
 
     base = Settings.from_env()
     with target_dsn(base) as target, tempfile.TemporaryDirectory() as tmp:
-        admin = migrations.maintenance_dsn(target)
+        admin = maintenance_dsn(target)
         print(f"server: {describe_dsn(target)}; {args.rows:,} rows per load; "
               f"batches of {args.batch_size:,}; python {platform.python_version()}")  # fmt: skip
         started = time.perf_counter()

@@ -42,7 +42,8 @@ from dal import (
     User,
 )
 from dal.cli import target_dsn
-from dal.config import Settings, describe_dsn
+from dal.config import Settings
+from dal.dsn import describe_dsn
 from dal.users import (
     CREATE_USER,
     GET_USER,

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from dal import migrations
+from dal.dsn import maintenance_dsn
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -32,7 +33,7 @@ async def drop_scratch(server_dsn: str, name: str) -> None:
 
 async def _on_server(server_dsn: str, statement: str) -> None:
     """Run one statement in the server's maintenance database (CREATE/DROP DATABASE)."""
-    conn = await asyncpg.connect(migrations.maintenance_dsn(server_dsn))
+    conn = await asyncpg.connect(maintenance_dsn(server_dsn))
     try:
         await conn.execute(statement)
     finally:

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from dal import bulk, migrations, seeding
-from dal.config import Settings, describe_dsn
+from dal.config import Settings
 from dal.database import Database
+from dal.dsn import database_name, describe_dsn
 from dal.errors import DalError
 
 Verb = Callable[[argparse.Namespace, Settings], int]
@@ -89,7 +90,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
         created = migrations.ensure_database(dsn)
-        name = migrations.database_name(dsn)
+        name = database_name(dsn)
         say(f"created database {name}" if created else f"database {name} already exists")
         applied = migrations.apply(dsn)
     say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")

@@ -1,359 +1,416 @@
-"""Settings read from environment variables.
+"""Settings, each declared once: type, default, bounds, environment variable and doc together.
 
-Every knob has one variable, one documented default (the README's configuration table mirrors
-``VARIABLES`` below) and one parser.  A malformed value stops start-up with a ``ConfigError``
-whose one-line message names the variable, instead of surfacing later as a confusing driver
-error.  ``Settings`` never shows a DSN password: its repr and ``describe()`` redact it.
+``Settings`` is a pydantic-settings class.  Every field names its environment variable (its
+alias), its default and its bounds, and carries the sentence the README's configuration table
+shows (``markdown_table()`` renders it; a test fails when the README's copy is stale).
+
+A malformed value stops start-up with a ``ConfigError`` whose one-line message names the
+variable (``DEFEAH_POOL_MAX_SIZE: expected an integer, got 'lots'``) instead of pydantic's
+multi-line report or a confusing driver error later.  Secrets (DSN passwords, the health token)
+never appear in ``repr``/``str``.
+
+``Settings(...)`` with keywords takes those values and the rest from the process environment,
+as any pydantic-settings class; ``Settings.from_env(mapping)`` reads only ``mapping`` (tests,
+tools that build an environment).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Le
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from dal.dsn import DSN_SCHEMES, redact_dsn, split_dsn
 from dal.errors import ConfigError
 
-DSN_SCHEMES = ("postgresql", "postgres")
 ENVIRONMENTS = ("development", "test", "staging", "production")
+Environment = Literal["development", "test", "staging", "production"]
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with its password replaced by ``***`` (safe for logs and errors)."""
+def project_root() -> Path:
+    """The checkout this package runs from, or the current directory for an installed wheel.
+
+    The embedded server's data folder hangs off it, so that running the CLI or an example from
+    another directory of the same checkout finds the same database instead of silently starting
+    a second, empty one.
+    """
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "sql").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+def default_data_dir() -> Path:
+    return project_root() / ".defeah" / "pgdata"
+
+
+def _dsn(value: object) -> object:
+    """A ``postgresql://`` URL naming a database; ``""`` means unset (the embedded server)."""
+    if not isinstance(value, str):
+        return value
+    raw = value.strip()
+    if not raw:
+        return None
     try:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        userinfo = f"{parts.username or ''}:***"
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{userinfo}@{host}{port}"
-        return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, ""))
-    except ValueError:
-        return "<unparseable DSN>"
-
-
-def describe_dsn(dsn: str) -> str:
-    """Short ``host/database`` label for start-up lines and health output (no credentials)."""
-    parts = urlsplit(dsn)
-    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-    host = parts.hostname or query.get("host", "localhost")
-    port = f":{parts.port}" if parts.port else ""
-    database = parts.path.lstrip("/") or parts.username or "postgres"
-    return f"{host}{port}/{database}"
-
-
-def _parse_dsn(name: str, raw: str) -> str:
-    try:
-        parts = urlsplit(raw)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        parts = split_dsn(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}: not a valid URL ({exc})") from None
+        raise ValueError(f"not a valid URL ({exc})") from None
     if parts.scheme not in DSN_SCHEMES:
-        raise ConfigError(
-            f"{name}: expected a postgresql://user:password@host:port/database URL, "
+        raise ValueError(
+            "expected a postgresql://user:password@host:port/database URL, "
             f"got scheme {parts.scheme!r}"
         )
     if not parts.path.lstrip("/"):
-        raise ConfigError(f"{name}: the URL names no database (add /<database> to the path)")
+        raise ValueError("the URL names no database (add /<database> to the path)")
     return raw
 
 
-def _parse_int(lo: int, hi: int) -> Callable[[str, str], int]:
-    def parse(name: str, raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ConfigError(f"{name}: must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse
-
-
-def _parse_seconds(lo: float, hi: float) -> Callable[[str, str], float]:
-    def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ConfigError(f"{name}: must be between {lo:g} and {hi:g} seconds, got {raw}")
-        return value
-
-    return parse
-
-
-def _parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name}: expected true/false, got {raw!r}")
-
-
-def _parse_text(name: str, raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise ConfigError(f"{name}: must not be empty")
+def _dsn_list(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(_dsn(u) for u in value.split(",") if u.strip())
+    if isinstance(value, list | tuple):
+        return tuple(_dsn(u) for u in value)
     return value
 
 
-def _parse_optional_text(name: str, raw: str) -> str | None:
-    return raw.strip() or None
+def _stripped(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
 
 
-def _parse_path(name: str, raw: str) -> Path:
-    return Path(_parse_text(name, raw)).expanduser().resolve()
+def _lowered(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
-def _parse_env(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ENVIRONMENTS:
-        raise ConfigError(f"{name}: expected one of {', '.join(ENVIRONMENTS)}, got {raw!r}")
-    return value
+Dsn = Annotated[str | None, BeforeValidator(_dsn)]
+DsnList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_dsn_list)]
+Text = Annotated[str, BeforeValidator(_stripped), Field(min_length=1)]
+Seconds = float
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("defeah_environ", default=None)
 
 
-def _parse_replicas(name: str, raw: str) -> tuple[str, ...]:
-    urls = [u.strip() for u in raw.split(",") if u.strip()]
-    return tuple(_parse_dsn(name, u) for u in urls)
+class _EnvironSource(EnvSettingsSource):
+    """The environment source, reading ``Settings.from_env``'s mapping when one is given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        return dict(os.environ if environ is None else environ)
 
 
-@dataclass(frozen=True)
-class Variable:
-    """One environment variable: where it lands in ``Settings`` and how it is parsed."""
-
-    env: str
-    attr: str
-    default: str
-    parse: Callable[[str, str], Any]
-    doc: str
+def setting(default: Any, env: str, doc: str, **bounds: Any) -> Any:
+    """One declaration: default, environment variable, README sentence and bounds."""
+    return Field(default, validation_alias=env, description=doc, **bounds)
 
 
-VARIABLES: tuple[Variable, ...] = (
-    Variable(
+class Settings(BaseSettings):
+    """Validated configuration; ``Settings.from_env()`` reads the environment."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        populate_by_name=True,
+        extra="ignore",
+        hide_input_in_errors=False,
+    )
+
+    database_url: Dsn = setting(
+        None,
         "DATABASE_URL",
-        "database_url",
-        "",
-        lambda n, r: _parse_dsn(n, r) if r else None,
-        "PostgreSQL URL (postgresql://user:pass@host:port/db). Unset: embedded server.",
-    ),
-    Variable(
+        "PostgreSQL URL `postgresql://user:pass@host:port/db`, the same for psql, the app and "
+        "`yoyo`. Unset: the embedded server.",
+    )
+    replica_urls: DsnList = setting(
+        (),
         "DATABASE_REPLICA_URL",
-        "replica_urls",
-        "",
-        _parse_replicas,
-        "Comma-separated read-replica URLs; lag-tolerant reads go there.",
-    ),
-    Variable(
-        "DEFEAH_ENV",
-        "environment",
+        "Comma-separated read-replica URLs; lag-tolerant reads go there (docs/scale.md).",
+    )
+    environment: Annotated[Environment, BeforeValidator(_lowered)] = setting(
         "development",
-        _parse_env,
-        "development, test, staging or production (production refuses seed/clear/generate).",
-    ),
-    Variable(
-        "DEFEAH_DATA_DIR",
-        "data_dir",
-        ".defeah/pgdata",
-        _parse_path,
-        "Data folder of the embedded PostgreSQL (used only without DATABASE_URL).",
-    ),
-    Variable(
-        "DEFEAH_EMBEDDED_DB",
-        "embedded_database",
-        "defeah",
-        _parse_text,
-        "Database created and used inside the embedded server.",
-    ),
-    Variable(
-        "DEFEAH_POOL_MIN_SIZE",
-        "pool_min_size",
-        "5",
-        _parse_int(0, 1000),
-        "Connections the pool keeps open.",
-    ),
-    Variable(
+        "DEFEAH_ENV",
+        "`development`, `test`, `staging` or `production`; production refuses destructive "
+        "verbs without `--force`.",
+    )
+    data_dir: Annotated[Path, BeforeValidator(_stripped)] = Field(
+        default_factory=default_data_dir,
+        validation_alias="DEFEAH_DATA_DIR",
+        description="Data folder of the embedded PostgreSQL (only without `DATABASE_URL`). "
+        "Default: `.defeah/pgdata` in the checkout.",
+    )
+    embedded_database: Text = setting(
+        "defeah", "DEFEAH_EMBEDDED_DB", "Database created and used inside the embedded server."
+    )
+    pool_min_size: int = setting(
+        5, "DEFEAH_POOL_MIN_SIZE", "Connections the pool keeps open.", ge=0, le=1000
+    )
+    pool_max_size: int = setting(
+        50,
         "DEFEAH_POOL_MAX_SIZE",
-        "pool_max_size",
-        "50",
-        _parse_int(1, 1000),
-        "Upper bound of pool connections.",
-    ),
-    Variable(
+        "Upper bound of pool connections (the original design allowed 20 + 30 overflow).",
+        ge=1,
+        le=1000,
+    )
+    acquire_timeout: Seconds = setting(
+        5.0,
         "DEFEAH_POOL_ACQUIRE_TIMEOUT",
-        "acquire_timeout",
-        "5",
-        _parse_seconds(0.01, 600),
-        "Seconds to wait for a free pool connection before DatabaseUnavailable.",
-    ),
-    Variable(
+        "Seconds to wait for a free pool connection before `DatabaseUnavailable`.",
+        ge=0.01,
+        le=600,
+    )
+    command_timeout: Seconds = setting(
+        30.0,
         "DEFEAH_COMMAND_TIMEOUT",
-        "command_timeout",
-        "30",
-        _parse_seconds(0.01, 3600),
         "Client-side limit (seconds) on one statement round trip.",
-    ),
-    Variable(
+        ge=0.01,
+        le=3600,
+    )
+    statement_timeout: Seconds = setting(
+        30.0,
         "DEFEAH_STATEMENT_TIMEOUT",
-        "statement_timeout",
-        "30",
-        _parse_seconds(0, 3600),
-        "Server-side statement_timeout in seconds (0 disables).",
-    ),
-    Variable(
+        "Server-side `statement_timeout` in seconds (`0` disables; not sent behind PgBouncer).",
+        ge=0,
+        le=3600,
+    )
+    connect_timeout: Seconds = setting(
+        5.0,
         "DEFEAH_CONNECT_TIMEOUT",
-        "connect_timeout",
-        "5",
-        _parse_seconds(0.01, 600),
         "Seconds to establish one new connection.",
-    ),
-    Variable(
-        "DEFEAH_APPLICATION_NAME",
-        "application_name",
+        ge=0.01,
+        le=600,
+    )
+    application_name: Text = setting(
         "defeah-db",
-        _parse_text,
-        "application_name shown in pg_stat_activity.",
-    ),
-    Variable(
+        "DEFEAH_APPLICATION_NAME",
+        "`application_name` in `pg_stat_activity`; also the health documents' `serviceId`.",
+    )
+    pgbouncer: bool = setting(
+        False,
         "DEFEAH_PGBOUNCER",
-        "pgbouncer",
-        "false",
-        _parse_bool,
-        "true when DATABASE_URL points at PgBouncer in transaction mode.",
-    ),
-    Variable(
+        "`true` when `DATABASE_URL` points at PgBouncer in transaction mode.",
+    )
+    replica_timeout: Seconds = setting(
+        0.5,
         "DEFEAH_REPLICA_TIMEOUT",
-        "replica_timeout",
-        "0.5",
-        _parse_seconds(0.01, 60),
         "Seconds a lag-tolerant read waits for a replica connection before using the primary.",
-    ),
-    Variable(
+        ge=0.01,
+        le=60,
+    )
+    replica_retry: Seconds = setting(
+        5.0,
         "DEFEAH_REPLICA_RETRY",
-        "replica_retry",
-        "5",
-        _parse_seconds(0, 3600),
         "Seconds an unreachable replica is skipped before reads try it again.",
-    ),
-    Variable(
+        ge=0,
+        le=3600,
+    )
+    bcrypt_rounds: int = setting(
+        12,
         "DEFEAH_BCRYPT_ROUNDS",
-        "bcrypt_rounds",
-        "12",
-        _parse_int(4, 31),
-        "bcrypt cost factor for new hashes; older costs are upgraded at login.",
-    ),
-    Variable(
+        "bcrypt cost for new hashes; hashes of another cost are upgraded at the next login.",
+        ge=4,
+        le=31,
+    )
+    lockout_threshold: int = setting(
+        5,
         "DEFEAH_LOCKOUT_THRESHOLD",
-        "lockout_threshold",
-        "5",
-        _parse_int(1, 1000),
-        "Consecutive failed sign-ins that lock an account.",
-    ),
-    Variable(
+        "Failed sign-ins that lock an account.",
+        ge=1,
+        le=1000,
+    )
+    lockout_window: Seconds = setting(
+        900.0,
         "DEFEAH_LOCKOUT_WINDOW",
-        "lockout_window",
-        "900",
-        _parse_seconds(0.001, 31_536_000),
         "Seconds an account stays locked.",
-    ),
-    Variable("DEFEAH_HOST", "host", "127.0.0.1", _parse_text, "Address the HTTP server binds."),
-    Variable("DEFEAH_PORT", "port", "8080", _parse_int(0, 65535), "Port the HTTP server binds."),
-    Variable(
+        ge=0.001,
+        le=31_536_000,
+    )
+    host: Text = setting("127.0.0.1", "DEFEAH_HOST", "Address the HTTP server binds.")
+    port: int = setting(
+        8080, "DEFEAH_PORT", "Port the HTTP server binds (`0`: any free port).", ge=0, le=65535
+    )
+    health_timeout: Seconds = setting(
+        2.0,
         "DEFEAH_HEALTH_TIMEOUT",
-        "health_timeout",
-        "2",
-        _parse_seconds(0.01, 60),
-        "Seconds a database health check may take before it reports fail.",
-    ),
-    Variable(
-        "DEFEAH_HEALTH_TOKEN",
-        "health_token",
-        "",
-        _parse_optional_text,
-        "Bearer token required to see /health/detailed checks (unset: open).",
-    ),
-    Variable(
+        "Seconds a database health check may take before it reports `fail`.",
+        ge=0.01,
+        le=60,
+    )
+    health_token: str | None = Field(
+        None,
+        validation_alias="DEFEAH_HEALTH_TOKEN",
+        description="Bearer token required to see the checks of `/api/v1/health/detailed` "
+        "(unset: open).",
+        repr=False,
+    )
+    access_log: bool = setting(
+        True,
         "DEFEAH_ACCESS_LOG",
-        "access_log",
-        "true",
-        _parse_bool,
-        "One JSON line per HTTP request on stderr (logger web.access); false turns it off.",
-    ),
-)
+        "One JSON line per HTTP request on stderr (logger `web.access`); `false` turns it off.",
+    )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No .env file or secrets folder: the environment is the one source of configuration.
+        return init_settings, _EnvironSource(settings_cls, case_sensitive=True)
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated configuration; build it with ``Settings.from_env()``."""
+    @field_validator("health_token", mode="before")
+    @classmethod
+    def _health_token(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("set but empty; unset it to leave the detailed checks open")
+        return value.strip() if isinstance(value, str) else value
 
-    database_url: str | None = None
-    replica_urls: tuple[str, ...] = ()
-    environment: str = "development"
-    data_dir: Path = field(default_factory=lambda: Path(".defeah/pgdata").resolve())
-    embedded_database: str = "defeah"
-    pool_min_size: int = 5
-    pool_max_size: int = 50
-    acquire_timeout: float = 5.0
-    command_timeout: float = 30.0
-    statement_timeout: float = 30.0
-    connect_timeout: float = 5.0
-    application_name: str = "defeah-db"
-    pgbouncer: bool = False
-    replica_timeout: float = 0.5
-    replica_retry: float = 5.0
-    bcrypt_rounds: int = 12
-    lockout_threshold: int = 5
-    lockout_window: float = 900.0
-    host: str = "127.0.0.1"
-    port: int = 8080
-    health_timeout: float = 2.0
-    health_token: str | None = None
-    access_log: bool = True
-
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
         if self.pool_min_size > self.pool_max_size:
-            raise ConfigError(
+            raise ValueError(
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
                 f"DEFEAH_POOL_MAX_SIZE ({self.pool_max_size})"
             )
+        return self
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise config_error(type(self), exc) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for var in VARIABLES:
-            raw = env.get(var.env)
-            values[var.attr] = var.parse(var.env, var.default if raw is None else raw)
-        return cls(**values)
+        """Settings from ``environ`` alone (default: the process environment)."""
+        token = _ENVIRON.set(environ)
+        try:
+            return cls()
+        finally:
+            _ENVIRON.reset(token)
 
     def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied and validated again (the environment is not read)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        token = _ENVIRON.set({})
+        try:
+            return type(self)(**{**values, **changes})
+        finally:
+            _ENVIRON.reset(token)
 
-    @property
-    def embedded(self) -> bool:
-        """True when no DATABASE_URL is set and the embedded server will be used."""
-        return self.database_url is None
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                yield name, redact_dsn(value)
+            elif name == "replica_urls":
+                yield name, tuple(redact_dsn(v) for v in value)
+            else:
+                yield name, value
+        if self.health_token is not None:
+            yield "health_token", "***"
 
-    def __repr__(self) -> str:
-        shown = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "database_url" and value:
-                value = redact_dsn(value)
-            elif f.name == "replica_urls":
-                value = tuple(redact_dsn(v) for v in value)
-            elif f.name == "health_token" and value:
-                value = "***"
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
 
-    __str__ = __repr__
+def env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else field
+
+
+def _bounds(field: str) -> tuple[Any, Any]:
+    lo = hi = None
+    for meta in Settings.model_fields[field].metadata:
+        if isinstance(meta, Ge):
+            lo = meta.ge
+        elif isinstance(meta, Le):
+            hi = meta.le
+    return lo, hi
+
+
+def _message(field: str | None, error: Mapping[str, Any]) -> str:
+    """Our wording of one pydantic error: what was expected, and what was given."""
+    kind, given = error["type"], error.get("input")
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return f"expected an integer, got {given!r}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number of seconds, got {given!r}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true/false, got {given!r}"
+    if kind == "literal_error":
+        return f"expected one of {', '.join(ENVIRONMENTS)}, got {given!r}"
+    if kind in ("greater_than_equal", "less_than_equal") and field is not None:
+        lo, hi = _bounds(field)
+        return f"must be between {lo:g} and {hi:g}, got {given}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
+
+
+def config_error(cls: type[Settings], exc: ValidationError) -> ConfigError:
+    """The first problem of ``exc`` as one line naming the variable."""
+    error = exc.errors(include_url=False)[0]
+    loc = error["loc"]
+    if not loc:  # a rule across variables; its message names them itself
+        return ConfigError(_message(None, error))
+    by_env = {env_name(name): name for name in cls.model_fields}
+    field = by_env.get(str(loc[0]), str(loc[0]))
+    return ConfigError(f"{env_name(field)}: {_message(field, error)}")
+
+
+def _default_text(field: str) -> str:
+    info = Settings.model_fields[field]
+    if info.default_factory is not None:
+        return "(see meaning)"
+    default = info.default
+    if default is None or default == ():
+        return "(unset)"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, rendered from the declarations above."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        lines.append(f"| `{env_name(name)}` | {_default_text(name)} | {info.description} |")
+    return "\n".join(lines)
+
+
+TABLE_START = "<!-- settings-table:start -->\n"
+TABLE_END = "\n<!-- settings-table:end -->"
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the table between the markers in ``path``; True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    updated = f"{head}{TABLE_START}{markdown_table()}{TABLE_END}{tail}"
+    path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+if __name__ == "__main__":
+    # python -m dal.config [README.md]: print the table, or refresh it in place.
+    import sys
+
+    if len(sys.argv) > 1:
+        print("updated" if update_readme(Path(sys.argv[1])) else "up to date")
+    else:
+        print(markdown_table())

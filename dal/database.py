@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from dal.config import Settings, describe_dsn, redact_dsn
+from dal.config import Settings
+from dal.dsn import describe_dsn, redact_dsn
 from dal.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:

@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from dal.config import redact_dsn
+from dal.dsn import database_name, maintenance_dsn, redact_dsn
 from dal.errors import DatabaseUnavailable, MigrationError
 
 log = logging.getLogger(__name__)
@@ -145,16 +144,6 @@ def _run(action: Any, todo: Any, verb: str) -> None:
         action(todo)
     except psycopg2.Error as exc:
         raise MigrationError(f"could not {verb} migrations: {_first_line(exc)}") from None
-
-
-def maintenance_dsn(dsn: str) -> str:
-    """The same server and credentials, pointed at the ``postgres`` maintenance database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/postgres"))
-
-
-def database_name(dsn: str) -> str:
-    return unquote(urlsplit(dsn).path.lstrip("/"))
 
 
 def ensure_database(dsn: str) -> bool:

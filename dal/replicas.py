@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from dal.config import Settings, describe_dsn
+from dal.config import Settings
 from dal.database import (
     CONNECT_ERRORS,
     PooledConnection,
@@ -36,6 +36,7 @@ from dal.database import (
     describe_error,
     elapsed_ms,
 )
+from dal.dsn import describe_dsn
 
 log = logging.getLogger(__name__)
 

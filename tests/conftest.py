@@ -14,6 +14,7 @@ import pytest_asyncio
 from dal import migrations
 from dal.config import Settings
 from dal.database import Database
+from dal.dsn import maintenance_dsn
 from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ def pg() -> Iterator[PgServer]:
     """The server under test; the embedded one is started for the session when needed."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        server = PgServer(admin_dsn=migrations.maintenance_dsn(url))
+        server = PgServer(admin_dsn=maintenance_dsn(url))
         yield server
     else:
         from dal.embedded import EmbeddedServer

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from dal.config import VARIABLES, Settings, describe_dsn, redact_dsn
+from dal.config import (
+    TABLE_END,
+    TABLE_START,
+    Settings,
+    default_data_dir,
+    env_name,
+    markdown_table,
+)
+from dal.dsn import describe_dsn, redact_dsn
 from dal.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,19 +25,43 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults() -> None:
     s = Settings.from_env({})
-    assert s.database_url is None and s.embedded
+    assert s.database_url is None
     assert (s.pool_min_size, s.pool_max_size) == (5, 50)
     assert s.acquire_timeout == 5.0
     assert s.bcrypt_rounds == 12
     assert (s.lockout_threshold, s.lockout_window) == (5, 900.0)
     assert (s.host, s.port) == ("127.0.0.1", 8080)
-    assert s.data_dir == Path(".defeah/pgdata").resolve()
+    assert s.data_dir == ROOT / ".defeah" / "pgdata" == default_data_dir()
 
 
-def test_every_variable_is_in_the_readme() -> None:
+def test_the_data_folder_does_not_depend_on_the_current_directory(tmp_path: Path) -> None:
+    code = "from dal.config import Settings; print(Settings.from_env({}).data_dir)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == str(ROOT / ".defeah" / "pgdata"), out.stderr
+
+
+def test_the_readme_configuration_table_is_generated_from_the_settings() -> None:
+    """Refresh it with ``.venv/bin/python -m dal.config README.md``."""
     readme = (ROOT / "README.md").read_text()
-    missing = [v.env for v in VARIABLES if f"`{v.env}`" not in readme]
-    assert missing == []
+    table = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+    assert table == markdown_table()
+
+
+def test_every_setting_names_its_variable_and_says_what_it_is() -> None:
+    for name, info in Settings.model_fields.items():
+        assert env_name(name).isupper(), name
+        assert info.description, name
+
+
+def test_keyword_construction_and_replace_validate() -> None:
+    s = Settings.from_env({}).replace(pool_max_size=7, pool_min_size=2)
+    assert (s.pool_min_size, s.pool_max_size) == (2, 7)
+    with pytest.raises(ConfigError, match=r"DEFEAH_POOL_MIN_SIZE \(9\) must not exceed"):
+        s.replace(pool_min_size=9)
+    with pytest.raises(ConfigError, match=r"^DEFEAH_PORT: must be between 0 and 65535"):
+        s.replace(port=70000)
 
 
 @pytest.mark.parametrize(

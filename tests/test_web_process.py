@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from dal import migrations
-from dal.config import describe_dsn
+from dal.dsn import describe_dsn
 from dal.embedded import EmbeddedServer
 from tests.pg import with_password
 from tests.test_web_routes import free_port

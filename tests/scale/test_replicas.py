@@ -18,8 +18,9 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from dal.config import Settings, describe_dsn
+from dal.config import Settings
 from dal.database import Database
+from dal.dsn import describe_dsn
 from dal.errors import DatabaseUnavailable, NotFound
 from dal.models import InstagramConnection, NewUser
 from tests.conftest import make_settings
