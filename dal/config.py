@@ -268,6 +268,20 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DEFEAH_HOST", "host", "127.0.0.1", _parse_text, "Address the HTTP server binds."),
     Variable("DEFEAH_PORT", "port", "8080", _parse_int(0, 65535), "Port the HTTP server binds."),
     Variable(
+        "DEFEAH_HTTP_HEADER_TIMEOUT",
+        "http_header_timeout",
+        "10",
+        _parse_seconds(0.1, 300),
+        "Seconds a client has to send a complete request head (slow or silent: closed).",
+    ),
+    Variable(
+        "DEFEAH_HTTP_KEEPALIVE_TIMEOUT",
+        "http_keepalive_timeout",
+        "75",
+        _parse_seconds(0.1, 3600),
+        "Seconds an idle keep-alive connection stays open; above a proxy's (often 60 s).",
+    ),
+    Variable(
         "DEFEAH_HEALTH_TIMEOUT",
         "health_timeout",
         "2",
@@ -315,6 +329,13 @@ class Settings:
     lockout_window: float = 900.0
     host: str = "127.0.0.1"
     port: int = 8080
+    # 10 s: every real client sends its request head in one packet; 10 s still covers a few
+    # TCP retransmissions on a bad link, and frees a slow or silent socket's descriptor fast.
+    http_header_timeout: float = 10.0
+    # 75 s: longer than the idle timeout of the proxies usually in front (AWS ALB and nginx
+    # upstreams: 60 s), so the proxy closes first and never reuses a socket we just closed
+    # (a spurious 502); far below aiohttp's 3630 s, so idle sockets free their fd in ~a minute.
+    http_keepalive_timeout: float = 75.0
     health_timeout: float = 2.0
     health_token: str | None = None
     access_log: bool = True
