@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from dal.config import Settings
+from dal.errors import ConfigError
 from tests.test_web_process import ROOT, WebProcess, base_env, web_process
 from tests.test_web_routes import free_port
 from web.access_log import AccessLog
@@ -285,3 +287,12 @@ def drain(fd: int, seconds: float, into: list[bytes]) -> None:
         if not readable:
             return
         into.append(os.read(fd, 65536))
+
+
+@pytest.mark.parametrize("name", ["DEFEAH_HTTP_HEADER_TIMEOUT", "DEFEAH_HTTP_KEEPALIVE_TIMEOUT"])
+def test_connection_timeouts_are_positive(name: str) -> None:
+    """0 would mean "no timer" to aiohttp: idle sockets held forever, the bug this prevents."""
+    with pytest.raises(ConfigError, match=f"{name}: must be between"):
+        Settings.from_env({name: "0"})
+    assert Settings.from_env({}).http_header_timeout == 10.0
+    assert Settings.from_env({}).http_keepalive_timeout == 75.0
