@@ -123,9 +123,9 @@ def _serve_step(settings: Settings, args: argparse.Namespace) -> int:
     # Imported here: the data layer must stay importable without the web package.
     from web.app import bind_error, configure_logging, serve, with_address
 
-    configure_logging()
+    sink = configure_logging()
     try:
-        asyncio.run(serve(with_address(settings, args.host, args.port)))
+        asyncio.run(serve(with_address(settings, args.host, args.port), sink))
     except OSError as exc:
         print(f"defeah-db: error: {bind_error(exc)}", file=sys.stderr, flush=True)
         return EXIT_ERROR

@@ -239,6 +239,24 @@ class Settings(BaseSettings):
     port: int = setting(
         8080, "DEFEAH_PORT", "Port the HTTP server binds (`0`: any free port).", ge=0, le=65535
     )
+    # 10 s: real clients send a request head in one packet; 10 s still covers a few TCP
+    # retransmissions on a bad link and frees a slow or silent socket's descriptor fast.
+    http_header_timeout: Seconds = setting(
+        10.0,
+        "DEFEAH_HTTP_HEADER_TIMEOUT",
+        "Seconds a client has to send a complete request head (slow or silent: closed).",
+        ge=0.1,
+        le=300,
+    )
+    # 75 s: longer than the idle timeout of the proxies usually in front (AWS ALB, nginx: 60 s),
+    # so the proxy closes first and never reuses a socket we just closed (a spurious 502).
+    http_keepalive_timeout: Seconds = setting(
+        75.0,
+        "DEFEAH_HTTP_KEEPALIVE_TIMEOUT",
+        "Seconds an idle keep-alive connection stays open; keep it above a proxy's (often 60).",
+        ge=0.1,
+        le=3600,
+    )
     health_timeout: Seconds = setting(
         2.0,
         "DEFEAH_HEALTH_TIMEOUT",

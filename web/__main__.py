@@ -21,10 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m web", description=__doc__)
     add_address_arguments(parser)
     args = parser.parse_args(argv)
-    configure_logging()
+    sink = configure_logging()
     try:
         settings = with_address(Settings.from_env(), args.host, args.port)
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, sink))
     except DalError as exc:
         print(f"web: error: {exc}", file=sys.stderr, flush=True)
         return 1

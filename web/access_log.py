@@ -1,39 +1,35 @@
-"""One JSON object per request, one line each, written in small batches to stderr.
+"""One JSON object per request, one line each, queued for stderr without ever blocking.
 
 JSON rather than the Apache-style format because log pipelines parse it without a grammar, and
 ``json.dumps`` escapes control characters, so a hostile path or user agent cannot forge a second
 line.  Only the path is logged, never the query string or headers: that is where tokens travel.
 
-Why not a ``logging`` record per request: on a route as cheap as liveness, building a LogRecord,
-formatting it and flushing stderr cost about 40% of the throughput (bench/bench_web.py).  Lines
-are instead collected and written at most ``FLUSH_INTERVAL`` seconds later (or every
-``BUFFER_LINES`` lines), in the same ``<time> INFO web.access: {...}`` shape as the other log
-lines; ``AccessLog.flush`` runs again at shutdown so no line is lost on a clean stop.
+Why not a ``logging`` record per request: on a route as cheap as liveness, building a LogRecord
+and formatting it cost about 40% of the throughput (bench/bench_web.py).  Lines are built here
+in the same ``<time> INFO web.access: {...}`` shape as the other log lines and handed to the
+process's ``LineSink`` (web/log_sink.py), whose thread does the writing: a stalled stderr costs
+dropped lines (counted in ``AccessLog.dropped``), never a frozen event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import time
-from typing import TextIO
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from web.log_sink import LineSink
+
 USER_AGENT_LIMIT = 200
-FLUSH_INTERVAL = 0.1
-BUFFER_LINES = 512
 
 
 class AccessLog:
-    """The shared line buffer; aiohttp makes one access-logger object per connection."""
+    """Formats access lines into a sink; aiohttp makes one access-logger object per connection."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
-        self._lines: list[str] = []
-        self._flush_scheduled = False
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+        self.dropped = 0  # access lines the full sink refused
         self._second = -1
         self._stamp = ""
 
@@ -46,33 +42,20 @@ class AccessLog:
         return f"{self._stamp},{int((now - second) * 1000):03d}"
 
     def write(self, entry: str) -> None:
-        """Queue one already-serialised JSON object."""
-        self._lines.append(f"{self._timestamp()} INFO web.access: {entry}\n")
-        if len(self._lines) >= BUFFER_LINES:
-            self.flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._lines:
-            return
-        stream = self._stream or sys.stderr
-        stream.write("".join(self._lines))
-        stream.flush()
-        self._lines.clear()
+        """Queue one already-serialised JSON object (dropped and counted if the sink is full)."""
+        if not self._sink.put(f"{self._timestamp()} INFO web.access: {entry}\n"):
+            self.dropped += 1
 
     def logger_class(self) -> type[AbstractAccessLogger]:
-        """An aiohttp access-logger class writing into this buffer."""
-        buffer = self
+        """An aiohttp access-logger class writing through this object."""
+        access = self
 
         class JsonAccessLogger(AbstractAccessLogger):
             def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
                 # Strings through json.dumps (quotes, escapes, control characters), numbers as
                 # they are; a whole-dict json.dumps per request was the costlier half of this.
                 agent = request.headers.get("User-Agent", "")[:USER_AGENT_LIMIT]
-                buffer.write(
+                access.write(
                     f'{{"remote":{json.dumps(request.remote)},'
                     f'"method":{json.dumps(request.method)},'
                     f'"path":{json.dumps(request.path)},'

