@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,9 @@ SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
 
 SEED_EMAILS: tuple[str, ...] = ("admin@defeah.com", "demo@defeah.com", "test@defeah.com")
 BULK_EMAIL_DOMAIN = "bulk.defeah.test"
+
+# The advisory lock every seed file takes first (seeds/*.sql explain why); same number there.
+SEED_LOCK_KEY = 4733620119
 
 PRODUCTION = "production"
 DATABASE_MARKER = "defeah.environment"
@@ -151,6 +155,24 @@ async def _run_file(conn: Connection, name: str, script: str) -> None:
         raise SeedError(f"{name}: {message}; nothing of it was applied") from None
 
 
+@asynccontextmanager
+async def _seed_lock(conn: Connection, settings: Settings) -> AsyncIterator[None]:
+    """Hold the seeds' lock across "present before", the file, and "present after", so that with
+    concurrent runs each report counts only its own inserts.  The file's own transaction-level
+    lock on the same key is granted at once to the session holding it.  Behind PgBouncer in
+    transaction mode a session lock would stay on whichever server connection took it, so there
+    only the file's own lock applies (the rows are still right; a concurrent report may not be).
+    """
+    if settings.pgbouncer:
+        yield
+        return
+    await conn.execute("SELECT pg_advisory_lock($1)", SEED_LOCK_KEY)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", SEED_LOCK_KEY)
+
+
 async def apply_seeds(
     db: Database, *, force: bool = False, files: Sequence[Path] | None = None
 ) -> SeedReport:
@@ -161,9 +183,10 @@ async def apply_seeds(
         await guard(conn, db.settings, "seed", force=force)
         await require_table(conn)
         for name, script in scripts:
-            before = await _present(conn)
-            await _run_file(conn, name, script)
-            after = await _present(conn)
+            async with _seed_lock(conn, db.settings):
+                before = await _present(conn)
+                await _run_file(conn, name, script)
+                after = await _present(conn)
             results.append(
                 SeedFileResult(
                     name=name,
