@@ -158,7 +158,10 @@ VARIABLES: tuple[Variable, ...] = (
         "environment",
         "development",
         _parse_env,
-        "development, test, staging or production (production refuses seed/clear/generate).",
+        (
+            "development, test, staging or production (production refuses rollback/seed/clear/"
+            "generate without --force)."
+        ),
     ),
     Variable(
         "DEFEAH_DATA_DIR",

@@ -126,6 +126,13 @@ async def guard(conn: Connection, settings: Settings, action: str, *, force: boo
     )
 
 
+async def guard_database(db: Database, action: str, *, force: bool) -> None:
+    """``guard`` for a job that does not itself run on the pool: ``rollback`` goes through yoyo
+    and psycopg2, so the marker is read on a short pooled connection before yoyo starts."""
+    async with db.acquire() as conn:
+        await guard(conn, db.settings, action, force=force)
+
+
 async def require_table(conn: Connection) -> None:
     if await conn.fetchval("SELECT to_regclass('public.users')") is None:
         raise SeedError("table users does not exist; run `defeah-db migrate` first")
