@@ -20,6 +20,7 @@ from dal.errors import ConfigError
 
 DSN_SCHEMES = ("postgresql", "postgres")
 ENVIRONMENTS = ("development", "test", "staging", "production")
+MIN_PRODUCTION_TOKEN = 16  # characters of DEFEAH_HEALTH_TOKEN on production
 
 
 def redact_dsn(dsn: str) -> str:
@@ -107,8 +108,9 @@ def _parse_text(name: str, raw: str) -> str:
     return value
 
 
-def _parse_optional_text(name: str, raw: str) -> str | None:
-    return raw.strip() or None
+def _parse_stripped(name: str, raw: str) -> str:
+    """Surrounding blanks removed; whether the rest is acceptable is ``Settings``' decision."""
+    return raw.strip()
 
 
 def _parse_path(name: str, raw: str) -> Path:
@@ -133,7 +135,7 @@ class Variable:
 
     env: str
     attr: str
-    default: str
+    default: str | None  # None: unset keeps the ``Settings`` default, the parser never runs
     parse: Callable[[str, str], Any]
     doc: str
 
@@ -280,9 +282,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DEFEAH_HEALTH_TOKEN",
         "health_token",
-        "",
-        _parse_optional_text,
-        "Bearer token required to see /health/detailed checks (unset: open).",
+        None,
+        _parse_stripped,
+        "Bearer token required to see /health/detailed checks (unset: open; set but blank: "
+        "error; on production at least 16 characters).",
     ),
     Variable(
         "DEFEAH_ACCESS_LOG",
@@ -328,14 +331,33 @@ class Settings:
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
                 f"DEFEAH_POOL_MAX_SIZE ({self.pool_max_size})"
             )
+        self._check_health_token()
+
+    def _check_health_token(self) -> None:
+        """A token that is set must protect something: blank used to mean "no token", i.e. the
+        detailed route silently open.  Production also refuses a guessable short one."""
+        token = self.health_token
+        if token is None:
+            return
+        if not token.strip():
+            raise ConfigError(
+                "DEFEAH_HEALTH_TOKEN: set but empty; unset it to leave /detailed open, "
+                "or give it a value"
+            )
+        if self.environment == "production" and len(token) < MIN_PRODUCTION_TOKEN:
+            raise ConfigError(
+                f"DEFEAH_HEALTH_TOKEN: must be at least {MIN_PRODUCTION_TOKEN} characters on "
+                f"DEFEAH_ENV=production (got {len(token)})"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for var in VARIABLES:
-            raw = env.get(var.env)
-            values[var.attr] = var.parse(var.env, var.default if raw is None else raw)
+            raw = env.get(var.env, var.default)
+            if raw is not None:
+                values[var.attr] = var.parse(var.env, raw)
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
