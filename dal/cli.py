@@ -274,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
         code: int = args.func(args, settings)
@@ -283,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DalError as exc:
         if args.traceback:
             raise
-        print(f"defeah-db: error: {exc}", file=sys.stderr, flush=True)
+        # Last line of defence: whatever a driver quoted into the message, no secret leaves.
+        text = str(exc) if settings is None else settings.scrub(str(exc))
+        print(f"defeah-db: error: {text}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("defeah-db: interrupted", file=sys.stderr, flush=True)

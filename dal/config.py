@@ -3,18 +3,20 @@
 Every knob has one variable, one documented default (the README's configuration table mirrors
 ``VARIABLES`` below) and one parser.  A malformed value stops start-up with a ``ConfigError``
 whose one-line message names the variable, instead of surfacing later as a confusing driver
-error.  ``Settings`` never shows a DSN password: its repr and ``describe()`` redact it.
+error.  ``Settings`` never shows a secret: its repr redacts every DSN password (userinfo,
+``password``/``sslpassword`` parameters) and the token, and ``scrub()`` removes any configured
+secret value from a driver's error text before it is shown.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit, urlunsplit
 
 from dal.errors import ConfigError
 
@@ -23,19 +25,54 @@ ENVIRONMENTS = ("development", "test", "staging", "production")
 MIN_PRODUCTION_TOKEN = 16  # characters of DEFEAH_HEALTH_TOKEN on production
 
 
-def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with its password replaced by ``***`` (safe for logs and errors)."""
+# libpq URL parameters whose value is a secret (the password, and the client key's passphrase).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+REDACTED = "***"
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """``a=1&b=2`` as written (no decoding), so a redacted URL keeps every other byte."""
+    return [(key, value) for key, _, value in (p.partition("=") for p in query.split("&") if p)]
+
+
+def _is_secret_parameter(key: str) -> bool:
+    return unquote(key).strip().lower() in SECRET_PARAMETERS
+
+
+def dsn_secrets(dsn: str) -> frozenset[str]:
+    """Every secret ``dsn`` carries (userinfo password, ``password``/``sslpassword`` parameters),
+    both as written and percent-decoded: drivers quote either form back in their errors."""
     try:
         parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        userinfo = f"{parts.username or ''}:***"
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{userinfo}@{host}{port}"
-        return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, ""))
+        written = [parts.password or ""]
+    except ValueError:
+        return frozenset()
+    written += [value for key, value in _query_pairs(parts.query) if _is_secret_parameter(key)]
+    return frozenset(v for w in written for v in (w, unquote(w), unquote_plus(w)) if v)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``***`` (longest first, so a
+    secret that contains another is removed whole)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with every secret replaced by ``***`` (safe for logs and errors)."""
+    try:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
+        query = "&".join(
+            f"{key}={REDACTED}" if _is_secret_parameter(key) else f"{key}={value}" if value else key
+            for key, value in _query_pairs(parts.query)
+        )
+        return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
         return "<unparseable DSN>"
 
@@ -367,6 +404,20 @@ class Settings:
     def embedded(self) -> bool:
         """True when no DATABASE_URL is set and the embedded server will be used."""
         return self.database_url is None
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Every secret value configured: DSN passwords (all URLs, all forms) and the token."""
+        found = set(dsn_secrets(self.database_url or ""))
+        for url in self.replica_urls:
+            found |= dsn_secrets(url)
+        if self.health_token:
+            found.add(self.health_token)
+        return frozenset(found)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error message, a driver's text) without any configured secret value."""
+        return scrub(text, self.secrets)
 
     def __repr__(self) -> str:
         shown = []
