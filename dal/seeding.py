@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +42,7 @@ SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
 SEED_EMAILS: tuple[str, ...] = ("admin@defeah.com", "demo@defeah.com", "test@defeah.com")
 BULK_EMAIL_DOMAIN = "bulk.defeah.test"
 
-# The advisory lock every seed file takes first (seeds/*.sql explain why); same number there.
+# The transaction-scoped advisory lock every seed file takes first (seeds/*.sql say why).
 SEED_LOCK_KEY = 4733620119
 
 PRODUCTION = "production"
@@ -162,38 +161,24 @@ async def _run_file(conn: Connection, name: str, script: str) -> None:
         raise SeedError(f"{name}: {message}; nothing of it was applied") from None
 
 
-@asynccontextmanager
-async def _seed_lock(conn: Connection, settings: Settings) -> AsyncIterator[None]:
-    """Hold the seeds' lock across "present before", the file, and "present after", so that with
-    concurrent runs each report counts only its own inserts.  The file's own transaction-level
-    lock on the same key is granted at once to the session holding it.  Behind PgBouncer in
-    transaction mode a session lock would stay on whichever server connection took it, so there
-    only the file's own lock applies (the rows are still right; a concurrent report may not be).
-    """
-    if settings.pgbouncer:
-        yield
-        return
-    await conn.execute("SELECT pg_advisory_lock($1)", SEED_LOCK_KEY)
-    try:
-        yield
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", SEED_LOCK_KEY)
-
-
 async def apply_seeds(
     db: Database, *, force: bool = False, files: Sequence[Path] | None = None
 ) -> SeedReport:
-    """Run each seed file (each its own transaction); report inserted vs already present."""
+    """Run each seed file (each its own transaction); report inserted vs already present.
+
+    Concurrent runs are safe (each file serialises on ``SEED_LOCK_KEY``), but the report reads
+    "present" outside that lock: a row another run inserts meanwhile counts as inserted in both
+    reports.  A session-level lock would fix that and break under PgBouncer, so it is not taken.
+    """
     scripts = await asyncio.to_thread(_read, seed_files() if files is None else files)
     results = []
     async with db.acquire() as conn:
         await guard(conn, db.settings, "seed", force=force)
         await require_table(conn)
         for name, script in scripts:
-            async with _seed_lock(conn, db.settings):
-                before = await _present(conn)
-                await _run_file(conn, name, script)
-                after = await _present(conn)
+            before = await _present(conn)
+            await _run_file(conn, name, script)
+            after = await _present(conn)
             results.append(
                 SeedFileResult(
                     name=name,

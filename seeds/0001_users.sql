@@ -18,7 +18,8 @@
 --
 -- Idempotent: a user whose email is already present (compared case-insensitively, the unique
 -- index users_email_lower_key) is left untouched, so a second run inserts nothing and does not
--- move updated_at.
+-- move updated_at.  Times are relative to now(), so the demo token is always in the future and
+-- the test token always in the past, whenever the file is run.
 --
 -- Idempotent under concurrency too (`up` seeds on every start, so replicas starting together
 -- run this file at the same moment).  ON CONFLICT can name only one arbiter, and email has two
@@ -28,8 +29,7 @@
 -- transaction first takes a transaction-scoped advisory lock (released by COMMIT/ROLLBACK,
 -- nothing to clean up after a crash): seed runs queue behind one another, and each INSERT
 -- starts after the previous run committed, sees its rows and does nothing.  The key is an
--- arbitrary constant used only by the seeds (dal/seeding.py SEED_LOCK_KEY, same number).  Times are relative to now(), so the demo token is always in the future and
--- the test token always in the past, whenever the file is run.
+-- arbitrary constant used only by the seeds (dal/seeding.py SEED_LOCK_KEY, same number).
 --
 -- The Instagram ids and tokens are invented; they work against no Instagram API.
 -- `defeah-db clear` removes exactly these three emails (dal/seeding.py SEED_EMAILS), nothing else.
