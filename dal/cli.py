@@ -5,6 +5,9 @@ code.  Expected failures (``DalError``: bad configuration, database down, migrat
 print one line on stderr and exit non-zero; ``--traceback`` shows the Python traceback for
 debugging.  Without ``DATABASE_URL`` every verb runs against the embedded server, started for
 the duration of the command.
+
+Every verb that deletes data (``rollback``, ``seed --clear``, ``clear``; also ``generate``)
+refuses a production target with exit 2 unless given ``--force`` (dal.seeding ``guard``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,14 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Roll back through yoyo, after the production guard (``yoyo rollback`` itself is the
+    DBA's own tool and is not guarded)."""
+
+    def check(db: Database) -> Awaitable[None]:
+        return seeding.guard_database(db, "roll back migrations", force=args.force)
+
     with target_dsn(settings) as dsn:
+        with_database(settings, dsn, check)
         undone = migrations.rollback(dsn, to=args.to, all_=args.all)
         head = migrations.status(dsn).head
     if undone:
@@ -151,11 +161,6 @@ def with_database(settings: Settings, dsn: str, job: Callable[[Database], Awaita
     return asyncio.run(run())
 
 
-def refused(exc: seeding.ProductionRefused) -> int:
-    print(f"defeah-db: {exc}", file=sys.stderr, flush=True)
-    return EXIT_REFUSED
-
-
 def _seed_step(settings: Settings, dsn: str) -> str:
     """``up`` seeds development databases; on production it skips, never forces."""
     try:
@@ -174,12 +179,9 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
         report = await seeding.apply_seeds(db, force=args.force)
         return lines + report.lines()
 
-    try:
-        with target_dsn(settings) as dsn:
-            for line in with_database(settings, dsn, job):
-                say(line)
-    except seeding.ProductionRefused as exc:
-        return refused(exc)
+    with target_dsn(settings) as dsn:
+        for line in with_database(settings, dsn, job):
+            say(line)
     return EXIT_OK
 
 
@@ -187,11 +189,8 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
     async def job(db: Database) -> seeding.ClearReport:
         return await seeding.clear_seeds(db, force=args.force, generated=args.generated)
 
-    try:
-        with target_dsn(settings) as dsn:
-            cleared = with_database(settings, dsn, job)
-    except seeding.ProductionRefused as exc:
-        return refused(exc)
+    with target_dsn(settings) as dsn:
+        cleared = with_database(settings, dsn, job)
     say(f"removed {cleared.seed_users} seed user(s)")
     if args.generated:
         say(f"removed {cleared.generated_users} generated user(s) (@{seeding.BULK_EMAIL_DOMAIN})")
@@ -199,16 +198,13 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        with target_dsn(settings) as dsn:
-            result = bulk.run(
-                settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2),
-                args.count,
-                batch_size=args.batch_size,
-                force=args.force,
-            )
-    except seeding.ProductionRefused as exc:
-        return refused(exc)
+    with target_dsn(settings) as dsn:
+        result = bulk.run(
+            settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2),
+            args.count,
+            batch_size=args.batch_size,
+            force=args.force,
+        )
     say(result.summary())
     return 130 if result.interrupted else EXIT_OK
 
@@ -244,13 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (up, serve):
         add_address_arguments(p)
     verb("migrate", cmd_migrate, "apply pending migrations")
+    force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
     rb = verb("rollback", cmd_rollback, "roll back the newest migration (or more)")
     group = rb.add_mutually_exclusive_group()
     group.add_argument("--all", action="store_true", help="roll back every migration")
     group.add_argument("--to", metavar="ID", help="roll back everything applied after ID")
+    rb.add_argument("--force", action="store_true", help=force_help)
     verb("status", cmd_status, "list applied and pending migrations (exit 1 if any pending)")
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")
-    force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
     sd = verb("seed", cmd_seed, "insert the development users of seeds/*.sql (idempotent)")
     sd.add_argument("--clear", action="store_true", help="remove the seed users first, then seed")
     sd.add_argument("--force", action="store_true", help=force_help)
@@ -278,13 +275,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
         code: int = args.func(args, settings)
+    except seeding.ProductionRefused as exc:
+        print(f"defeah-db: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REFUSED
     except DalError as exc:
         if args.traceback:
             raise
-        print(f"defeah-db: error: {exc}", file=sys.stderr, flush=True)
+        # Last line of defence: whatever a driver quoted into the message, no secret leaves.
+        text = str(exc) if settings is None else settings.scrub(str(exc))
+        print(f"defeah-db: error: {text}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("defeah-db: interrupted", file=sys.stderr, flush=True)

@@ -32,10 +32,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from dal.dsn import DSN_SCHEMES, redact_dsn, split_dsn
+from dal.dsn import DSN_SCHEMES, dsn_secrets, redact_dsn, scrub, split_dsn
 from dal.errors import ConfigError
 
 ENVIRONMENTS = ("development", "test", "staging", "production")
+MIN_PRODUCTION_TOKEN = 16  # characters of DEFEAH_HEALTH_TOKEN on production
 Environment = Literal["development", "test", "staging", "production"]
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -140,8 +141,8 @@ class Settings(BaseSettings):
     environment: Annotated[Environment, BeforeValidator(_lowered)] = setting(
         "development",
         "DEFEAH_ENV",
-        "`development`, `test`, `staging` or `production`; production refuses destructive "
-        "verbs without `--force`.",
+        "`development`, `test`, `staging` or `production`; production refuses the destructive "
+        "verbs (rollback, seed, clear, generate, ...) without `--force`.",
     )
     data_dir: Annotated[Path, BeforeValidator(_stripped)] = Field(
         default_factory=default_data_dir,
@@ -268,7 +269,8 @@ class Settings(BaseSettings):
         None,
         validation_alias="DEFEAH_HEALTH_TOKEN",
         description="Bearer token required to see the checks of `/api/v1/health/detailed` "
-        "(unset: open).",
+        f"(unset: open; set but blank: error; on production at least {MIN_PRODUCTION_TOKEN} "
+        "characters).",
         repr=False,
     )
     access_log: bool = setting(
@@ -293,7 +295,7 @@ class Settings(BaseSettings):
     @classmethod
     def _health_token(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("set but empty; unset it to leave the detailed checks open")
+            raise ValueError("set but empty; unset it to leave /detailed open, or give it a value")
         return value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")
@@ -303,7 +305,28 @@ class Settings(BaseSettings):
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
                 f"DEFEAH_POOL_MAX_SIZE ({self.pool_max_size})"
             )
+        token = self.health_token
+        short = token is not None and len(token) < MIN_PRODUCTION_TOKEN
+        if short and self.environment == "production":  # a guessable token protects nothing
+            raise ValueError(
+                f"DEFEAH_HEALTH_TOKEN: must be at least {MIN_PRODUCTION_TOKEN} characters on "
+                f"DEFEAH_ENV=production (got {len(token or '')})"
+            )
         return self
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Every secret value configured: DSN passwords (all URLs, all forms) and the token."""
+        found = set(dsn_secrets(self.database_url or ""))
+        for url in self.replica_urls:
+            found |= dsn_secrets(url)
+        if self.health_token:
+            found.add(self.health_token)
+        return frozenset(found)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (typically a driver's error) with every configured secret replaced."""
+        return scrub(text, self.secrets)
 
     def __init__(self, **values: Any) -> None:
         try:

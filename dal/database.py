@@ -146,8 +146,12 @@ class Database:
 
     @property
     def describe(self) -> str:
-        """``host/database`` label, safe for logs."""
+        """``host/database`` label, safe for logs (no credentials, no parameters)."""
         return describe_dsn(self._dsn) if self._dsn else "embedded (not started)"
+
+    def _reason(self, exc: BaseException) -> str:
+        """``describe_error`` minus any configured secret a driver may have quoted back."""
+        return self.settings.scrub(describe_error(exc))
 
     async def start_server(self) -> str:
         """Resolve the DSN, starting the embedded server when no DATABASE_URL is set."""
@@ -222,7 +226,7 @@ class Database:
                     self._pool = await asyncpg.create_pool(dsn, **self.pool_options())
                 except CONNECT_ERRORS as exc:
                     raise DatabaseUnavailable(
-                        f"cannot connect to {self.describe}: {describe_error(exc)}"
+                        f"cannot connect to {self.describe}: {self._reason(exc)}"
                     ) from None
                 log.info("pool open on %s", self.describe)
             return self._pool
@@ -273,7 +277,7 @@ class Database:
             ) from None
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
-                f"cannot connect to {self.describe}: {describe_error(exc)}"
+                f"cannot connect to {self.describe}: {self._reason(exc)}"
             ) from None
         finally:
             self._waiting -= 1
@@ -281,7 +285,7 @@ class Database:
             yield conn
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
-                f"lost the connection to {self.describe}: {describe_error(exc)}"
+                f"lost the connection to {self.describe}: {self._reason(exc)}"
             ) from None
         finally:
             await pool.release(conn)

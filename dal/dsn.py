@@ -7,7 +7,8 @@ A DSN can carry a password in three places (``user:password@``, ``?password=``,
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from collections.abc import Iterable
+from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit, urlunsplit
 
 DSN_SCHEMES = ("postgresql", "postgres")
 
@@ -19,19 +20,54 @@ def split_dsn(dsn: str) -> SplitResult:
     return parts
 
 
-def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with its password replaced by ``***`` (safe for logs and errors)."""
+# libpq URL parameters whose value is a secret (the password, and the client key's passphrase).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+REDACTED = "***"
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """``a=1&b=2`` as written (no decoding), so a redacted URL keeps every other byte."""
+    return [(key, value) for key, _, value in (p.partition("=") for p in query.split("&") if p)]
+
+
+def _is_secret_parameter(key: str) -> bool:
+    return unquote(key).strip().lower() in SECRET_PARAMETERS
+
+
+def dsn_secrets(dsn: str) -> frozenset[str]:
+    """Every secret ``dsn`` carries (userinfo password, ``password``/``sslpassword`` parameters),
+    both as written and percent-decoded: drivers quote either form back in their errors."""
     try:
         parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        userinfo = f"{parts.username or ''}:***"
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{userinfo}@{host}{port}"
-        return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, ""))
+        written = [parts.password or ""]
+    except ValueError:
+        return frozenset()
+    written += [value for key, value in _query_pairs(parts.query) if _is_secret_parameter(key)]
+    return frozenset(v for w in written for v in (w, unquote(w), unquote_plus(w)) if v)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``***`` (longest first, so a
+    secret that contains another is removed whole)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with every secret replaced by ``***`` (safe for logs and errors)."""
+    try:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
+        query = "&".join(
+            f"{key}={REDACTED}" if _is_secret_parameter(key) else f"{key}={value}" if value else key
+            for key, value in _query_pairs(parts.query)
+        )
+        return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
         return "<unparseable DSN>"
 

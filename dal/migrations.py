@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dal.dsn import database_name, maintenance_dsn, redact_dsn
+from dal.dsn import database_name, dsn_secrets, maintenance_dsn, redact_dsn, scrub
 from dal.errors import DatabaseUnavailable, MigrationError
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,21 @@ def _backend(dsn: str) -> Iterator[Any]:
             # Two first-time appliers both ran CREATE TABLE IF NOT EXISTS for yoyo's own tables;
             # the loser sees a duplicate pg_type row.  The tables now exist: try again.
             time.sleep(0.1 * (attempt + 1))
-        except psycopg2.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to {redact_dsn(dsn)}: {_first_line(exc)}"
-            ) from None
+        except psycopg2.Error as exc:  # refused, auth failed, or a DSN libpq cannot parse
+            raise _cannot_connect(dsn, exc) from None
     if backend is None:
         raise MigrationError("could not initialise yoyo's bookkeeping tables")
     try:
         yield backend
     finally:
         backend.connection.close()
+
+
+def _cannot_connect(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+    """One line naming the target and the driver's reason; libpq quotes parts of the DSN back
+    (e.g. a malformed percent-escape of the password), so its secrets are scrubbed out."""
+    reason = scrub(_first_line(exc), dsn_secrets(dsn))
+    return DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {reason}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -154,10 +159,8 @@ def ensure_database(dsn: str) -> bool:
     name = database_name(dsn)
     try:
         conn = psycopg2.connect(maintenance_dsn(dsn))
-    except psycopg2.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to {redact_dsn(maintenance_dsn(dsn))}: {_first_line(exc)}"
-        ) from None
+    except psycopg2.Error as exc:
+        raise _cannot_connect(maintenance_dsn(dsn), exc) from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -42,6 +42,9 @@ SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
 SEED_EMAILS: tuple[str, ...] = ("admin@defeah.com", "demo@defeah.com", "test@defeah.com")
 BULK_EMAIL_DOMAIN = "bulk.defeah.test"
 
+# The transaction-scoped advisory lock every seed file takes first (seeds/*.sql say why).
+SEED_LOCK_KEY = 4733620119
+
 PRODUCTION = "production"
 DATABASE_MARKER = "defeah.environment"
 
@@ -122,6 +125,13 @@ async def guard(conn: Connection, settings: Settings, action: str, *, force: boo
     )
 
 
+async def guard_database(db: Database, action: str, *, force: bool) -> None:
+    """``guard`` for a job that does not itself run on the pool: ``rollback`` goes through yoyo
+    and psycopg2, so the marker is read on a short pooled connection before yoyo starts."""
+    async with db.acquire() as conn:
+        await guard(conn, db.settings, action, force=force)
+
+
 async def require_table(conn: Connection) -> None:
     if await conn.fetchval("SELECT to_regclass('public.users')") is None:
         raise SeedError("table users does not exist; run `defeah-db migrate` first")
@@ -154,7 +164,12 @@ async def _run_file(conn: Connection, name: str, script: str) -> None:
 async def apply_seeds(
     db: Database, *, force: bool = False, files: Sequence[Path] | None = None
 ) -> SeedReport:
-    """Run each seed file (each its own transaction); report inserted vs already present."""
+    """Run each seed file (each its own transaction); report inserted vs already present.
+
+    Concurrent runs are safe (each file serialises on ``SEED_LOCK_KEY``), but the report reads
+    "present" outside that lock: a row another run inserts meanwhile counts as inserted in both
+    reports.  A session-level lock would fix that and break under PgBouncer, so it is not taken.
+    """
     scripts = await asyncio.to_thread(_read, seed_files() if files is None else files)
     results = []
     async with db.acquire() as conn:

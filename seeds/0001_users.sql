@@ -21,10 +21,22 @@
 -- move updated_at.  Times are relative to now(), so the demo token is always in the future and
 -- the test token always in the past, whenever the file is run.
 --
+-- Idempotent under concurrency too (`up` seeds on every start, so replicas starting together
+-- run this file at the same moment).  ON CONFLICT can name only one arbiter, and email has two
+-- unique indexes: two concurrent runs both inserting 'demo@defeah.com' collide on
+-- users_email_key, which the lower(email) arbiter does not cover, and one run fails.  Leaving
+-- the target out would cover it but also silence a real clash on instagram_user_id.  So the
+-- transaction first takes a transaction-scoped advisory lock (released by COMMIT/ROLLBACK,
+-- nothing to clean up after a crash): seed runs queue behind one another, and each INSERT
+-- starts after the previous run committed, sees its rows and does nothing.  The key is an
+-- arbitrary constant used only by the seeds (dal/seeding.py SEED_LOCK_KEY, same number).
+--
 -- The Instagram ids and tokens are invented; they work against no Instagram API.
 -- `defeah-db clear` removes exactly these three emails (dal/seeding.py SEED_EMAILS), nothing else.
 
 BEGIN;
+
+SELECT pg_advisory_xact_lock(4733620119);
 
 INSERT INTO users (
     email, hashed_password, full_name, is_active, is_verified,

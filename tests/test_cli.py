@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from psycopg2 import sql
 
 from dal import migrations
+from dal.cli import build_parser
+from dal.seeding import DATABASE_MARKER
 from tests.commands import run_cli
-from tests.pg import PgServer
+from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent
 IDS = sorted(
@@ -83,3 +89,57 @@ def test_unreachable_server_is_one_line_error(verb: str) -> None:
     assert out.stderr.startswith("defeah-db: error: cannot connect to ")
     assert out.stderr.count("\n") == 1
     assert "pw-secret" not in out.stderr
+
+
+def users_table_exists(dsn: str) -> bool:
+    return bool(query(dsn, "SELECT to_regclass('public.users') IS NOT NULL AS t")[0]["t"])
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], reason: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "refusing to roll back migrations" in done.stderr and reason in done.stderr
+    assert "--force" in done.stderr
+
+
+@pytest.mark.parametrize("how", [(), ("--all",), ("--to", "0001_users")])
+def test_rollback_refuses_on_production_environment(fresh_dsn: str, how: tuple[str, ...]) -> None:
+    done = run_cli(fresh_dsn, "rollback", *how, DEFEAH_ENV="production")
+    assert_refused(done, "DEFEAH_ENV=production")
+    assert users_table_exists(fresh_dsn)
+    assert migrations.status(fresh_dsn).head == IDS[-1]
+
+
+def test_rollback_refuses_on_a_database_marked_production(pg: PgServer, fresh_dsn: str) -> None:
+    name = urlsplit(fresh_dsn).path.lstrip("/")
+    pg.execute(
+        sql.SQL("ALTER DATABASE {} SET {} = 'production'").format(
+            sql.Identifier(name), sql.Identifier(*DATABASE_MARKER.split("."))
+        )
+    )
+    assert_refused(run_cli(fresh_dsn, "rollback", "--all"), f"{DATABASE_MARKER} = 'production'")
+    assert users_table_exists(fresh_dsn)
+    assert migrations.status(fresh_dsn).head == IDS[-1]
+
+    forced = run_cli(fresh_dsn, "rollback", "--all", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert f"rolled back {len(IDS)} migration(s)" in forced.stdout
+    assert not users_table_exists(fresh_dsn)
+
+
+def test_forced_rollback_on_production_environment(fresh_dsn: str) -> None:
+    done = run_cli(fresh_dsn, "rollback", "--force", DEFEAH_ENV="production")
+    assert done.returncode == 0, done.stderr
+    assert migrations.status(fresh_dsn).head == IDS[-2]
+
+
+def test_every_verb_that_deletes_data_takes_force() -> None:
+    """The destructive verbs are exactly the ones with --force (each refused on production in
+    the tests above and in tests/test_seeds.py)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    forced = {
+        name
+        for name, parser in sub.choices.items()
+        if any("--force" in a.option_strings for a in parser._actions)
+    }
+    assert forced == {"rollback", "seed", "clear", "generate"}

@@ -122,3 +122,31 @@ def test_cli_connection_error_is_one_line_without_password() -> None:
     assert out.stderr.count("\n") == 1
     assert "hunter2" not in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t \n"])
+def test_a_set_but_blank_health_token_is_a_config_error(blank: str) -> None:
+    """Set-but-empty used to mean "no token", i.e. /detailed silently open."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"DEFEAH_HEALTH_TOKEN": blank})
+    text = str(info.value)
+    assert text.startswith("DEFEAH_HEALTH_TOKEN: ") and "empty" in text
+    assert "\n" not in text
+
+
+def test_an_unset_health_token_leaves_detailed_open() -> None:
+    assert Settings.from_env({}).health_token is None
+    assert Settings.from_env({"DEFEAH_ENV": "production"}).health_token is None
+
+
+def test_production_refuses_a_short_health_token() -> None:
+    short = {"DEFEAH_ENV": "production", "DEFEAH_HEALTH_TOKEN": "x" * 15}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(short)
+    text = str(info.value)
+    assert text.startswith("DEFEAH_HEALTH_TOKEN: ") and "16 characters" in text
+    assert "x" * 15 not in text and "\n" not in text
+    ok = Settings.from_env({**short, "DEFEAH_HEALTH_TOKEN": " " + "x" * 16 + " "})
+    assert ok.health_token == "x" * 16
+    staging = Settings.from_env({**short, "DEFEAH_ENV": "staging"})
+    assert staging.health_token == "x" * 15  # the length rule is production's only

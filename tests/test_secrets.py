@@ -5,19 +5,32 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from dal import Database, InstagramConnection, NewUser, User
+from dal.config import Settings
+from dal.dsn import describe_dsn, dsn_secrets, redact_dsn
 from dal.errors import DalError, DuplicateEmail, InvalidCredentials, InvalidUserData
+from tests.commands import run_cli
 from tests.conftest import make_settings
 from tests.factories import user_row
 from tests.pg import with_password
+from web.app import create_app
 
 PASSWORD = "Pa55-phrase-never-shown"
 TOKEN = "IGQVJ-secret-token-never-shown"
 DSN_PASSWORD = "dsn-pass-never-shown"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def views(obj: object) -> list[str]:
@@ -113,3 +126,116 @@ async def test_unreachable_database_error_hides_the_dsn_password() -> None:
         await db.users.get_by_email("ada@example.com")
     assert_hidden([str(caught.value), repr(caught.value), repr(db)], DSN_PASSWORD)
     await db.close()
+
+
+# -- DSN passwords in every form a libpq URL can carry them (issue 9, item 2) -------------------
+
+SECRET = "hunter2-dsn"
+
+
+def secret_forms(dsn: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``dsn`` (host, port, database and parameters kept) carrying a secret in each form:
+    name -> (URL, the strings that must never show)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or "postgres"
+
+    def url(password: str = "", *params: str) -> str:
+        userinfo = f"{user}:{password}" if password else user
+        query = "&".join(p for p in (parts.query, *params) if p)
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}", query=query))
+
+    encoded = f"{SECRET}%23%40x"  # hunter2-dsn#@x
+    return {
+        "userinfo": (url(SECRET), (SECRET,)),
+        "percent-encoded userinfo": (url(encoded), (SECRET, encoded, f"{SECRET}#@x")),
+        "password parameter": (url("", f"password={SECRET}"), (SECRET,)),
+        "sslpassword parameter": (url("", "sslmode=disable", f"sslpassword={SECRET}"), (SECRET,)),
+        "percent-encoded parameter": (
+            url("", f"password={SECRET}%26x%3D"),
+            (SECRET, f"{SECRET}%26x%3D", f"{SECRET}&x="),
+        ),
+    }
+
+
+FORMS = list(secret_forms("postgresql://app@db.internal:6432/defeah"))
+
+
+def form(dsn: str, name: str) -> tuple[str, tuple[str, ...]]:
+    return secret_forms(dsn)[name]
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_redaction_hides_each_form_and_keeps_the_rest(name: str) -> None:
+    url, hidden = form("postgresql://app@db.internal:6432/defeah", name)
+    redacted = redact_dsn(url)
+    assert_hidden([redacted, describe_dsn(url)], *hidden)
+    assert redacted.startswith("postgresql://app") and "db.internal:6432/defeah" in redacted
+    assert "***" in redacted
+    assert describe_dsn(url) == "db.internal:6432/defeah"
+    assert set(hidden) <= dsn_secrets(url) | {SECRET}
+
+
+def test_redaction_keeps_harmless_parameters_in_place() -> None:
+    url = "postgresql://app:pw@db:5432/defeah?sslmode=require&password=pw2&application_name=x"
+    assert redact_dsn(url) == (
+        "postgresql://app:***@db:5432/defeah?sslmode=require&password=***&application_name=x"
+    )
+    assert redact_dsn("postgresql://app@db/defeah?sslmode=require") == (
+        "postgresql://app@db/defeah?sslmode=require"
+    )
+
+
+@pytest.mark.parametrize("name", FORMS)
+async def test_settings_and_database_reprs_hide_each_form(name: str) -> None:
+    url, hidden = form("postgresql://app@db.internal:6432/defeah", name)
+    replica, _ = form("postgresql://app@replica.internal:6432/defeah", name)
+    settings = Settings.from_env({"DATABASE_URL": url, "DATABASE_REPLICA_URL": replica})
+    db = Database(settings)
+    texts = [repr(settings), str(settings), repr(db), db.describe]
+    assert_hidden(texts, *hidden)
+    assert "db.internal" in repr(settings) and "replica.internal" in repr(settings)
+    quoted = f"boom: {url} / {replica} / {' '.join(dsn_secrets(url))}"  # as drivers quote them
+    assert_hidden([settings.scrub(quoted)], *hidden)
+    assert settings.scrub(quoted).startswith("boom: postgresql://app")
+    await db.close()
+
+
+@pytest.mark.parametrize("name", FORMS)
+@pytest.mark.parametrize("verb", ["status", "seed"])
+def test_cli_errors_hide_each_form(name: str, verb: str) -> None:
+    """Both drivers: yoyo/psycopg2 (status) and asyncpg (seed), on a port nobody listens on."""
+    url, hidden = form("postgresql://app@127.0.0.1:1/defeah", name)
+    done = run_cli(url, verb)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("defeah-db: error: ") and done.stderr.count("\n") == 1
+    assert_hidden([done.stdout, done.stderr], *hidden)
+
+
+@pytest.mark.parametrize("verb", ["status", "seed", "createdb", "up --no-serve"])
+def test_cli_hides_a_password_the_driver_quotes_back(verb: str) -> None:
+    """libpq quotes a malformed percent-escape back: 'invalid percent-encoded token: "pw%zz"'."""
+    for url in (
+        "postgresql://app:pw%zz-secret@127.0.0.1:1/defeah",
+        "postgresql://app@127.0.0.1:1/defeah?password=pw%zz-secret",
+    ):
+        done = run_cli(url, *verb.split())
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("defeah-db: error: ") and done.stderr.count("\n") == 1
+        assert_hidden([done.stdout, done.stderr], "pw%zz-secret", "zz-secret")
+
+
+@pytest.mark.parametrize("name", FORMS)
+@pytest.mark.parametrize("reachable", [True, False], ids=["up", "down"])
+async def test_detailed_health_hides_each_form(
+    fresh_dsn: str, name: str, *, reachable: bool
+) -> None:
+    target = fresh_dsn if reachable else f"postgresql://postgres@127.0.0.1:{free_port()}/defeah"
+    url, hidden = form(target, name)
+    settings = make_settings(url, health_timeout=1.0)
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client, client.get("/api/v1/health/detailed") as resp:
+        body = await resp.text()
+    assert_hidden([body], *hidden)
+    assert describe_dsn(url) in body  # the componentId is still there, minus the secret
+    assert (json.loads(body)["status"] == "pass") is reachable

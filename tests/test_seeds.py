@@ -7,13 +7,16 @@ would.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import bcrypt
 import pytest
 from psycopg2 import sql
@@ -21,8 +24,15 @@ from psycopg2 import sql
 from dal.database import Database
 from dal.errors import InvalidCredentials
 from dal.models import User
-from dal.seeding import BULK_EMAIL_DOMAIN, DATABASE_MARKER, SEED_EMAILS, SEEDS_DIR, seed_files
-from tests.commands import run_cli
+from dal.seeding import (
+    BULK_EMAIL_DOMAIN,
+    DATABASE_MARKER,
+    SEED_EMAILS,
+    SEED_LOCK_KEY,
+    SEEDS_DIR,
+    seed_files,
+)
+from tests.commands import ROOT, cli_env, run_cli
 from tests.conftest import make_settings
 from tests.pg import PgServer, query
 
@@ -89,6 +99,9 @@ def second_dsn(pg: PgServer, template_db: str) -> Iterator[str]:
 def test_seed_files_are_what_the_cli_runs() -> None:
     assert seed_files() == sorted(SEEDS_DIR.glob("*.sql"))
     assert [p.name for p in seed_files()] == ["0001_users.sql"]
+    for path in seed_files():  # each serialises concurrent runs on the documented key
+        text = path.read_text(encoding="utf-8")
+        assert text.index(f"pg_advisory_xact_lock({SEED_LOCK_KEY});") < text.index("\nINSERT INTO")
 
 
 def test_psql_runs_every_seed_file_and_a_second_run_changes_nothing(fresh_dsn: str) -> None:
@@ -308,3 +321,49 @@ def test_seed_on_an_unmigrated_database_says_to_migrate(empty_dsn: str) -> None:
     assert done.returncode == 1
     assert "run `defeah-db migrate` first" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_twenty_parallel_seed_runs_all_succeed_with_three_users(fresh_dsn: str) -> None:
+    """``up`` seeds on every start, so replicas starting together run the seeds concurrently;
+    a duplicate key on the second unique index (users_email_key) used to fail some of them."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dal", "seed"],
+            cwd=ROOT,
+            env=cli_env(fresh_dsn),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(20)
+    ]
+    outcomes = [(run.wait(timeout=120), *run.communicate(timeout=10)) for run in runs]
+    assert [code for code, _, _ in outcomes] == [0] * 20, [err for _, _, err in outcomes if err]
+    assert query(fresh_dsn, "SELECT count(*) AS n FROM users")[0]["n"] == 3
+    assert emails(fresh_dsn) == set(SEED_EMAILS)
+
+
+async def test_concurrent_runs_of_the_seed_file_never_hit_a_duplicate_key(fresh_dsn: str) -> None:
+    """The file itself (as psql would run it) from 20 sessions released at the same instant,
+    several rounds: without serialisation some rounds fail on users_email_key."""
+    script = seed_files()[0].read_text(encoding="utf-8")
+
+    async def run(conn: asyncpg.Connection[asyncpg.Record], start: asyncio.Event) -> None:
+        await start.wait()
+        await conn.execute(script)
+
+    conns = [await asyncpg.connect(fresh_dsn) for _ in range(20)]
+    try:
+        for _ in range(5):
+            await conns[0].execute("TRUNCATE users")
+            start = asyncio.Event()
+            async with asyncio.timeout(60):
+                tasks = [asyncio.create_task(run(c, start)) for c in conns]
+                await asyncio.sleep(0.05)  # every session is waiting on the event
+                start.set()
+                failures = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if r]
+            assert failures == []
+            assert await conns[0].fetchval("SELECT count(*) FROM users") == 3
+    finally:
+        for conn in conns:
+            await conn.close()
