@@ -275,6 +275,14 @@ VARIABLES: tuple[Variable, ...] = (
         "Seconds a database health check may take before it reports fail.",
     ),
     Variable(
+        "DEFEAH_SHUTDOWN_TIMEOUT",
+        "shutdown_timeout",
+        "10",
+        _parse_seconds(0.1, 600),
+        "Seconds SIGTERM/SIGINT may take: in-flight requests get half, closing the pool the "
+        "rest, then its connections are terminated.",
+    ),
+    Variable(
         "DEFEAH_HEALTH_TOKEN",
         "health_token",
         "",
@@ -316,6 +324,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     health_timeout: float = 2.0
+    shutdown_timeout: float = 10.0
     health_token: str | None = None
     access_log: bool = True
 
