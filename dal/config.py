@@ -265,6 +265,14 @@ class Settings(BaseSettings):
         ge=0.01,
         le=60,
     )
+    shutdown_timeout: Seconds = setting(
+        10.0,
+        "DEFEAH_SHUTDOWN_TIMEOUT",
+        "Seconds SIGTERM/SIGINT may take: in-flight requests get half, closing the pools the "
+        "rest, then their connections are terminated.",
+        ge=0.1,
+        le=600,
+    )
     health_token: str | None = Field(
         None,
         validation_alias="DEFEAH_HEALTH_TOKEN",

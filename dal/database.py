@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -55,6 +55,9 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresError,  # e.g. the database does not exist, auth failed
 )
 CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
+# How a caller's block ends when it was cut off mid-statement: its deadline cancelled the task,
+# or asyncpg's command_timeout expired.  The connection then still waits for the server.
+CUT_OFF: tuple[type[BaseException], ...] = (asyncio.CancelledError, TimeoutError)
 
 PooledConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 # What repositories accept: a pooled connection or a plain one (scripts, benchmarks, tests).
@@ -167,13 +170,19 @@ class Database:
         await self._ensure_pool()
         return self
 
-    async def close(self) -> None:
-        """Close the pool and release the embedded server; safe to call more than once."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the pools and release the embedded server; safe to call more than once.
+
+        The pools close gracefully within ``timeout`` (default: the shutdown timeout), side by
+        side, and are terminated past it: a hung server never answers the goodbye, and an
+        orchestrator kills a process that overstays its grace period.
+        """
+        budget = self.settings.shutdown_timeout if timeout is None else timeout
         pool, self._pool = self._pool, None
+        closing = [] if pool is None else [close_pool(pool, budget, "primary")]
         if self._replicas is not None:
-            await self._replicas.close(self.settings.command_timeout)
-        if pool is not None:
-            await close_pool(pool, self.settings.command_timeout, "primary")
+            closing.append(self._replicas.close(budget))
+        await asyncio.gather(*closing)
         embedded, self._embedded = self._embedded, None
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -253,7 +262,8 @@ class Database:
                 # A read cut off mid-way cannot be replayed here (the caller's block ran); it
                 # fails, and a replica whose connection died is skipped by the next reads.
                 try:
-                    yield replica_conn
+                    with _discard_when_cut_off(replica_conn):
+                        yield replica_conn
                 except CONNECTION_ERRORS as exc:
                     if _lost(replica_conn):  # not a mere statement timeout
                         replicas.mark_down(replica, describe_error(exc))
@@ -282,19 +292,47 @@ class Database:
         finally:
             self._waiting -= 1
         try:
-            yield conn
+            with _discard_when_cut_off(conn):
+                yield conn
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"lost the connection to {self.describe}: {self._reason(exc)}"
             ) from None
         finally:
-            await pool.release(conn)
+            await pool.release(conn)  # returns at once for a discarded connection
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PooledConnection]:
         """A connection inside a transaction that commits on success and rolls back on error."""
         async with self.acquire() as conn, conn.transaction():
             yield conn
+
+    @asynccontextmanager
+    async def bounded(self, limit: float) -> AsyncIterator[PooledConnection]:
+        """A connection in a read-only transaction that neither side lets run past ``limit``.
+
+        For health checks, which must answer within their timeout whatever the database does.
+        The client deadline covers the acquire and every round trip; the server-side
+        ``statement_timeout`` and ``lock_timeout`` (``SET LOCAL``: they end with the
+        transaction, so nothing leaks into the pool, PgBouncer included) also end a statement
+        queued behind a lock after the client has given up on it.  Raises ``TimeoutError``
+        past the deadline, ``DatabaseUnavailable`` when there is no connection.
+        """
+        ms = max(1, round(limit * 1000))
+        begin = (
+            f"BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
+        )
+        async with asyncio.timeout(limit), self.acquire(timeout=limit) as conn:
+            await conn.execute(begin)  # one round trip (simple query protocol)
+            try:
+                yield conn
+            except CUT_OFF:
+                raise  # acquire() discards the connection: a ROLLBACK would wait on it
+            except BaseException:
+                if not _lost(conn):
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("ROLLBACK")  # read only: nothing to commit
 
     # -- observability -------------------------------------------------------------------------
 
@@ -303,10 +341,9 @@ class Database:
         limit = self.settings.health_timeout if timeout is None else timeout
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(limit):
-                async with self.acquire(timeout=limit) as conn:
-                    await conn.fetchval("SELECT 1")
-                    version = conn.get_settings().server_version
+            async with self.bounded(limit) as conn:
+                await conn.fetchval("SELECT 1")
+                version = conn.get_settings().server_version
         except TimeoutError:
             return HealthReport(False, elapsed_ms(started), error=f"no answer within {limit:g}s")
         except DatabaseUnavailable as exc:
@@ -335,6 +372,22 @@ class Database:
         return PoolMetrics.of(
             self._pool, min_size=s.pool_min_size, max_size=s.pool_max_size, waiting=self._waiting
         )
+
+
+@contextmanager
+def _discard_when_cut_off(conn: PooledConnection) -> Iterator[None]:
+    """Terminate ``conn`` when the block using it is cut off mid-statement (``CUT_OFF``).
+
+    A graceful release would first wait for the server to confirm the cancel and then reset the
+    session, for up to the acquire timeout again: a 2 s health deadline became 4 s against a
+    hung server.  Discarding costs one reconnect; the server drops the session when it sees the
+    socket close, and its statement_timeout/lock_timeout end any statement still running.
+    """
+    try:
+        yield
+    except CUT_OFF:
+        conn.terminate()
+        raise
 
 
 def _lost(conn: PooledConnection) -> bool:

@@ -86,6 +86,11 @@ def _ids(migrations: Any) -> tuple[str, ...]:
     return tuple(m.id for m in migrations)
 
 
+def migration_ids(sources: Path = SQL_DIR) -> tuple[str, ...]:
+    """Ids of the migrations in ``sources``, in the order yoyo applies them (no database)."""
+    return _ids(_read(sources))
+
+
 def status(dsn: str, sources: Path = SQL_DIR) -> MigrationStatus:
     migrations = _read(sources)
     with _backend(dsn) as backend:

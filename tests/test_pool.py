@@ -5,11 +5,13 @@ by the same Database object."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from dal import Database, NewUser, migrations
@@ -93,3 +95,34 @@ async def test_acquire_leaves_statement_errors_alone_and_the_connection_usable(
         async with db.acquire() as conn:
             await conn.fetchval("SELECT $1::int", "token-s3cret")
     assert (await db.health()).ok
+
+
+@pytest.mark.slow
+async def test_hung_server_bounds_health_and_close(tmp_path: Path) -> None:
+    """A SIGSTOPped server: the health check answers within its timeout (the connection cut
+    off is discarded instead of waiting for its reset) and close() within its own budget."""
+    server = EmbeddedServer(tmp_path / "pgdata", "hung_test")
+    dsn = await asyncio.to_thread(server.start)
+    try:
+        settings = make_settings(dsn, pool_min_size=3, pool_max_size=3, command_timeout=30.0)
+        db = await Database(settings).open()
+        assert (await db.health(0.5)).ok
+        pid = int((tmp_path / "pgdata" / "postmaster.pid").read_text().split()[0])
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        for proc in procs:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(20):
+                for _ in range(2):
+                    started = time.perf_counter()
+                    report = await db.health(0.5)
+                    assert not report.ok
+                    assert time.perf_counter() - started < 0.5 + 0.2
+                started = time.perf_counter()
+                await db.close(1.0)  # idle connections never hear back: terminated
+                assert time.perf_counter() - started < 1.0 + 0.5
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGCONT)
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -10,7 +10,9 @@ the CLI can construct it freely.  The database lifecycle sits in ``cleanup_ctx``
 * shutdown closes the pool and releases the embedded server, also after a failed start.
 
 ``serve`` runs the app until SIGINT or SIGTERM and then shuts down in that order: stop
-accepting, finish in-flight requests, run the cleanup above.
+accepting, finish in-flight requests, run the cleanup above.  ``DEFEAH_SHUTDOWN_TIMEOUT``
+bounds the whole: in-flight requests get half of it, the pool's graceful close the other half,
+after which its connections are terminated (a hung database never answers the goodbye).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dal.config import Settings
 from dal.database import Database
 from dal.errors import DatabaseUnavailable
 from web.access_log import AccessLog
-from web.health import HEALTH, HealthService, routes
+from web.health import HEALTH, HealthService, read_migration_files, routes
 from web.http_server import HttpRunner, add_security_headers
 from web.log_sink import LineSink, SinkHandler
 from web.problems import problem_middleware
@@ -38,7 +40,6 @@ log = logging.getLogger("web")
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
-SHUTDOWN_TIMEOUT = 10.0  # seconds in-flight requests get after a stop signal
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app[HEALTH] = HealthService(database, settings)
     app.add_routes(routes)
     app.on_response_prepare.append(add_security_headers)
+    app.on_startup.append(read_migration_files)
     app.cleanup_ctx.append(database_lifecycle)
     return app
 
@@ -71,7 +73,7 @@ async def database_lifecycle(app: web.Application) -> AsyncIterator[None]:
             )
         yield
     finally:
-        await database.close()
+        await database.close(settings.shutdown_timeout / 2)
 
 
 async def serve(settings: Settings, sink: LineSink) -> None:
@@ -92,7 +94,7 @@ async def serve(settings: Settings, sink: LineSink) -> None:
         access_log_class=access_log.logger_class(),
         # aiohttp wants a Logger to enable access logging; ours writes to the sink instead
         access_log=logging.getLogger("web.access") if settings.access_log else None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        shutdown_timeout=settings.shutdown_timeout / 2,  # the pool gets the other half
     )
     try:
         await runner.setup()

@@ -8,21 +8,28 @@ Three questions, three routes:
   through the pool, bounded by the health timeout even when the server hangs or the pool is
   exhausted.
 * ``/api/v1/health/detailed``: everything an operator wants: the database round trip, pool
-  occupancy, migration state, version, uptime.  Optionally restricted by a bearer token.
+  occupancy, migration state, version, uptime.  Optionally restricted by a bearer token, which
+  is checked before any of that work: an unauthorized caller costs no database query.
+
+What a route reveals: the open routes (the first two; orchestrators carry no token) say up or
+down and the latency, with a generic ``output`` on failure.  The driver's error text (host,
+database, role, server message) and the migration ids appear only on ``detailed``.
 
 Probe storms: concurrent requests share one in-flight check per kind (``SingleFlight``), so a
 thousand probes cost one pool connection, not a thousand.  A caller that joins late gets the
 result of the check already running, which is at most one health timeout old.  The migration
-state, read through yoyo on its own psycopg2 connection, is also cached for
-``MIGRATIONS_CACHE_SECONDS`` after a successful read; failures are not cached.
+state (a plain ``SELECT`` on the pool, see ``dal.schema_state``) is also cached for
+``MIGRATIONS_CACHE_SECONDS`` after a successful read; failures are not cached.  Every check runs
+inside ``Database.bounded``: the health timeout bounds it on the client and on the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
-import math
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,12 +37,10 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import psycopg2
 from aiohttp import web
 
-from dal import migrations
+from dal import migrations, schema_state
 from dal.config import Settings
 from dal.database import Database, PoolMetrics
 from dal.errors import DalError
@@ -45,6 +50,10 @@ HEALTH_TYPE = "application/health+json"
 PACKAGE = "defeah-db"
 MIGRATIONS_CACHE_SECONDS = 5.0
 STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+# The only failure text the open routes give: the real one names host, database and role.
+GENERIC_FAILURE = "database unavailable"
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -128,6 +137,7 @@ class HealthService:
         self._database = SingleFlight[Check]()
         self._migrations = SingleFlight[Check]()
         self._migrations_cached: tuple[float, Check] | None = None
+        self._migration_files: tuple[str, ...] | None = None
         self._liveness_parts: tuple[str, str, str] | None = None
         self._replicas = SingleFlight[dict[str, ReplicaHealth]]()
 
@@ -185,25 +195,24 @@ class HealthService:
             checks.append(Check(status, value, "ms", "datastore", now_iso(), output, report.target))
         return checks
 
+    async def migration_files(self) -> tuple[str, ...]:
+        """Ids of the migrations in ``sql/``, read once (in a thread: it is file I/O)."""
+        if self._migration_files is None:
+            self._migration_files = await asyncio.to_thread(migrations.migration_ids)
+        return self._migration_files
+
     async def migrations(self) -> Check:
         cached = self._migrations_cached
         if cached is not None and time.monotonic() - cached[0] < MIGRATIONS_CACHE_SECONDS:
             return cached[1]
-        limit = self.settings.health_timeout
-        try:
-            async with asyncio.timeout(limit):
-                return await self._migrations.run(self._read_migrations)
-        except TimeoutError:
-            return _migrations_failed(f"no answer within {limit:g}s")
+        return await self._migrations.run(self._read_migrations)
 
     async def _read_migrations(self) -> Check:
         try:
-            dsn = with_connect_timeout(self.db.dsn, self.settings.health_timeout)
-            state = await asyncio.to_thread(migrations.status, dsn)
+            known = await self.migration_files()
+            state = await schema_state.read_status(self.db, known, self.settings.health_timeout)
         except DalError as exc:
             return _migrations_failed(str(exc))
-        except psycopg2.Error as exc:
-            return _migrations_failed(f"{type(exc).__name__} while reading migration state")
         value = {"applied": len(state.applied), "head": state.head, "pending": list(state.pending)}
         if state.pending:
             output = f"{len(state.pending)} pending: {', '.join(state.pending)}"
@@ -247,7 +256,11 @@ class HealthService:
         return f"{head}{seconds}{middle}{now_iso()}{tail}".encode()
 
     async def readiness(self) -> dict[str, Any]:
-        return self.document({"postgresql:responseTime": await self.database()})
+        """For the open routes: the failure text is generic (see the module docstring)."""
+        check = await self.database()
+        if check.output is not None:
+            check = dataclasses.replace(check, output=GENERIC_FAILURE)
+        return self.document({"postgresql:responseTime": check})
 
     async def detailed(self) -> dict[str, Any]:
         database, schema, replicas = await asyncio.gather(
@@ -264,30 +277,22 @@ class HealthService:
         )
 
 
-def with_connect_timeout(dsn: str, seconds: float) -> str:
-    """``dsn`` with libpq's ``connect_timeout`` (whole seconds, at least 2 as libpq enforces).
-
-    yoyo passes URL query parameters to psycopg2.  Without this a hung server would pin the
-    worker thread forever, and the process could not exit (asyncio waits for its threads).
-    """
-    parts = urlsplit(dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "connect_timeout"]
-    query.append(("connect_timeout", str(max(2, math.ceil(seconds)))))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def _migrations_failed(output: str) -> Check:
     return Check("fail", None, "migrations", "datastore", now_iso(), output)
 
 
 def authorized(request: web.Request, token: str | None) -> bool:
-    """True when no token is configured or the caller sent ``Authorization: Bearer <token>``."""
+    """True when no token is configured or the caller sent ``Authorization: Bearer <token>``.
+
+    aiohttp keeps header bytes that are not UTF-8 as surrogates; ``surrogateescape`` turns them
+    back into the bytes sent, so such a header compares unequal instead of failing to encode.
+    """
     if token is None:
         return True
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 def health_response(document: dict[str, Any]) -> web.Response:
@@ -321,7 +326,15 @@ async def readiness(request: web.Request) -> web.Response:
 @routes.get("/api/v1/health/detailed")
 async def detailed(request: web.Request) -> web.Response:
     service = request.app[HEALTH]
-    document = await service.detailed()
     if not authorized(request, service.settings.health_token):
-        document = {"status": document["status"]}
-    return health_response(document)
+        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="health"'})
+    return health_response(await service.detailed())
+
+
+async def read_migration_files(app: web.Application) -> None:
+    """Start-up hook: read ``sql/`` now, not during the first probe.  A missing folder is not
+    fatal: the migrations check reports it (and retries) while the rest keeps serving."""
+    try:
+        await app[HEALTH].migration_files()
+    except DalError as exc:
+        log.warning("cannot read the migration files: %s", exc)
