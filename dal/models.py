@@ -34,6 +34,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    Strict,
+    StrictBool,
     ValidationError,
 )
 from pydantic_core import PydanticCustomError
@@ -51,6 +53,14 @@ LANGUAGE_MAX_LENGTH: Final = 5
 INSTAGRAM_USER_ID_MAX_LENGTH: Final = 100
 INSTAGRAM_USERNAME_MAX_LENGTH: Final = 255
 PASSWORD_MAX_BYTES: Final = 72  # bcrypt reads no further; we refuse instead of truncating
+# Real Instagram tokens are a few hundred characters; 4 KB leaves room for format changes and
+# keeps a caller from storing megabytes per row (CHECK instagram_access_token_max_length, 0004).
+ACCESS_TOKEN_MAX_LENGTH: Final = 4096
+# The token expiries we store: [1970-01-01, 9999-12-31) UTC.  asyncpg writes datetime.max and
+# datetime.min as 'infinity'/'-infinity' and reads those back naive; later instants would not
+# fit a Python datetime once converted to UTC.  No real expiry lies outside this range.
+TOKEN_EXPIRES_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+TOKEN_EXPIRES_MAX: Final = datetime(9999, 12, 31, tzinfo=UTC)
 
 # The CHECK valid_email_format, evaluated by PostgreSQL with ``~*`` (case-insensitive).  Python
 # needs re.ASCII so that IGNORECASE does not fold non-ASCII letters (the Kelvin sign K, the long
@@ -79,6 +89,11 @@ RULE_PASSWORD_BYTES: Final = (
 )
 RULE_NOT_NULL: Final = "must not be null"
 RULE_AWARE: Final = "must be a timezone-aware datetime"
+RULE_EXPIRY_RANGE: Final = "must be from 1970-01-01 up to (excluding) 9999-12-31 UTC"
+RULE_ACCESS_TOKEN_MAX: Final = (
+    f"must be at most {ACCESS_TOKEN_MAX_LENGTH} characters "
+    "(CHECK instagram_access_token_max_length)"
+)
 
 
 def rule_max_length(limit: int) -> str:
@@ -92,6 +107,7 @@ CHECK_RULES: Final[dict[str, tuple[str, str]]] = {
     "full_name_min_length": ("full_name", RULE_FULL_NAME_MIN),
     "non_negative_failed_attempts": ("failed_login_attempts", "must not be negative"),
     "non_negative_login_count": ("login_count", "must not be negative"),
+    "instagram_access_token_max_length": ("instagram_access_token", RULE_ACCESS_TOKEN_MAX),
 }
 # Upper bounds of the text columns the DAL writes (None: unbounded TEXT).
 COLUMN_LIMITS: Final[dict[str, int | None]] = {
@@ -191,22 +207,35 @@ def _password(secret: SecretStr) -> SecretStr:
     return secret
 
 
-def _non_empty_secret(secret: SecretStr) -> SecretStr:
+def _access_token(secret: SecretStr) -> SecretStr:
     value = secret.get_secret_value()
     if not value:
         raise _fail(RULE_EMPTY)
+    if len(value) > ACCESS_TOKEN_MAX_LENGTH:
+        raise _fail(RULE_ACCESS_TOKEN_MAX)
     _text(value)
     return secret
 
 
-Email = Annotated[str, AfterValidator(_email)]
-FullName = Annotated[str, AfterValidator(_full_name)]
-TimeZoneName = Annotated[str, AfterValidator(_timezone)]
-LanguageTag = Annotated[str, AfterValidator(_language)]
-Password = Annotated[SecretStr, AfterValidator(_password)]
-InstagramUserId = Annotated[str, Field(min_length=1), _bounded(INSTAGRAM_USER_ID_MAX_LENGTH)]
-InstagramUsername = Annotated[str, Field(min_length=1), _bounded(INSTAGRAM_USERNAME_MAX_LENGTH)]
-AccessToken = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
+def _token_expiry(value: datetime) -> datetime:
+    if not TOKEN_EXPIRES_MIN <= value < TOKEN_EXPIRES_MAX:
+        raise _fail(RULE_EXPIRY_RANGE)
+    return value
+
+
+# Strict: only str (no bytes, no numbers); SecretStr fields take a str or a SecretStr.
+StrictText = Annotated[str, Strict()]
+Email = Annotated[StrictText, AfterValidator(_email)]
+FullName = Annotated[StrictText, AfterValidator(_full_name)]
+TimeZoneName = Annotated[StrictText, AfterValidator(_timezone)]
+LanguageTag = Annotated[StrictText, AfterValidator(_language)]
+Password = Annotated[SecretStr, Strict(), AfterValidator(_password)]
+InstagramUserId = Annotated[StrictText, Field(min_length=1), _bounded(INSTAGRAM_USER_ID_MAX_LENGTH)]
+InstagramUsername = Annotated[
+    StrictText, Field(min_length=1), _bounded(INSTAGRAM_USERNAME_MAX_LENGTH)
+]
+AccessToken = Annotated[SecretStr, Strict(), AfterValidator(_access_token)]
+TokenExpiry = Annotated[AwareDatetime, AfterValidator(_token_expiry)]
 
 
 def invalid_user_data(exc: ValidationError) -> InvalidUserData:
@@ -237,7 +266,14 @@ def _as_invalid_user_data() -> Iterator[None]:
 
 
 class UserInput(BaseModel):
-    """Base of the write models: strict about unknown fields, never echoes input in errors."""
+    """Base of the write models: strict about unknown fields, never echoes input in errors.
+
+    Text and flag fields are strict (``StrictText``, ``StrictBool``): lax mode would turn
+    ``b"ada@x.io"`` into a string and ``"no"`` or ``0`` into ``False`` -- a caller's bug
+    silently becoming data.  Not model-wide: the custom ``__init__`` below makes pydantic
+    re-validate ``model_validate_json`` input in Python mode, where a strict datetime field
+    would refuse the ISO 8601 text JSON carries.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -271,8 +307,8 @@ class NewUser(UserInput):
     email: Email
     password: Password = Field(repr=False, exclude=True)
     full_name: FullName | None = None
-    is_active: bool = True
-    is_verified: bool = False
+    is_active: StrictBool = True
+    is_verified: StrictBool = False
     timezone: TimeZoneName = "UTC"
     language: LanguageTag = "en"
 
@@ -287,8 +323,8 @@ class UserUpdate(UserInput):
     email: Email | None = None
     password: Password | None = Field(default=None, repr=False, exclude=True)
     full_name: FullName | None = None
-    is_active: bool | None = None
-    is_verified: bool | None = None
+    is_active: StrictBool | None = None
+    is_verified: StrictBool | None = None
     timezone: TimeZoneName | None = None
     language: LanguageTag | None = None
 
@@ -307,7 +343,7 @@ class InstagramConnection(UserInput):
     instagram_user_id: InstagramUserId
     access_token: AccessToken = Field(repr=False, exclude=True)
     instagram_username: InstagramUsername | None = None
-    token_expires_at: AwareDatetime | None = None
+    token_expires_at: TokenExpiry | None = None
 
 
 class User(BaseModel):
@@ -349,8 +385,18 @@ class User(BaseModel):
         6.2 us/row (its per-field Python loop is slower than validation in Rust), filling the
         instance's slots directly 1.9 us/row -- what this does, falling back to
         ``model_validate`` if pydantic ever changes the instance layout checked below.
+
+        One thing the table does not guarantee: a timestamp written as ``'infinity'`` or
+        ``'-infinity'`` by SQL.  asyncpg returns those as *naive* ``datetime.max``/``min``, which
+        would make every comparison with an aware "now" raise ``TypeError``; they are read as
+        the same instants in UTC, so infinity still sorts after (and -infinity before) any time.
+        The check (one ``tzinfo`` look-up per timestamp column) costs about 0.5 us/row.
         """
         values = dict(row)
+        for column in _TIMESTAMP_COLUMNS:
+            value = values[column]
+            if value is not None and value.tzinfo is None:
+                values[column] = value.replace(tzinfo=UTC)
         values["hashed_password"] = SecretStr(values["hashed_password"])
         token = values["instagram_access_token"]
         if token is not None:
@@ -385,6 +431,14 @@ class User(BaseModel):
 
 # Shared by every row-built instance; safe because User is frozen (nothing adds to it).
 _ALL_FIELDS: Final[set[str]] = set(User.model_fields)
+# The timestamptz columns, which asyncpg decodes naive only for +/-infinity.
+_TIMESTAMP_COLUMNS: Final = (
+    "token_expires_at",
+    "last_login_at",
+    "locked_until",
+    "created_at",
+    "updated_at",
+)
 # The instance layout User.from_record fills in; anything else and it validates instead.
 _FAST_LAYOUT: Final = (
     BaseModel.__slots__

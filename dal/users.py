@@ -33,6 +33,8 @@ from dal.errors import (
     NotFound,
 )
 from dal.models import (
+    TOKEN_EXPIRES_MAX,
+    TOKEN_EXPIRES_MIN,
     InstagramConnection,
     LoginFailure,
     NewUser,
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
 MAX_EXPIRING: Final = 1000
+# Every storable expiry lies within this distance of any "now" inside the storable range, so a
+# longer window means nothing more -- and ``now() + window`` could overflow PostgreSQL.
+MAX_EXPIRY_WINDOW: Final = TOKEN_EXPIRES_MAX - TOKEN_EXPIRES_MIN
 
 USER_COLUMNS: Final = """
     id, email, hashed_password, full_name, is_active, is_verified,
@@ -202,6 +207,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidUserData("cursor", "is not a cursor returned by list()") from None
 
 
+def _expect(argument: str, value: object, kind: type, *, optional: bool = False) -> None:
+    """``InvalidUserData`` naming ``argument`` unless ``value`` is a ``kind`` (or None when
+    ``optional``).
+
+    Called first by every public method: a wrong type would otherwise surface as whatever
+    the first use of the value raises (``AttributeError`` from a password check, a
+    ``TypeError`` from the cursor decoder, a driver error after a round trip).  ``bool`` is
+    an ``int`` to Python but never a valid count, so it is refused where an int is expected.
+    One ``isinstance`` per argument: cheap enough for the hot paths.
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return
+    rule = f"must be of type {kind.__name__}" + (" or None" if optional else "")
+    raise InvalidUserData(argument, rule)
+
+
 async def _translated_fetch(
     conn: Connection, query: str, args: Sequence[object], names: Sequence[str]
 ) -> builtins.list[asyncpg.Record]:
@@ -271,11 +294,13 @@ class UsersRepository:
 
     async def get(self, user_id: UUID, *, conn: Connection | None = None) -> User:
         """The user with this id; ``NotFound`` otherwise."""
+        _expect("user_id", user_id, UUID)
         row = await self._fetchrow(GET_USER, (user_id,), ("id",), conn, readonly=True)
         return self._found(row, user_id)
 
     async def get_by_email(self, email: str, *, conn: Connection | None = None) -> User:
         """The user with this email, compared case-insensitively; ``NotFound`` otherwise."""
+        _expect("email", email, str)
         row = await self._fetchrow(GET_USER_BY_EMAIL, (email,), ("email",), conn, readonly=True)
         if row is None:
             raise NotFound("no user with this email")
@@ -296,6 +321,10 @@ class UsersRepository:
         the following page; it is None on the last page.  Rows inserted meanwhile never make a
         page repeat or skip a row (keyset, not OFFSET).
         """
+        _expect("active", active, bool, optional=True)
+        _expect("verified", verified, bool, optional=True)
+        _expect("limit", limit, int)
+        _expect("cursor", cursor, str, optional=True)
         if limit < 1:
             raise InvalidUserData("limit", "must be at least 1")
         size = min(limit, MAX_PAGE_SIZE)
@@ -324,8 +353,14 @@ class UsersRepository:
         self, within: timedelta, *, limit: int = MAX_EXPIRING, conn: Connection | None = None
     ) -> builtins.list[User]:
         """Connected users whose token has not expired yet but will within ``within``."""
+        _expect("within", within, timedelta)
+        _expect("limit", limit, int)
         if within <= timedelta(0):
             raise InvalidUserData("within", "must be a positive duration")
+        if within > MAX_EXPIRY_WINDOW:
+            raise InvalidUserData(
+                "within", f"must be at most {MAX_EXPIRY_WINDOW.days} days (every storable expiry)"
+            )
         if limit < 1:
             raise InvalidUserData("limit", "must be at least 1")
         rows = await self._fetch(
@@ -342,6 +377,7 @@ class UsersRepository:
     async def create(self, new: NewUser, *, conn: Connection | None = None) -> User:
         """Insert a user (hashing the password off the event loop); ``DuplicateEmail`` when
         the email exists in any letter case."""
+        _expect("new", new, NewUser)
         hashed = await self.passwords.hash(new.password.get_secret_value())
         row = await self._fetchrow(
             CREATE_USER,
@@ -372,6 +408,8 @@ class UsersRepository:
         self, user_id: UUID, changes: UserUpdate, *, conn: Connection | None = None
     ) -> User:
         """Apply the fields set in ``changes``; the others keep their value."""
+        _expect("user_id", user_id, UUID)
+        _expect("changes", changes, UserUpdate)
         given = changes.model_fields_set
         hashed = None
         if changes.password is not None:
@@ -406,6 +444,7 @@ class UsersRepository:
 
     async def delete(self, user_id: UUID, *, conn: Connection | None = None) -> None:
         """Delete the user; ``NotFound`` when there is none."""
+        _expect("user_id", user_id, UUID)
         self._required(await self._fetchrow(DELETE_USER, (user_id,), ("id",), conn), user_id)
 
     async def connect_instagram(
@@ -413,6 +452,8 @@ class UsersRepository:
     ) -> User:
         """Attach (or replace) the user's Instagram account; ``DuplicateInstagramAccount`` when
         another user has it."""
+        _expect("user_id", user_id, UUID)
+        _expect("link", link, InstagramConnection)
         row = await self._fetchrow(
             CONNECT_INSTAGRAM,
             (
@@ -435,6 +476,7 @@ class UsersRepository:
 
     async def disconnect_instagram(self, user_id: UUID, *, conn: Connection | None = None) -> User:
         """Forget the user's Instagram account and token."""
+        _expect("user_id", user_id, UUID)
         row = await self._fetchrow(DISCONNECT_INSTAGRAM, (user_id,), ("id",), conn)
         return self._found(row, user_id)
 
@@ -442,6 +484,7 @@ class UsersRepository:
 
     async def record_login_success(self, user_id: UUID, *, conn: Connection | None = None) -> User:
         """Stamp a successful sign-in and clear failures and lock (for other sign-in paths)."""
+        _expect("user_id", user_id, UUID)
         row = await self._fetchrow(
             RECORD_LOGIN_SUCCESS, (user_id, None, None), ("id", "hashed_password", "id"), conn
         )
@@ -451,6 +494,7 @@ class UsersRepository:
         self, user_id: UUID, *, conn: Connection | None = None
     ) -> LoginFailure:
         """Count a failed sign-in; at the threshold the account locks for the window."""
+        _expect("user_id", user_id, UUID)
         row = await self._fetchrow(
             RECORD_LOGIN_FAILURE,
             (user_id, self.lockout_threshold, self.lockout_window),
@@ -472,6 +516,8 @@ class UsersRepository:
         deactivated account -- only once the password is right, so the status is never shown
         to someone who does not know it.  A hash with an outdated cost is upgraded.
         """
+        _expect("email", email, str)
+        _expect("password", password, str)
         validate_password(password)
         state = await self._fetchrow(SIGN_IN_STATE, (email,), ("email",), None)
         if state is None:

@@ -131,6 +131,35 @@ async def test_stop_request_ends_between_batches(fresh_dsn: str) -> None:
     assert "stopped between batches" in result.summary()
 
 
+class WatchFromOutside(bulk.Progress):
+    """Progress hook that, after each committed batch, counts the rows another connection
+    sees, then asks the generator to stop after the first batch."""
+
+    def __init__(self, dsn: str, total: int, stop: asyncio.Event) -> None:
+        super().__init__(total, io.StringIO(), enabled=False)
+        self.dsn, self.stop = dsn, stop
+        self.seen: list[tuple[int, int]] = []  # (rows the generator reported, rows visible)
+
+    def update(self, done: int, *, final: bool = False) -> None:
+        if not final:
+            # A blocking query from the loop is fine here: the generator is between batches.
+            self.seen.append((done, count(self.dsn)))
+            self.stop.set()
+
+
+async def test_each_batch_commits_on_its_own(fresh_dsn: str) -> None:
+    """Batches in one big transaction would show 0 rows to another connection until the end;
+    each COPY committing alone shows exactly the first batch while the generator still runs."""
+    stop = asyncio.Event()
+    watch = WatchFromOutside(fresh_dsn, 10_000, stop)
+    async with Database(make_settings(fresh_dsn)) as db:
+        async with asyncio.timeout(60):
+            result = await bulk.generate(db, 10_000, batch_size=250, stop=stop, progress=watch)
+    assert watch.seen == [(250, 250)]
+    assert (result.committed, result.batches, result.interrupted) == (250, 1, True)
+    assert count(fresh_dsn) == 250
+
+
 def test_progress_bar_draws_only_when_enabled() -> None:
     drawn = io.StringIO()
     bar = bulk.Progress(1_000, drawn, enabled=True)

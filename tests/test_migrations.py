@@ -222,3 +222,33 @@ def test_yoyo_command_line_from_repo_root(empty_dsn: str) -> None:
     assert migrations.status(empty_dsn).applied == ()
     assert _yoyo(empty_dsn, "apply").returncode == 0
     assert migrations.status(empty_dsn).pending == ()
+
+
+def test_token_length_check_refuses_an_oversized_stored_token_and_undoes_itself(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """0004 runs outside a transaction (NOT VALID, then VALIDATE): when VALIDATE finds a token
+    over 4096 characters, yoyo's undo of the ADD leaves no half-applied constraint behind."""
+    migrations.apply(
+        empty_dsn, sources=_copy_sources(ROOT / "sql", tmp_path, ["0001", "0002", "0003"])
+    )
+    before = catalog(empty_dsn)
+    query(
+        empty_dsn,
+        "INSERT INTO users (email, hashed_password, instagram_user_id, instagram_access_token)"
+        " VALUES ('a@b.io', 'x', '1', repeat('t', 4097))",
+    )
+    with pytest.raises(MigrationError, match="instagram_access_token_max_length"):
+        migrations.apply(empty_dsn)
+    assert migrations.status(empty_dsn).pending == ("0004_users_token_length",)
+    assert catalog(empty_dsn) == before
+
+    query(empty_dsn, "UPDATE users SET instagram_access_token = NULL")
+    assert migrations.apply(empty_dsn) == ["0004_users_token_length"]
+    check = query(
+        empty_dsn,
+        "SELECT c.convalidated, obj_description(c.oid, 'pg_constraint') AS comment"
+        " FROM pg_constraint c WHERE c.conname = 'instagram_access_token_max_length'",
+    )
+    assert len(check) == 1 and check[0]["convalidated"] is True
+    assert "4096" in check[0]["comment"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from dal import InstagramConnection, NewUser, User, UserUpdate, models
 from dal.errors import InvalidUserData
-from dal.models import iana_time_zones
+from dal.models import UserInput, iana_time_zones
 from tests.factories import user_row
 
 
@@ -172,3 +172,123 @@ def test_user_properties() -> None:
     assert expired.instagram_token_expired
     fresh = User.from_record({**linked, "token_expires_at": now + timedelta(days=1)})
     assert not fresh.instagram_token_expired
+
+
+def link(**fields: Any) -> InstagramConnection:
+    values: dict[str, Any] = {"instagram_user_id": "1", "access_token": "t", **fields}
+    return InstagramConnection(**values)
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        datetime.max.replace(tzinfo=UTC),  # asyncpg would store +infinity
+        datetime.min.replace(tzinfo=UTC),  # ... and -infinity
+        datetime(9999, 12, 31, tzinfo=UTC),
+        datetime(9999, 12, 31, 20, tzinfo=timezone(timedelta(hours=-5))),  # year 10000 in UTC
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 2, tzinfo=UTC),
+    ],
+)
+def test_token_expiry_outside_the_storable_range_is_refused(expires: datetime) -> None:
+    with pytest.raises(InvalidUserData) as caught:
+        link(token_expires_at=expires)
+    assert caught.value.field == "token_expires_at"
+    assert "1970" in caught.value.rule and "9999" in caught.value.rule
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        models.TOKEN_EXPIRES_MIN,
+        models.TOKEN_EXPIRES_MAX - timedelta(microseconds=1),
+        datetime(9999, 12, 30, 23, tzinfo=timezone(timedelta(hours=14))),
+    ],
+)
+def test_token_expiry_at_the_edges_of_the_range_is_accepted(expires: datetime) -> None:
+    assert link(token_expires_at=expires).token_expires_at == expires
+
+
+@pytest.mark.parametrize(
+    ("column", "sentinel"),
+    [
+        # What asyncpg returns for timestamptz 'infinity' / '-infinity': naive datetime.max/min.
+        ("token_expires_at", datetime.max),
+        ("token_expires_at", datetime.min),
+        ("locked_until", datetime.max),
+        ("last_login_at", datetime.min),
+        ("created_at", datetime.min),
+        ("updated_at", datetime.max),
+    ],
+)
+def test_infinite_timestamps_read_back_aware(column: str, sentinel: datetime) -> None:
+    row = user_row(instagram_user_id="1", instagram_access_token="t", **{column: sentinel})
+    user = User.from_record(row)
+    value = getattr(user, column)
+    assert value == sentinel.replace(tzinfo=UTC) and value.utcoffset() == timedelta(0)
+    # The properties compare with an aware "now": no TypeError, and infinity means "never".
+    assert user.instagram_token_expired is (
+        column == "token_expires_at" and sentinel is datetime.min
+    )
+    assert user.is_locked is (column == "locked_until")
+    assert user.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field"),
+    [
+        (NewUser, {"email": b"ada@example.com"}, "email"),
+        (NewUser, {"password": b"pw"}, "password"),
+        (NewUser, {"is_active": "no"}, "is_active"),
+        (NewUser, {"is_active": 0}, "is_active"),
+        (NewUser, {"is_verified": "yes"}, "is_verified"),
+        (NewUser, {"full_name": b"Ada"}, "full_name"),
+        (NewUser, {"timezone": b"UTC"}, "timezone"),
+        (NewUser, {"language": b"en"}, "language"),
+        (UserUpdate, {"is_active": "no"}, "is_active"),
+        (UserUpdate, {"email": b"ada@example.com"}, "email"),
+        (InstagramConnection, {"instagram_user_id": 1784}, "instagram_user_id"),
+        (InstagramConnection, {"access_token": b"tok"}, "access_token"),
+        (InstagramConnection, {"instagram_username": b"ada"}, "instagram_username"),
+    ],
+)
+def test_input_models_are_strict_for_strings_and_booleans(
+    model: type[UserInput], fields: dict[str, Any], field: str
+) -> None:
+    required: dict[type[UserInput], dict[str, Any]] = {
+        NewUser: {"email": "ada@example.com", "password": "pw"},
+        UserUpdate: {},
+        InstagramConnection: {"instagram_user_id": "1", "access_token": "t"},
+    }
+    with pytest.raises(InvalidUserData) as caught:
+        model(**{**required[model], **fields})
+    assert caught.value.field == field
+    assert "valid" in caught.value.rule  # "should be a valid string/boolean"
+    for value in fields.values():
+        assert repr(value) not in str(caught.value) and str(value) not in str(caught.value)
+
+
+def test_strict_models_still_parse_json_and_aware_datetimes() -> None:
+    parsed = InstagramConnection.model_validate_json(
+        '{"instagram_user_id": "1", "access_token": "t",'
+        ' "token_expires_at": "2030-01-01T00:00:00Z"}'
+    )
+    assert parsed.token_expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+    assert (
+        NewUser.model_validate_json(
+            '{"email": "ada@example.com", "password": "pw", "is_active": false}'
+        ).is_active
+        is False
+    )
+
+
+def test_access_token_is_capped_at_4096_characters() -> None:
+    assert models.ACCESS_TOKEN_MAX_LENGTH == 4096
+    token = link(access_token="t" * 4096).access_token.get_secret_value()
+    assert len(token) == 4096
+    with pytest.raises(InvalidUserData) as caught:
+        link(access_token="t" * 4097)
+    assert caught.value.field == "access_token"
+    assert "4096" in caught.value.rule
+    with pytest.raises(InvalidUserData):
+        link(access_token="t" * 10_000_000)

@@ -1,11 +1,19 @@
 """The pool as the repository sees it: nothing connects early, an exhausted pool answers with
-DatabaseUnavailable after the acquire timeout (never hangs), and a server restart is survived
-by the same Database object."""
+DatabaseUnavailable after the acquire timeout (never hangs), a server restart is survived
+by the same Database object, the pool's statement_timeout is in force, and a dead replica
+only sends reads back to the primary.
+
+Every "bounded, not a hang" assertion runs under its own ``asyncio.timeout``: if the bound
+regresses the test fails at that deadline instead of hanging the suite (pytest-timeout's
+per-test limit in pyproject.toml is only the backstop).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +22,7 @@ import asyncpg
 import psutil
 import pytest
 
-from dal import Database, NewUser, migrations
+from dal import Database, NewUser, UserUpdate, migrations
 from dal.embedded import EmbeddedServer
 from dal.errors import DatabaseUnavailable, NotFound
 from tests.conftest import make_settings
@@ -27,7 +35,8 @@ async def test_constructing_a_database_and_repository_connects_nothing() -> None
     assert repo is db.users  # one repository per Database, made on first use
     assert db.metrics().size == 0 and "open=False" in repr(db)
     with pytest.raises(DatabaseUnavailable) as caught:
-        await repo.get(uuid.uuid4())
+        async with asyncio.timeout(10):
+            await repo.get(uuid.uuid4())
     assert "secret" not in str(caught.value)
     await db.close()
 
@@ -39,10 +48,10 @@ async def test_exhausted_pool_raises_after_the_acquire_timeout(clean_dsn: str) -
             assert first is not second
             started = time.perf_counter()
             with pytest.raises(DatabaseUnavailable, match="no free database connection"):
-                await db.users.get(uuid.uuid4())
+                async with asyncio.timeout(5):  # bounded by the acquire timeout, not a hang
+                    await db.users.get(uuid.uuid4())
             waited = time.perf_counter() - started
             assert waited >= 0.29
-            assert waited < 5  # bounded by the timeout, not a hang
             assert db.metrics().in_use == 2
         # Released: the pool serves again.
         with pytest.raises(NotFound):
@@ -60,9 +69,11 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
 
             await asyncio.to_thread(server.stop)
             with pytest.raises(DatabaseUnavailable):
-                await db.users.get(user.id)
+                async with asyncio.timeout(10):
+                    await db.users.get(user.id)
             with pytest.raises(DatabaseUnavailable):  # still down: fails fast, typed
-                await db.users.get(user.id)
+                async with asyncio.timeout(10):
+                    await db.users.get(user.id)
 
             assert await asyncio.to_thread(server.start) == dsn
             outcomes: list[str] = []
@@ -126,3 +137,68 @@ async def test_hung_server_bounds_health_and_close(tmp_path: Path) -> None:
                 proc.send_signal(signal.SIGCONT)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_pooled_connections_carry_the_configured_statement_timeout(clean_dsn: str) -> None:
+    """The pool sets statement_timeout per connection; a statement running past it is cancelled
+    by the server and reaches the caller as DatabaseUnavailable -- long before the client-side
+    command_timeout, which alone would let it run 10 s."""
+    settings = make_settings(clean_dsn, statement_timeout=0.3, command_timeout=10.0)
+    async with Database(settings) as db:
+        async with db.acquire() as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == "300ms"
+        started = time.perf_counter()
+        with pytest.raises(DatabaseUnavailable) as caught:
+            async with asyncio.timeout(5), db.acquire() as conn:
+                await conn.execute("SELECT pg_sleep(3)")
+        assert time.perf_counter() - started < 2
+        assert isinstance(caught.value.__context__, asyncpg.exceptions.QueryCanceledError)
+        # The connection survives a cancelled statement.
+        assert (await db.health()).ok
+
+
+async def test_a_repository_statement_blocked_past_statement_timeout_is_unavailable(
+    clean_dsn: str,
+) -> None:
+    """Through the repository: an update waiting on a row lock held elsewhere is cancelled at
+    statement_timeout and translated, never left waiting or raised as a driver error."""
+    settings = make_settings(clean_dsn, statement_timeout=0.3, command_timeout=10.0)
+    async with Database(settings) as db:
+        user = await db.users.create(NewUser(email="ada@example.com", password="pw-1234"))  # type: ignore[arg-type]
+        async with db.transaction() as holder:
+            await holder.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
+            started = time.perf_counter()
+            with pytest.raises(DatabaseUnavailable):
+                async with asyncio.timeout(5):
+                    await db.users.update(user.id, UserUpdate(full_name="Blocked"))
+            assert time.perf_counter() - started < 2
+        assert (await db.users.get(user.id)).full_name is None
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_replica_on_a_closed_port_reads_use_the_primary_and_it_is_marked_down(
+    clean_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"postgresql://reader@127.0.0.1:{closed_port()}/nowhere"
+    settings = make_settings(clean_dsn, replica_urls=(dead,), replica_retry=60.0)
+    caplog.set_level(logging.WARNING, logger="dal.replicas")
+    async with Database(settings) as db:
+        user = await db.users.create(NewUser(email="ada@example.com", password="pw-1234"))  # type: ignore[arg-type]
+        async with asyncio.timeout(10):
+            for _ in range(3):
+                assert await db.users.get(user.id) == user  # answered by the primary
+                assert [u.id for u in (await db.users.list()).users] == [user.id]
+        downs = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(downs) == 1 and "replica" in downs[0].getMessage()
+        # Marked down: the next reads skip it for replica_retry (no public accessor for this).
+        (replica,) = db._replicas.replicas if db._replicas else ()
+        assert not replica.available() and replica.last_error
+        assert db.pool_metrics()["replica"].size == 0
+        report = (await db.replica_health())["replica"]
+        assert not report.ok and report.error

@@ -18,7 +18,7 @@ from dal.errors import (
     InvalidUserData,
     NotFound,
 )
-from dal.users import MAX_PAGE_SIZE, encode_cursor
+from dal.users import MAX_EXPIRY_WINDOW, MAX_PAGE_SIZE, encode_cursor
 from tests.conftest import make_settings
 
 PASSWORD = "correct horse battery"
@@ -349,5 +349,45 @@ async def test_database_refusals_become_invalid_user_data(db: Database) -> None:
 async def test_bad_id_type_is_invalid_user_data(db: Database) -> None:
     with pytest.raises(InvalidUserData) as caught:
         await db.users.get("not-a-uuid")  # type: ignore[arg-type]
-    assert caught.value.field == "id"
+    assert caught.value.field == "user_id"
     assert "not-a-uuid" not in str(caught.value)
+
+
+@pytest.mark.parametrize("infinity", ["infinity", "-infinity"])
+async def test_infinite_timestamps_written_by_sql_read_back_aware(
+    db: Database, infinity: str
+) -> None:
+    """A DBA's UPDATE ... = 'infinity' must not break every later read of the user."""
+    user = await db.users.create(new_user())
+    await db.users.connect_instagram(
+        user.id,
+        InstagramConnection(instagram_user_id="42", access_token="t"),  # type: ignore[arg-type]
+    )
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET token_expires_at = $2::text::timestamptz,"
+            " locked_until = $2::text::timestamptz, last_login_at = $2::text::timestamptz"
+            " WHERE id = $1",
+            user.id,
+            infinity,
+        )
+    for read in (
+        await db.users.get(user.id),
+        await db.users.get_by_email("ada@example.com"),
+        (await db.users.list()).users[0],
+    ):
+        for value in (read.token_expires_at, read.locked_until, read.last_login_at):
+            assert value is not None and value.utcoffset() == timedelta(0)
+        assert read.instagram_token_expired is (infinity == "-infinity")
+        assert read.is_locked is (infinity == "infinity")
+    # The refresh job's window query skips tokens that never (or always) expired.
+    assert await db.users.expiring_instagram_tokens(timedelta(days=1)) == []
+
+
+async def test_expiring_window_too_long_to_compute_is_invalid_user_data(db: Database) -> None:
+    for within in (timedelta(days=999_999_999), timedelta.max):
+        with pytest.raises(InvalidUserData) as caught:
+            await db.users.expiring_instagram_tokens(within)
+        assert caught.value.field == "within"
+    # The longest window accepted still runs (it covers every storable expiry).
+    assert await db.users.expiring_instagram_tokens(MAX_EXPIRY_WINDOW) == []

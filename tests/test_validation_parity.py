@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from dal import Database, NewUser
+from dal import Database, InstagramConnection, NewUser
 from dal.errors import InvalidUserData
 
 LOCAL = st.text(alphabet="aZ09._%+-!#'é K ", max_size=8)
@@ -116,3 +116,33 @@ async def test_full_name_rules_agree(db: Database, name: str | None) -> None:
     for refusal in (ours, theirs):
         if refusal is not None:
             assert refusal.field == "full_name" and refusal.rule
+
+
+async def test_access_token_cap_agrees_at_4096_and_4097(db: Database) -> None:
+    """InstagramConnection and CHECK instagram_access_token_max_length (0004) draw the line at
+    the same length; a refusal from either names the token field and the 4096 limit."""
+    user = await db.users.create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
+    for length, accepted in ((4096, True), (4097, False), (10_000_000, False)):
+        token = "t" * length
+        try:
+            InstagramConnection(instagram_user_id="1", access_token=token)  # type: ignore[arg-type]
+            ours = None
+        except InvalidUserData as exc:
+            ours = exc
+        unchecked = InstagramConnection.model_construct(
+            instagram_user_id="1",
+            access_token=SecretStr(token),
+            instagram_username=None,
+            token_expires_at=None,
+        )
+        try:
+            await db.users.connect_instagram(user.id, unchecked)
+            theirs = None
+        except InvalidUserData as exc:
+            theirs = exc
+        assert (ours is None, theirs is None) == (accepted, accepted), length
+        if not accepted:
+            assert ours is not None and theirs is not None
+            assert (ours.field, theirs.field) == ("access_token", "instagram_access_token")
+            assert "4096" in ours.rule and "4096" in theirs.rule
+            assert "instagram_access_token_max_length" in theirs.rule

@@ -234,6 +234,7 @@ async def test_pending_migration_is_warn_and_named(fresh_dsn: str) -> None:
     assert undone[0] in schema["output"]
 
 
+@pytest.mark.timeout(30)  # its own deadline: a regression fails here, never hangs
 async def test_pool_exhausted_fails_database_within_timeout(web_settings: Settings) -> None:
     settings = web_settings.replace(pool_min_size=1, pool_max_size=2, health_timeout=0.5)
     app = create_app(settings)
@@ -309,6 +310,7 @@ async def test_app_starts_when_database_is_down(fresh_dsn: str) -> None:
         assert body["checks"]["postgresql:migrations"][0]["status"] == "fail"
 
 
+@pytest.mark.timeout(30)  # its own deadline: a regression fails here, never hangs
 async def test_hanging_database_fails_within_health_timeout() -> None:
     """A server that accepts connections and never answers (a hung PostgreSQL looks like this)."""
     accepted: list[asyncio.StreamWriter] = []

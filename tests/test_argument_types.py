@@ -1,0 +1,122 @@
+"""Every public ``UsersRepository`` method refuses an argument of the wrong type with
+``InvalidUserData`` naming the argument -- before any database work.
+
+The repository here points at a port nothing listens on: a check that let the value through
+would reach the pool and fail with ``DatabaseUnavailable`` (or a raw ``TypeError`` /
+``AttributeError`` on the way), never with the ``InvalidUserData`` asserted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from dal import Database, InstagramConnection, NewUser, UserUpdate
+from dal.errors import DatabaseUnavailable, InvalidUserData
+from dal.users import UsersRepository
+from tests.conftest import make_settings
+
+ID = uuid.uuid4()
+NEW = NewUser(email="ada@example.com", password="pw")  # type: ignore[arg-type]
+CHANGES = UserUpdate(full_name="Ada")
+LINK = InstagramConnection(instagram_user_id="1", access_token="t")  # type: ignore[arg-type]
+
+Call = Callable[[UsersRepository, Any], Awaitable[object]]
+
+# (method, argument, call with the bad value in that argument and good values elsewhere)
+ENTRY_POINTS: list[tuple[str, str, Call]] = [
+    ("get", "user_id", lambda r, v: r.get(v)),
+    ("get_by_email", "email", lambda r, v: r.get_by_email(v)),
+    ("list", "active", lambda r, v: r.list(active=v)),
+    ("list", "verified", lambda r, v: r.list(verified=v)),
+    ("list", "limit", lambda r, v: r.list(limit=v)),
+    ("list", "cursor", lambda r, v: r.list(cursor=v)),
+    ("expiring_instagram_tokens", "within", lambda r, v: r.expiring_instagram_tokens(v)),
+    (
+        "expiring_instagram_tokens",
+        "limit",
+        lambda r, v: r.expiring_instagram_tokens(timedelta(days=1), limit=v),
+    ),
+    ("create", "new", lambda r, v: r.create(v)),
+    ("update", "user_id", lambda r, v: r.update(v, CHANGES)),
+    ("update", "changes", lambda r, v: r.update(ID, v)),
+    ("delete", "user_id", lambda r, v: r.delete(v)),
+    ("connect_instagram", "user_id", lambda r, v: r.connect_instagram(v, LINK)),
+    ("connect_instagram", "link", lambda r, v: r.connect_instagram(ID, v)),
+    ("disconnect_instagram", "user_id", lambda r, v: r.disconnect_instagram(v)),
+    ("record_login_success", "user_id", lambda r, v: r.record_login_success(v)),
+    ("record_login_failure", "user_id", lambda r, v: r.record_login_failure(v)),
+    ("authenticate", "email", lambda r, v: r.authenticate(v, "pw")),
+    ("authenticate", "password", lambda r, v: r.authenticate("ada@example.com", v)),
+]
+
+# Wrong values per argument kind; None only where the argument is not optional.
+BAD: dict[str, list[object]] = {
+    "user_id": [str(ID), ID.int, ID.bytes, None, 1.5],
+    "email": [b"ada@example.com", 123, None, ["ada@example.com"]],
+    "password": [123, b"pw", None, 1.5],
+    "active": ["no", 0, 1, "true"],
+    "verified": ["yes", 1, b""],
+    "limit": [1.5, True, False, "10", None],
+    "cursor": [123, b"abc", 1.5, ["x"]],
+    "within": [7, 7.0, "P1D", None, True],
+    "new": [{"email": "ada@example.com", "password": "pw"}, CHANGES, None],
+    "changes": [{"full_name": "Ada"}, NEW, None],
+    "link": [{"instagram_user_id": "1", "access_token": "t"}, NEW, None],
+}
+
+CASES = [
+    pytest.param(call, argument, value, id=f"{method}-{argument}-{type(value).__name__}-{i}")
+    for method, argument, call in ENTRY_POINTS
+    for i, value in enumerate(BAD[argument])
+]
+
+
+@pytest_asyncio.fixture
+async def offline_repo() -> AsyncIterator[UsersRepository]:
+    db = Database(make_settings("postgresql://nobody@127.0.0.1:9/none", acquire_timeout=0.5))
+    yield db.users
+    await db.close()
+
+
+def test_every_public_method_is_covered() -> None:
+    public = {
+        name
+        for name in vars(UsersRepository)
+        if not name.startswith("_") and callable(getattr(UsersRepository, name))
+    }
+    assert public == {method for method, _, _ in ENTRY_POINTS}
+
+
+@pytest.mark.parametrize(("call", "argument", "value"), CASES)
+async def test_wrong_argument_type_is_invalid_user_data_naming_it(
+    offline_repo: UsersRepository, call: Call, argument: str, value: object
+) -> None:
+    with pytest.raises(InvalidUserData) as caught:
+        await call(offline_repo, value)
+    assert caught.value.field == argument
+    assert caught.value.rule.startswith("must be")
+    if isinstance(value, str | bytes) and value:
+        assert repr(value) not in str(caught.value) and str(value) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.list(active=None, verified=False, limit=3, cursor=None),
+        lambda r: r.expiring_instagram_tokens(timedelta(hours=1), limit=5),
+        lambda r: r.update(ID, CHANGES),
+        lambda r: r.authenticate("ada@example.com", "pw"),
+    ],
+)
+async def test_right_types_get_past_the_checks(
+    offline_repo: UsersRepository, call: Callable[[UsersRepository], Any]
+) -> None:
+    """The checks do not refuse valid values: these reach the (absent) database."""
+    with pytest.raises(DatabaseUnavailable):
+        await call(offline_repo)
