@@ -43,17 +43,10 @@ from dal import (
 )
 from dal.cli import target_dsn
 from dal.config import Settings
+from dal.cursors import decode_cursor, encode_cursor
 from dal.dsn import describe_dsn
-from dal.users import (
-    CREATE_USER,
-    GET_USER,
-    GET_USER_BY_EMAIL,
-    LIST_USERS_AFTER,
-    RECORD_LOGIN_FAILURE,
-    RECORD_LOGIN_SUCCESS,
-    decode_cursor,
-    encode_cursor,
-)
+from dal.queries import load as load_queries
+from dal.users import UsersRepository
 
 Call = Callable[[int], Awaitable[object]]
 
@@ -143,6 +136,9 @@ def mapping_cost(rows: list[asyncpg.Record]) -> dict[str, float]:
     return cost
 
 
+SQL = load_queries("users")
+
+
 async def bench(args: argparse.Namespace, server_dsn: str) -> None:
     name = f"defeah_bench_{os.getpid()}"
     dsn = await create_scratch(server_dsn, name)
@@ -151,7 +147,7 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
         started = time.perf_counter()
         await load(loader, args.users)
         print(f"loaded {args.users:,} users with COPY in {time.perf_counter() - started:.1f}s")
-        sample_rows = await loader.fetch(GET_USER.replace("WHERE id = $1", "LIMIT 1000"))
+        sample_rows = await loader.fetch(SQL["get_user"].sql.replace("WHERE id = $1", "LIMIT 1000"))
         ids: list[UUID] = [r["id"] for r in await loader.fetch("SELECT id FROM users")]
         pages = await loader.fetch("SELECT created_at, id FROM users ORDER BY random() LIMIT 200")
         await loader.close()
@@ -184,24 +180,35 @@ async def compare(
     n = len(ids)
     picks = [rng.randrange(n) for _ in range(args.ops)]
     cursors = [encode_cursor(p["created_at"], p["id"]) for p in pages]
-    threshold, window = db.users.lockout_threshold, db.users.lockout_window
-    users = db.users
+    users = UsersRepository(db)
+    threshold, window = users.lockout_threshold, users.lockout_window
     round_no = 0
 
-    async def raw_fetchrow(query: str, *params: object) -> object:
+    async def raw_fetchrow(name: str, **values: object) -> object:
+        query = SQL[name]
         async with raw.acquire(timeout=db.settings.acquire_timeout) as conn:
-            return await conn.fetchrow(query, *params)
+            return await conn.fetchrow(query.sql, *query.args(values))
 
-    async def raw_fetch(query: str, *params: object) -> object:
+    async def raw_fetch(name: str, **values: object) -> object:
+        query = SQL[name]
         async with raw.acquire(timeout=db.settings.acquire_timeout) as conn:
-            return await conn.fetch(query, *params)
+            return await conn.fetch(query.sql, *query.args(values))
 
     async def raw_create(i: int) -> object:
         hashed = await asyncio.to_thread(
             lambda: bcrypt.hashpw(b"bench-password", bcrypt.gensalt(args.bcrypt_rounds)).decode()
         )
         email = f"raw{round_no}-{i}@bench.example"
-        return await raw_fetchrow(CREATE_USER, email, hashed, None, True, False, "UTC", "en")
+        return await raw_fetchrow(
+            "create_user",
+            email=email,
+            hashed_password=hashed,
+            full_name=None,
+            is_active=True,
+            is_verified=False,
+            timezone="UTC",
+            language="en",
+        )
 
     async def dal_create(i: int) -> object:
         email = f"dal{round_no}-{i}@bench.example"
@@ -209,25 +216,36 @@ async def compare(
 
     def raw_list(i: int) -> Awaitable[object]:
         after, after_id = decode_cursor(cursors[i % len(cursors)])
-        return raw_fetch(LIST_USERS_AFTER, None, None, 51, after, after_id)
+        return raw_fetch(
+            "list_users_after",
+            active=None,
+            verified=None,
+            limit=51,
+            after_created_at=after,
+            after_id=after_id,
+        )
 
     operations: dict[str, tuple[Call, Call]] = {
         "get": (
             lambda i: users.get(ids[picks[i]]),
-            lambda i: raw_fetchrow(GET_USER, ids[picks[i]]),
+            lambda i: raw_fetchrow("get_user", id=ids[picks[i]]),
         ),
         "get_by_email": (
             lambda i: users.get_by_email(f"User{picks[i]}@bench.example"),
-            lambda i: raw_fetchrow(GET_USER_BY_EMAIL, f"User{picks[i]}@bench.example"),
+            lambda i: raw_fetchrow("get_user_by_email", email=f"User{picks[i]}@bench.example"),
         ),
         "create": (dal_create, raw_create),
         "record_login_failure": (
             lambda i: users.record_login_failure(ids[picks[i]]),
-            lambda i: raw_fetchrow(RECORD_LOGIN_FAILURE, ids[picks[i]], threshold, window),
+            lambda i: raw_fetchrow(
+                "record_login_failure", id=ids[picks[i]], threshold=threshold, window=window
+            ),
         ),
         "record_login_success": (
             lambda i: users.record_login_success(ids[picks[i]]),
-            lambda i: raw_fetchrow(RECORD_LOGIN_SUCCESS, ids[picks[i]], None, None),
+            lambda i: raw_fetchrow(
+                "record_login_success", id=ids[picks[i]], upgraded_hash=None, verified_hash=None
+            ),
         ),
         "list (page of 50)": (
             lambda i: users.list(limit=50, cursor=cursors[i % len(cursors)]),

@@ -5,8 +5,9 @@ Importing this package opens no connection and starts no server; ``Database.open
 """
 
 from dal.config import Settings
-from dal.database import Database, HealthReport, PoolMetrics
+from dal.database import Database, HealthReport
 from dal.models import InstagramConnection, LoginFailure, NewUser, User, UserPage, UserUpdate
+from dal.pools import PoolMetrics
 from dal.users import UsersRepository
 
 __all__ = [

@@ -20,48 +20,27 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from dal.config import Settings
+from dal.driver import (
+    CONNECT_ERRORS,
+    CONNECTION_ERRORS,
+    CUT_OFF,
+    PooledConnection,
+    describe_error,
+)
 from dal.dsn import describe_dsn, redact_dsn
 from dal.errors import DatabaseUnavailable
+from dal.pools import PoolMetrics, close_pool, elapsed_ms
+from dal.replicas import ReplicaHealth, ReplicaSet
 
 if TYPE_CHECKING:
     from dal.embedded import EmbeddedServer
-    from dal.replicas import ReplicaHealth, ReplicaSet
-    from dal.users import UsersRepository
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "the database cannot serve us right now", as opposed to "this statement is
-# wrong".  The repository translates the second kind into domain errors.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.QueryCanceledError,
-)
-CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    *CONNECTION_ERRORS,
-    asyncpg.exceptions.PostgresError,  # e.g. the database does not exist, auth failed
-)
-CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
-# How a caller's block ends when it was cut off mid-statement: its deadline cancelled the task,
-# or asyncpg's command_timeout expired.  The connection then still waits for the server.
-CUT_OFF: tuple[type[BaseException], ...] = (asyncio.CancelledError, TimeoutError)
-
-PooledConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
-# What repositories accept: a pooled connection or a plain one (scripts, benchmarks, tests).
-Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PooledConnection"
 
 
 @dataclass(frozen=True)
@@ -72,35 +51,6 @@ class HealthReport:
     latency_ms: float
     server_version: str | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class PoolMetrics:
-    size: int
-    idle: int
-    in_use: int
-    min_size: int
-    max_size: int
-    waiting: int
-
-    @classmethod
-    def of(
-        cls, pool: asyncpg.Pool | None, *, min_size: int, max_size: int, waiting: int
-    ) -> PoolMetrics:
-        """Occupancy of ``pool``; a pool not created yet is empty with the configured bounds."""
-        if pool is None:
-            return cls(0, 0, 0, min_size, max_size, waiting)
-        size, idle = pool.get_size(), pool.get_idle_size()
-        return cls(size, idle, size - idle, pool.get_min_size(), pool.get_max_size(), waiting)
-
-
-async def close_pool(pool: asyncpg.Pool, timeout: float, label: str) -> None:
-    """Close ``pool`` gracefully within ``timeout``, else terminate its connections."""
-    try:
-        await asyncio.wait_for(pool.close(), timeout=timeout)
-    except CLOSE_ERRORS as exc:
-        log.warning("%s pool did not close cleanly (%s); terminating it", label, type(exc).__name__)
-        pool.terminate()
 
 
 class Database:
@@ -115,24 +65,12 @@ class Database:
         self._waiting = 0
         self._replicas: ReplicaSet | None = None
         if settings.replica_urls:
-            from dal.replicas import ReplicaSet  # it imports this module: import late
-
             # Replica pools connect on demand, so they exist (empty) from the start.
             self._replicas = ReplicaSet(settings, self.pool_options())
-        self._users: UsersRepository | None = None
 
     @classmethod
     def from_env(cls) -> Database:
         return cls(Settings.from_env())
-
-    @property
-    def users(self) -> UsersRepository:
-        """The users repository bound to this database (created on first use)."""
-        if self._users is None:
-            from dal.users import UsersRepository  # it imports this module: import late
-
-            self._users = UsersRepository(self)
-        return self._users
 
     def __repr__(self) -> str:
         target = redact_dsn(self._dsn) if self._dsn else "embedded (not started)"
@@ -401,15 +339,3 @@ def _lost(conn: PooledConnection) -> bool:
 async def _no_session_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """Pool ``reset`` behind PgBouncer: the session is not ours, so there is nothing to reset
     (asyncpg still rolls back an open transaction before calling this)."""
-
-
-def elapsed_ms(started: float) -> float:
-    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading), to the microsecond."""
-    return round((time.perf_counter() - started) * 1000, 3)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the failure (driver messages name users and hosts, never passwords)."""
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return f"{name}: {text.splitlines()[0]}" if text else name

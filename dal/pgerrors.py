@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from dal.database import CONNECTION_ERRORS
+from dal.driver import CONNECTION_ERRORS
 from dal.errors import (
     DalError,
     DatabaseUnavailable,
@@ -23,12 +23,6 @@ from dal.errors import (
     InvalidUserData,
 )
 from dal.models import CHECK_RULES, COLUMN_LIMITS, RULE_NOT_NULL, RULE_NUL, rule_max_length
-
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.exceptions.PostgresError,
-    asyncpg.exceptions.InterfaceError,
-    *CONNECTION_ERRORS,
-)
 
 EMAIL_UNIQUE = frozenset({"users_email_key", "users_email_lower_key"})
 INSTAGRAM_UNIQUE = "users_instagram_user_id_key"

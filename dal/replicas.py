@@ -28,15 +28,9 @@ from typing import Any
 import asyncpg
 
 from dal.config import Settings
-from dal.database import (
-    CONNECT_ERRORS,
-    PooledConnection,
-    PoolMetrics,
-    close_pool,
-    describe_error,
-    elapsed_ms,
-)
+from dal.driver import CONNECT_ERRORS, PooledConnection, describe_error
 from dal.dsn import describe_dsn
+from dal.pools import PoolMetrics, close_pool, elapsed_ms
 
 log = logging.getLogger(__name__)
 

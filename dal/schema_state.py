@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from dal.database import Database, PooledConnection, describe_error
+from dal.database import Database
+from dal.driver import PooledConnection, describe_error
 from dal.errors import DatabaseUnavailable
 from dal.migrations import MigrationStatus
 

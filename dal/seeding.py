@@ -32,7 +32,8 @@ from pathlib import Path
 import asyncpg
 
 from dal.config import Settings
-from dal.database import Connection, Database
+from dal.database import Database
+from dal.driver import Connection
 from dal.errors import DalError
 
 log = logging.getLogger(__name__)

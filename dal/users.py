@@ -1,30 +1,27 @@
-"""``UsersRepository``: every statement the application runs against ``users``.
+"""``UsersRepository``: the users aggregate, over the statements of ``dal/queries/users.sql``.
 
-Each statement is a named constant below, written by hand with ``$n`` parameters (read them as
-you would an aiosql file: the comment says what the statement is for and which index serves
-it).  No SQL is ever assembled from input: the partial update, the filters and the pagination
-are single static statements whose parameters switch parts on or off.
+The SQL lives in that file, where a DBA reads it; this class adds what SQL cannot: argument
+checks, password hashing off the event loop, pagination cursors and rows mapped to models.
 
-Every method takes an optional ``conn``: pass one from ``Database.transaction()`` to make several
-calls one transaction; without it the method acquires from the pool itself.  Lag-tolerant
-reads (``get``, ``get_by_email``, ``list``, ``expiring_instagram_tokens``) acquire with
-``readonly=True`` so they may be served by a replica; writes and ``authenticate`` -- which must
-see the latest lockout state -- always use the primary.
+Every method takes an optional ``conn``: pass one from ``Database.transaction()`` to make
+several calls one transaction; without it the method acquires from the pool itself.
+Lag-tolerant reads (``get``, ``get_by_email``, ``list``, ``expiring_instagram_tokens``) acquire
+with ``readonly=True`` so they may be served by a replica; writes and ``authenticate`` -- which
+must see the latest lockout state -- always use the primary.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
-import struct
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from datetime import timedelta
+from typing import Final
 from uuid import UUID
 
 import asyncpg
 
+from dal.arguments import expect
+from dal.cursors import decode_cursor, encode_cursor
+from dal.driver import Acquirer, Connection
 from dal.errors import (
     AccountInactive,
     AccountLocked,
@@ -43,10 +40,7 @@ from dal.models import (
     UserUpdate,
 )
 from dal.passwords import PasswordHasher, validate_password
-from dal.pgerrors import DRIVER_ERRORS, translate
-
-if TYPE_CHECKING:
-    from dal.database import Connection, Database
+from dal.statements import Statements
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
@@ -55,193 +49,23 @@ MAX_EXPIRING: Final = 1000
 # longer window means nothing more -- and ``now() + window`` could overflow PostgreSQL.
 MAX_EXPIRY_WINDOW: Final = TOKEN_EXPIRES_MAX - TOKEN_EXPIRES_MIN
 
-USER_COLUMNS: Final = """
-    id, email, hashed_password, full_name, is_active, is_verified,
-    instagram_user_id, instagram_access_token, instagram_username, token_expires_at,
-    timezone, language, last_login_at, login_count, failed_login_attempts, locked_until,
-    created_at, updated_at"""
 
-# name: get_user
-# One user by primary key (users_pkey).
-GET_USER: Final = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
-
-# name: get_user_by_email
-# One user by email, ignoring case: the expression matches the unique index
-# users_email_lower_key (0002), so this is an index lookup, not a scan.
-GET_USER_BY_EMAIL: Final = f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)"
-
-# name: create_user
-# Insert a user; the database fills id, timestamps and counters.  Unique violations on
-# users_email_key / users_email_lower_key mean the email is taken.
-CREATE_USER: Final = f"""
-INSERT INTO users (email, hashed_password, full_name, is_active, is_verified, timezone, language)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING {USER_COLUMNS}"""
-
-# name: update_user
-# Partial update in one static statement.  NOT NULL columns use COALESCE (NULL = keep);
-# full_name may be set to NULL, so a flag ($4) says whether to touch it.  The trigger
-# users_set_updated_at moves updated_at only when something really changed.
-UPDATE_USER: Final = f"""
-UPDATE users SET
-    email = COALESCE($2, email),
-    hashed_password = COALESCE($3, hashed_password),
-    full_name = CASE WHEN $4::boolean THEN $5 ELSE full_name END,
-    is_active = COALESCE($6, is_active),
-    is_verified = COALESCE($7, is_verified),
-    timezone = COALESCE($8, timezone),
-    language = COALESCE($9, language)
-WHERE id = $1
-RETURNING {USER_COLUMNS}"""
-
-# name: delete_user
-DELETE_USER: Final = "DELETE FROM users WHERE id = $1 RETURNING id"
-
-# name: list_users
-# First page, newest first.  ($n IS NULL OR ...) turns a filter off.  Served by a backward
-# scan of the spec's idx_users_created_at (plus an incremental sort on id for equal
-# timestamps), which stops after $3 rows; tests/test_query_plans.py asserts the plan.
-LIST_USERS: Final = f"""
-SELECT {USER_COLUMNS} FROM users
-WHERE ($1::boolean IS NULL OR is_active = $1)
-  AND ($2::boolean IS NULL OR is_verified = $2)
-ORDER BY created_at DESC, id DESC
-LIMIT $3"""
-
-# name: list_users_after
-# Next pages: keyset pagination on (created_at, id), strictly after the cursor's row.  The
-# row comparison starts the backward scan of idx_users_created_at at the cursor, so page 1000
-# costs what page 1 costs (an OFFSET would read and discard every earlier row).
-LIST_USERS_AFTER: Final = f"""
-SELECT {USER_COLUMNS} FROM users
-WHERE ($1::boolean IS NULL OR is_active = $1)
-  AND ($2::boolean IS NULL OR is_verified = $2)
-  AND (created_at, id) < ($4::timestamptz, $5::uuid)
-ORDER BY created_at DESC, id DESC
-LIMIT $3"""
-
-# name: connect_instagram
-# Attach an Instagram account.  users_instagram_user_id_key keeps one user per account.
-CONNECT_INSTAGRAM: Final = f"""
-UPDATE users SET
-    instagram_user_id = $2,
-    instagram_access_token = $3,
-    instagram_username = $4,
-    token_expires_at = $5
-WHERE id = $1
-RETURNING {USER_COLUMNS}"""
-
-# name: disconnect_instagram
-DISCONNECT_INSTAGRAM: Final = f"""
-UPDATE users SET
-    instagram_user_id = NULL,
-    instagram_access_token = NULL,
-    instagram_username = NULL,
-    token_expires_at = NULL
-WHERE id = $1
-RETURNING {USER_COLUMNS}"""
-
-# name: expiring_instagram_tokens
-# Connected users whose token is still valid but expires within $1, soonest first (for a
-# refresh job).  Served by the partial index users_token_expires_at_idx (0003).
-EXPIRING_INSTAGRAM_TOKENS: Final = f"""
-SELECT {USER_COLUMNS} FROM users
-WHERE token_expires_at > now()
-  AND token_expires_at <= now() + $1::interval
-  AND instagram_access_token IS NOT NULL
-ORDER BY token_expires_at, id
-LIMIT $2"""
-
-# name: sign_in_state
-# What authenticate needs before spending bcrypt time.  The lock is judged by the database
-# clock, the same clock record_login_failure used to set it.
-SIGN_IN_STATE: Final = """
-SELECT id, hashed_password, is_active, locked_until,
-       locked_until IS NOT NULL AND locked_until > now() AS locked
-FROM users WHERE lower(email) = lower($1)"""
-
-# name: record_login_success
-# Successful sign-in: stamp it, count it, clear the failure counter and any lock.  When $2 is
-# given it is an upgraded hash of the same password; it replaces the stored hash only if that
-# is still $3 (the one we verified), so a password change racing the sign-in is never undone.
-RECORD_LOGIN_SUCCESS: Final = f"""
-UPDATE users SET
-    last_login_at = now(),
-    login_count = login_count + 1,
-    failed_login_attempts = 0,
-    locked_until = NULL,
-    hashed_password = CASE WHEN hashed_password = $3 THEN COALESCE($2, hashed_password)
-                           ELSE hashed_password END
-WHERE id = $1
-RETURNING {USER_COLUMNS}"""
-
-# name: record_login_failure
-# Failed sign-in, atomically: the increment reads the row's current value under its row lock,
-# so N concurrent failures count N (a read-then-write in Python would lose some).  Reaching the
-# threshold $2 locks the account for $3 from now.
-RECORD_LOGIN_FAILURE: Final = """
-UPDATE users SET
-    failed_login_attempts = failed_login_attempts + 1,
-    locked_until = CASE WHEN failed_login_attempts + 1 >= $2 THEN now() + $3::interval
-                        ELSE locked_until END
-WHERE id = $1
-RETURNING failed_login_attempts, locked_until"""
-
-_CURSOR = struct.Struct(">q16s")  # microseconds since the epoch, UUID bytes
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _required(row: asyncpg.Record | None, user_id: UUID) -> asyncpg.Record:
+    if row is None:
+        raise NotFound(f"user {user_id} not found")
+    return row
 
 
-def encode_cursor(created_at: datetime, user_id: UUID) -> str:
-    """An opaque token for "the rows after this one" (clients must not parse it)."""
-    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
-    raw = _CURSOR.pack(micros, user_id.bytes)
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        micros, uuid_bytes = _CURSOR.unpack(raw)
-        return _EPOCH + timedelta(microseconds=micros), UUID(bytes=uuid_bytes)
-    except (binascii.Error, struct.error, ValueError, OverflowError):
-        raise InvalidUserData("cursor", "is not a cursor returned by list()") from None
-
-
-def _expect(argument: str, value: object, kind: type, *, optional: bool = False) -> None:
-    """``InvalidUserData`` naming ``argument`` unless ``value`` is a ``kind`` (or None when
-    ``optional``).
-
-    Called first by every public method: a wrong type would otherwise surface as whatever
-    the first use of the value raises (``AttributeError`` from a password check, a
-    ``TypeError`` from the cursor decoder, a driver error after a round trip).  ``bool`` is
-    an ``int`` to Python but never a valid count, so it is refused where an int is expected.
-    One ``isinstance`` per argument: cheap enough for the hot paths.
-    """
-    if value is None and optional:
-        return
-    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
-        return
-    rule = f"must be of type {kind.__name__}" + (" or None" if optional else "")
-    raise InvalidUserData(argument, rule)
-
-
-async def _translated_fetch(
-    conn: Connection, query: str, args: Sequence[object], names: Sequence[str]
-) -> builtins.list[asyncpg.Record]:
-    """``conn.fetch`` whose driver errors become ``dal.errors`` naming the field (``names``
-    labels ``args`` in ``$n`` order).  Translated here, inside the acquire block, so that
-    ``Database.acquire`` only ever sees errors that are about the connection itself."""
-    try:
-        return await conn.fetch(query, *args)
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, dict(zip(names, args, strict=True))) from None
+def _user(row: asyncpg.Record | None, user_id: UUID) -> User:
+    return User.from_record(_required(row, user_id))
 
 
 class UsersRepository:
-    """The users aggregate's queries; get one from ``Database.users``."""
+    """The users aggregate; ``UsersRepository(db)`` with a ``Database`` (or any acquirer)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Acquirer) -> None:
         self._db = db
+        self._sql = Statements(db, "users")
         settings = db.settings
         self.passwords = PasswordHasher(settings.bcrypt_rounds)
         self.lockout_threshold = settings.lockout_threshold
@@ -250,58 +74,18 @@ class UsersRepository:
     def __repr__(self) -> str:
         return f"<UsersRepository on {self._db!r}>"
 
-    # -- plumbing ------------------------------------------------------------------------------
-
-    async def _fetch(
-        self,
-        query: str,
-        args: Sequence[object],
-        names: Sequence[str],
-        conn: Connection | None,
-        *,
-        readonly: bool = False,
-    ) -> builtins.list[asyncpg.Record]:
-        """Run one statement on ``conn`` or a pooled connection."""
-        if conn is not None:
-            return await _translated_fetch(conn, query, args, names)
-        async with self._db.acquire(readonly=readonly) as pooled:
-            return await _translated_fetch(pooled, query, args, names)
-
-    async def _fetchrow(
-        self,
-        query: str,
-        args: Sequence[object],
-        names: Sequence[str],
-        conn: Connection | None,
-        *,
-        readonly: bool = False,
-    ) -> asyncpg.Record | None:
-        """``_fetch`` for statements that address one row (by key or RETURNING)."""
-        rows = await self._fetch(query, args, names, conn, readonly=readonly)
-        return rows[0] if rows else None
-
-    @staticmethod
-    def _required(row: asyncpg.Record | None, user_id: UUID) -> asyncpg.Record:
-        if row is None:
-            raise NotFound(f"user {user_id} not found")
-        return row
-
-    @classmethod
-    def _found(cls, row: asyncpg.Record | None, user_id: UUID) -> User:
-        return User.from_record(cls._required(row, user_id))
-
     # -- reads ---------------------------------------------------------------------------------
 
     async def get(self, user_id: UUID, *, conn: Connection | None = None) -> User:
         """The user with this id; ``NotFound`` otherwise."""
-        _expect("user_id", user_id, UUID)
-        row = await self._fetchrow(GET_USER, (user_id,), ("id",), conn, readonly=True)
-        return self._found(row, user_id)
+        expect("user_id", user_id, UUID)
+        row = await self._sql.row("get_user", {"id": user_id}, conn, readonly=True)
+        return _user(row, user_id)
 
     async def get_by_email(self, email: str, *, conn: Connection | None = None) -> User:
         """The user with this email, compared case-insensitively; ``NotFound`` otherwise."""
-        _expect("email", email, str)
-        row = await self._fetchrow(GET_USER_BY_EMAIL, (email,), ("email",), conn, readonly=True)
+        expect("email", email, str)
+        row = await self._sql.row("get_user_by_email", {"email": email}, conn, readonly=True)
         if row is None:
             raise NotFound("no user with this email")
         return User.from_record(row)
@@ -321,27 +105,19 @@ class UsersRepository:
         the following page; it is None on the last page.  Rows inserted meanwhile never make a
         page repeat or skip a row (keyset, not OFFSET).
         """
-        _expect("active", active, bool, optional=True)
-        _expect("verified", verified, bool, optional=True)
-        _expect("limit", limit, int)
-        _expect("cursor", cursor, str, optional=True)
+        expect("active", active, bool, optional=True)
+        expect("verified", verified, bool, optional=True)
+        expect("limit", limit, int)
+        expect("cursor", cursor, str, optional=True)
         if limit < 1:
             raise InvalidUserData("limit", "must be at least 1")
         size = min(limit, MAX_PAGE_SIZE)
-        names = ("active", "verified", "limit")
-        if cursor is None:
-            rows = await self._fetch(
-                LIST_USERS, (active, verified, size + 1), names, conn, readonly=True
-            )
-        else:
-            after, after_id = decode_cursor(cursor)
-            rows = await self._fetch(
-                LIST_USERS_AFTER,
-                (active, verified, size + 1, after, after_id),
-                (*names, "cursor", "cursor"),
-                conn,
-                readonly=True,
-            )
+        values: dict[str, object] = {"active": active, "verified": verified, "limit": size + 1}
+        name = "list_users"
+        if cursor is not None:
+            name = "list_users_after"
+            values["after_created_at"], values["after_id"] = decode_cursor(cursor)
+        rows = await self._sql.rows(name, values, conn, readonly=True)
         users = [User.from_record(row) for row in rows[:size]]
         next_cursor = None
         if len(rows) > size:
@@ -353,8 +129,8 @@ class UsersRepository:
         self, within: timedelta, *, limit: int = MAX_EXPIRING, conn: Connection | None = None
     ) -> builtins.list[User]:
         """Connected users whose token has not expired yet but will within ``within``."""
-        _expect("within", within, timedelta)
-        _expect("limit", limit, int)
+        expect("within", within, timedelta)
+        expect("limit", limit, int)
         if within <= timedelta(0):
             raise InvalidUserData("within", "must be a positive duration")
         if within > MAX_EXPIRY_WINDOW:
@@ -363,13 +139,8 @@ class UsersRepository:
             )
         if limit < 1:
             raise InvalidUserData("limit", "must be at least 1")
-        rows = await self._fetch(
-            EXPIRING_INSTAGRAM_TOKENS,
-            (within, min(limit, MAX_EXPIRING)),
-            ("within", "limit"),
-            conn,
-            readonly=True,
-        )
+        values = {"within": within, "limit": min(limit, MAX_EXPIRING)}
+        rows = await self._sql.rows("expiring_instagram_tokens", values, conn, readonly=True)
         return [User.from_record(row) for row in rows]
 
     # -- writes --------------------------------------------------------------------------------
@@ -377,30 +148,10 @@ class UsersRepository:
     async def create(self, new: NewUser, *, conn: Connection | None = None) -> User:
         """Insert a user (hashing the password off the event loop); ``DuplicateEmail`` when
         the email exists in any letter case."""
-        _expect("new", new, NewUser)
+        expect("new", new, NewUser)
         hashed = await self.passwords.hash(new.password.get_secret_value())
-        row = await self._fetchrow(
-            CREATE_USER,
-            (
-                new.email,
-                hashed,
-                new.full_name,
-                new.is_active,
-                new.is_verified,
-                new.timezone,
-                new.language,
-            ),
-            (
-                "email",
-                "hashed_password",
-                "full_name",
-                "is_active",
-                "is_verified",
-                "timezone",
-                "language",
-            ),
-            conn,
-        )
+        values = new.model_dump(exclude={"password"}) | {"hashed_password": hashed}
+        row = await self._sql.row("create_user", values, conn)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return User.from_record(row)
 
@@ -408,100 +159,64 @@ class UsersRepository:
         self, user_id: UUID, changes: UserUpdate, *, conn: Connection | None = None
     ) -> User:
         """Apply the fields set in ``changes``; the others keep their value."""
-        _expect("user_id", user_id, UUID)
-        _expect("changes", changes, UserUpdate)
-        given = changes.model_fields_set
+        expect("user_id", user_id, UUID)
+        expect("changes", changes, UserUpdate)
         hashed = None
         if changes.password is not None:
             hashed = await self.passwords.hash(changes.password.get_secret_value())
-        row = await self._fetchrow(
-            UPDATE_USER,
-            (
-                user_id,
-                changes.email,
-                hashed,
-                "full_name" in given,
-                changes.full_name,
-                changes.is_active,
-                changes.is_verified,
-                changes.timezone,
-                changes.language,
-            ),
-            (
-                "id",
-                "email",
-                "hashed_password",
-                "full_name",
-                "full_name",
-                "is_active",
-                "is_verified",
-                "timezone",
-                "language",
-            ),
-            conn,
-        )
-        return self._found(row, user_id)
+        values = changes.model_dump(exclude={"password"}) | {
+            "id": user_id,
+            "hashed_password": hashed,
+            "set_full_name": "full_name" in changes.model_fields_set,
+        }
+        return _user(await self._sql.row("update_user", values, conn), user_id)
 
     async def delete(self, user_id: UUID, *, conn: Connection | None = None) -> None:
         """Delete the user; ``NotFound`` when there is none."""
-        _expect("user_id", user_id, UUID)
-        self._required(await self._fetchrow(DELETE_USER, (user_id,), ("id",), conn), user_id)
+        expect("user_id", user_id, UUID)
+        _required(await self._sql.row("delete_user", {"id": user_id}, conn), user_id)
 
     async def connect_instagram(
         self, user_id: UUID, link: InstagramConnection, *, conn: Connection | None = None
     ) -> User:
         """Attach (or replace) the user's Instagram account; ``DuplicateInstagramAccount`` when
         another user has it."""
-        _expect("user_id", user_id, UUID)
-        _expect("link", link, InstagramConnection)
-        row = await self._fetchrow(
-            CONNECT_INSTAGRAM,
-            (
-                user_id,
-                link.instagram_user_id,
-                link.access_token.get_secret_value(),
-                link.instagram_username,
-                link.token_expires_at,
-            ),
-            (
-                "id",
-                "instagram_user_id",
-                "instagram_access_token",
-                "instagram_username",
-                "token_expires_at",
-            ),
-            conn,
-        )
-        return self._found(row, user_id)
+        expect("user_id", user_id, UUID)
+        expect("link", link, InstagramConnection)
+        values = {
+            "id": user_id,
+            "instagram_user_id": link.instagram_user_id,
+            "instagram_access_token": link.access_token.get_secret_value(),
+            "instagram_username": link.instagram_username,
+            "token_expires_at": link.token_expires_at,
+        }
+        return _user(await self._sql.row("connect_instagram", values, conn), user_id)
 
     async def disconnect_instagram(self, user_id: UUID, *, conn: Connection | None = None) -> User:
         """Forget the user's Instagram account and token."""
-        _expect("user_id", user_id, UUID)
-        row = await self._fetchrow(DISCONNECT_INSTAGRAM, (user_id,), ("id",), conn)
-        return self._found(row, user_id)
+        expect("user_id", user_id, UUID)
+        row = await self._sql.row("disconnect_instagram", {"id": user_id}, conn)
+        return _user(row, user_id)
 
     # -- sign-in -------------------------------------------------------------------------------
 
     async def record_login_success(self, user_id: UUID, *, conn: Connection | None = None) -> User:
         """Stamp a successful sign-in and clear failures and lock (for other sign-in paths)."""
-        _expect("user_id", user_id, UUID)
-        row = await self._fetchrow(
-            RECORD_LOGIN_SUCCESS, (user_id, None, None), ("id", "hashed_password", "id"), conn
-        )
-        return self._found(row, user_id)
+        expect("user_id", user_id, UUID)
+        values = {"id": user_id, "upgraded_hash": None, "verified_hash": None}
+        return _user(await self._sql.row("record_login_success", values, conn), user_id)
 
     async def record_login_failure(
         self, user_id: UUID, *, conn: Connection | None = None
     ) -> LoginFailure:
         """Count a failed sign-in; at the threshold the account locks for the window."""
-        _expect("user_id", user_id, UUID)
-        row = await self._fetchrow(
-            RECORD_LOGIN_FAILURE,
-            (user_id, self.lockout_threshold, self.lockout_window),
-            ("id", "threshold", "window"),
-            conn,
-        )
-        row = self._required(row, user_id)
+        expect("user_id", user_id, UUID)
+        values = {
+            "id": user_id,
+            "threshold": self.lockout_threshold,
+            "window": self.lockout_window,
+        }
+        row = _required(await self._sql.row("record_login_failure", values, conn), user_id)
         return LoginFailure(
             failed_login_attempts=row["failed_login_attempts"], locked_until=row["locked_until"]
         )
@@ -516,10 +231,10 @@ class UsersRepository:
         deactivated account -- only once the password is right, so the status is never shown
         to someone who does not know it.  A hash with an outdated cost is upgraded.
         """
-        _expect("email", email, str)
-        _expect("password", password, str)
+        expect("email", email, str)
+        expect("password", password, str)
         validate_password(password)
-        state = await self._fetchrow(SIGN_IN_STATE, (email,), ("email",), None)
+        state = await self._sql.row("sign_in_state", {"email": email})
         if state is None:
             await self.passwords.verify_dummy(password)
             raise InvalidCredentials()
@@ -534,10 +249,5 @@ class UsersRepository:
         upgraded = None
         if self.passwords.needs_rehash(stored):
             upgraded = await self.passwords.hash(password)
-        row = await self._fetchrow(
-            RECORD_LOGIN_SUCCESS,
-            (state["id"], upgraded, stored),
-            ("id", "hashed_password", "hashed_password"),
-            None,
-        )
-        return self._found(row, state["id"])
+        values = {"id": state["id"], "upgraded_hash": upgraded, "verified_hash": stored}
+        return _user(await self._sql.row("record_login_success", values), state["id"])

@@ -80,7 +80,7 @@ CASES = [
 @pytest_asyncio.fixture
 async def offline_repo() -> AsyncIterator[UsersRepository]:
     db = Database(make_settings("postgresql://nobody@127.0.0.1:9/none", acquire_timeout=0.5))
-    yield db.users
+    yield UsersRepository(db)
     await db.close()
 
 

@@ -18,7 +18,8 @@ from dal import Database, NewUser, User, UserUpdate
 from dal.config import Settings
 from dal.errors import AccountInactive, AccountLocked, InvalidCredentials, InvalidUserData
 from dal.passwords import hash_cost
-from dal.users import RECORD_LOGIN_SUCCESS
+from dal.queries import load
+from dal.users import UsersRepository
 from tests.conftest import make_settings
 
 PASSWORD = "correct horse battery"
@@ -46,7 +47,7 @@ def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
 
 @pytest_asyncio.fixture
 async def ada(db: Database) -> User:
-    return await db.users.create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
+    return await UsersRepository(db).create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
 
 
 @pytest_asyncio.fixture
@@ -57,55 +58,57 @@ async def strict_db(clean_dsn: str) -> AsyncIterator[Database]:
 
 
 async def test_success_records_the_login(db: Database, ada: User) -> None:
-    user = await db.users.authenticate("ADA@Example.com", PASSWORD)
+    user = await UsersRepository(db).authenticate("ADA@Example.com", PASSWORD)
     assert user.id == ada.id
     assert user.login_count == 1 and user.failed_login_attempts == 0
     assert user.last_login_at is not None
     assert abs(user.last_login_at - datetime.now(UTC)) < timedelta(minutes=1)
-    again = await db.users.authenticate("ada@example.com", PASSWORD)
+    again = await UsersRepository(db).authenticate("ada@example.com", PASSWORD)
     assert again.login_count == 2 and again.last_login_at is not None
     assert again.last_login_at >= user.last_login_at
 
 
 async def test_wrong_password_is_counted(db: Database, ada: User) -> None:
     with pytest.raises(InvalidCredentials) as caught:
-        await db.users.authenticate("ada@example.com", WRONG)
+        await UsersRepository(db).authenticate("ada@example.com", WRONG)
     assert str(caught.value) == "invalid email or password"
-    user = await db.users.get(ada.id)
+    user = await UsersRepository(db).get(ada.id)
     assert user.failed_login_attempts == 1 and not user.is_locked and user.login_count == 0
 
 
 async def test_unknown_email_costs_one_bcrypt_check(
     db: Database, ada: User, bcrypt_calls: Counter[str]
 ) -> None:
-    await db.users.authenticate("ada@example.com", PASSWORD)  # warm-up (dummy hash made lazily)
+    await UsersRepository(db).authenticate(
+        "ada@example.com", PASSWORD
+    )  # warm-up (dummy hash made lazily)
     with pytest.raises(InvalidCredentials):
-        await db.users.authenticate("nobody@example.com", PASSWORD)
+        await UsersRepository(db).authenticate("nobody@example.com", PASSWORD)
     bcrypt_calls.clear()
     with pytest.raises(InvalidCredentials) as unknown:
-        await db.users.authenticate("nobody@example.com", PASSWORD)
+        await UsersRepository(db).authenticate("nobody@example.com", PASSWORD)
     assert bcrypt_calls == Counter(checkpw=1)
     bcrypt_calls.clear()
     with pytest.raises(InvalidCredentials) as wrong:
-        await db.users.authenticate("ada@example.com", WRONG)
+        await UsersRepository(db).authenticate("ada@example.com", WRONG)
     assert bcrypt_calls == Counter(checkpw=1)
     assert str(unknown.value) == str(wrong.value)
     # The dummy hash has the configured cost, so the check takes as long as a real one.
-    dummy = db.users.passwords._dummy
+    dummy = UsersRepository(db).passwords._dummy
     assert dummy is not None and hash_cost(dummy) == db.settings.bcrypt_rounds
 
 
 async def test_lockout_lifecycle(strict_db: Database, bcrypt_calls: Counter[str]) -> None:
     db = strict_db
-    user = await db.users.create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
+    user = await UsersRepository(db).create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
     for attempt in (1, 2):
         with pytest.raises(InvalidCredentials):
-            await db.users.authenticate(user.email, WRONG)
-        assert (await db.users.get(user.id)).failed_login_attempts == attempt
-        assert not (await db.users.get(user.id)).is_locked
+            await UsersRepository(db).authenticate(user.email, WRONG)
+        assert (await UsersRepository(db).get(user.id)).failed_login_attempts == attempt
+        assert not (await UsersRepository(db).get(user.id)).is_locked
     with pytest.raises(InvalidCredentials):  # the third failure locks
-        await db.users.authenticate(user.email, WRONG)
-    locked = await db.users.get(user.id)
+        await UsersRepository(db).authenticate(user.email, WRONG)
+    locked = await UsersRepository(db).get(user.id)
     assert locked.failed_login_attempts == 3 and locked.is_locked
     assert locked.locked_until is not None
     assert timedelta(0) < locked.locked_until - datetime.now(UTC) <= timedelta(seconds=1.5)
@@ -113,13 +116,15 @@ async def test_lockout_lifecycle(strict_db: Database, bcrypt_calls: Counter[str]
     bcrypt_calls.clear()
     for password in (PASSWORD, WRONG):  # while locked the password is not even looked at
         with pytest.raises(AccountLocked) as caught:
-            await db.users.authenticate(user.email, password)
+            await UsersRepository(db).authenticate(user.email, password)
         assert caught.value.locked_until == locked.locked_until
     assert bcrypt_calls.total() == 0
-    assert (await db.users.get(user.id)).failed_login_attempts == 3  # not counted while locked
+    assert (
+        await UsersRepository(db).get(user.id)
+    ).failed_login_attempts == 3  # not counted while locked
 
     await asyncio.sleep((locked.locked_until - datetime.now(UTC)).total_seconds() + 0.05)
-    back = await db.users.authenticate(user.email, PASSWORD)
+    back = await UsersRepository(db).authenticate(user.email, PASSWORD)
     assert bcrypt_calls["checkpw"] == 1
     assert back.failed_login_attempts == 0 and back.locked_until is None
     assert back.login_count == 1 and not back.is_locked
@@ -129,39 +134,39 @@ async def test_failure_after_an_expired_lock_locks_again(strict_db: Database) ->
     """The counter only resets on success: once past the threshold, one more failure after the
     window re-locks at once (one try per window, not three)."""
     db = strict_db
-    user = await db.users.create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
+    user = await UsersRepository(db).create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
     for _ in range(3):
-        await db.users.record_login_failure(user.id)
+        await UsersRepository(db).record_login_failure(user.id)
     async with db.acquire() as conn:
         await conn.execute("UPDATE users SET locked_until = now() - interval '1 s'")
     with pytest.raises(InvalidCredentials):
-        await db.users.authenticate(user.email, WRONG)
-    again = await db.users.get(user.id)
+        await UsersRepository(db).authenticate(user.email, WRONG)
+    again = await UsersRepository(db).get(user.id)
     assert again.failed_login_attempts == 4 and again.is_locked
 
 
 async def test_record_login_primitives(db: Database, ada: User) -> None:
-    first = await db.users.record_login_failure(ada.id)
+    first = await UsersRepository(db).record_login_failure(ada.id)
     assert (first.failed_login_attempts, first.locked_until, first.locked) == (1, None, False)
     for _ in range(db.settings.lockout_threshold - 1):
-        last = await db.users.record_login_failure(ada.id)
+        last = await UsersRepository(db).record_login_failure(ada.id)
     assert last.failed_login_attempts == db.settings.lockout_threshold and last.locked
     assert last.locked_until is not None
     window = last.locked_until - datetime.now(UTC)
     assert timedelta(minutes=14) < window <= timedelta(minutes=15)
 
-    ok = await db.users.record_login_success(ada.id)
+    ok = await UsersRepository(db).record_login_success(ada.id)
     assert (ok.failed_login_attempts, ok.locked_until, ok.login_count) == (0, None, 1)
     assert ok.hashed_password == ada.hashed_password
 
 
 async def test_inactive_account(db: Database, ada: User) -> None:
-    await db.users.update(ada.id, UserUpdate(is_active=False))
+    await UsersRepository(db).update(ada.id, UserUpdate(is_active=False))
     with pytest.raises(AccountInactive):
-        await db.users.authenticate("ada@example.com", PASSWORD)
+        await UsersRepository(db).authenticate("ada@example.com", PASSWORD)
     with pytest.raises(InvalidCredentials):  # status is not revealed without the password
-        await db.users.authenticate("ada@example.com", WRONG)
-    user = await db.users.get(ada.id)
+        await UsersRepository(db).authenticate("ada@example.com", WRONG)
+    user = await UsersRepository(db).get(ada.id)
     assert user.login_count == 0 and user.last_login_at is None
 
 
@@ -170,10 +175,10 @@ async def test_impossible_passwords_are_refused_before_any_work(
 ) -> None:
     for password, rule in (("", "empty"), ("é" * 37, "72 bytes")):
         with pytest.raises(InvalidUserData) as caught:
-            await db.users.authenticate("ada@example.com", password)
+            await UsersRepository(db).authenticate("ada@example.com", password)
         assert caught.value.field == "password" and rule in caught.value.rule
     assert bcrypt_calls.total() == 0
-    assert (await db.users.get(ada.id)).failed_login_attempts == 0
+    assert (await UsersRepository(db).get(ada.id)).failed_login_attempts == 0
 
 
 async def test_rehash_on_login_from_cost_4_to_5(
@@ -182,13 +187,13 @@ async def test_rehash_on_login_from_cost_4_to_5(
     assert hash_cost(ada.hashed_password.get_secret_value()) == 4
     async with Database(make_settings(clean_dsn, bcrypt_rounds=5)) as db5:
         bcrypt_calls.clear()
-        user = await db5.users.authenticate("ada@example.com", PASSWORD)
+        user = await UsersRepository(db5).authenticate("ada@example.com", PASSWORD)
         assert bcrypt_calls == Counter(checkpw=1, hashpw=1)
-        stored = (await db5.users.get(ada.id)).hashed_password.get_secret_value()
+        stored = (await UsersRepository(db5).get(ada.id)).hashed_password.get_secret_value()
         assert stored.startswith("$2b$05$") and user.hashed_password.get_secret_value() == stored
         assert bcrypt.checkpw(PASSWORD.encode(), stored.encode())
         bcrypt_calls.clear()
-        await db5.users.authenticate("ada@example.com", PASSWORD)
+        await UsersRepository(db5).authenticate("ada@example.com", PASSWORD)
         assert bcrypt_calls == Counter(checkpw=1)  # already current: no second rehash
 
 
@@ -196,29 +201,34 @@ async def test_rehash_never_overwrites_a_concurrent_password_change(
     db: Database, ada: User
 ) -> None:
     verified = ada.hashed_password.get_secret_value()
-    changed = await db.users.update(ada.id, UserUpdate(password="changed meanwhile"))
+    changed = await UsersRepository(db).update(ada.id, UserUpdate(password="changed meanwhile"))
     async with db.acquire() as conn:
-        await conn.fetchrow(RECORD_LOGIN_SUCCESS, ada.id, "$2b$05$" + "x" * 53, verified)
-    assert (await db.users.get(ada.id)).hashed_password == changed.hashed_password
+        success = load("users")["record_login_success"]
+        upgraded = "$2b$05$" + "x" * 53
+        values = {"id": ada.id, "upgraded_hash": upgraded, "verified_hash": verified}
+        await conn.fetchrow(success.sql, *success.args(values))
+    assert (await UsersRepository(db).get(ada.id)).hashed_password == changed.hashed_password
 
 
 async def test_64_simultaneous_wrong_passwords_count_64(clean_dsn: str) -> None:
     settings = make_settings(clean_dsn, lockout_threshold=64, acquire_timeout=30.0)
     async with Database(settings) as db:
-        user = await db.users.create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
+        user = await UsersRepository(db).create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
         results = await asyncio.gather(
-            *(db.users.authenticate(user.email, WRONG) for _ in range(64)),
+            *(UsersRepository(db).authenticate(user.email, WRONG) for _ in range(64)),
             return_exceptions=True,
         )
         assert all(isinstance(r, InvalidCredentials) for r in results), results
-        after = await db.users.get(user.id)
+        after = await UsersRepository(db).get(user.id)
         assert after.failed_login_attempts == 64 and after.is_locked
 
 
 async def test_64_simultaneous_failures_at_default_threshold(db: Database, ada: User) -> None:
-    outcomes = await asyncio.gather(*(db.users.record_login_failure(ada.id) for _ in range(64)))
+    outcomes = await asyncio.gather(
+        *(UsersRepository(db).record_login_failure(ada.id) for _ in range(64))
+    )
     assert sorted(o.failed_login_attempts for o in outcomes) == list(range(1, 65))
-    after = await db.users.get(ada.id)
+    after = await UsersRepository(db).get(ada.id)
     assert after.failed_login_attempts == 64 and after.is_locked
 
 
@@ -226,11 +236,12 @@ async def test_64_simultaneous_sign_ins_lock_and_count_exactly(db: Database, ada
     """With the default threshold some attempts arrive after the lock; every InvalidCredentials
     is exactly one counted failure and the rest are AccountLocked."""
     results = await asyncio.gather(
-        *(db.users.authenticate(ada.email, WRONG) for _ in range(64)), return_exceptions=True
+        *(UsersRepository(db).authenticate(ada.email, WRONG) for _ in range(64)),
+        return_exceptions=True,
     )
     kinds = Counter(type(r).__name__ for r in results)
     assert set(kinds) <= {"InvalidCredentials", "AccountLocked"}, kinds
-    after = await db.users.get(ada.id)
+    after = await UsersRepository(db).get(ada.id)
     assert after.failed_login_attempts == kinds["InvalidCredentials"]
     assert after.failed_login_attempts >= db.settings.lockout_threshold and after.is_locked
 
@@ -240,9 +251,9 @@ async def test_event_loop_keeps_ticking_during_cost_12_authentications(
     settings: Settings,
 ) -> None:
     async with Database(settings.replace(bcrypt_rounds=12)) as db:
-        user = await db.users.create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
+        user = await UsersRepository(db).create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
         started = time.perf_counter()
-        await db.users.authenticate(user.email, PASSWORD)
+        await UsersRepository(db).authenticate(user.email, PASSWORD)
         one_check = time.perf_counter() - started
 
         gaps: list[float] = []
@@ -260,7 +271,7 @@ async def test_event_loop_keeps_ticking_during_cost_12_authentications(
         await asyncio.sleep(0.02)
         started = time.perf_counter()
         users = await asyncio.gather(
-            *(db.users.authenticate(user.email, PASSWORD) for _ in range(8))
+            *(UsersRepository(db).authenticate(user.email, PASSWORD) for _ in range(8))
         )
         elapsed = time.perf_counter() - started
         done.set()

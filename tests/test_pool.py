@@ -25,14 +25,14 @@ import pytest
 from dal import Database, NewUser, UserUpdate, migrations
 from dal.embedded import EmbeddedServer
 from dal.errors import DatabaseUnavailable, NotFound
+from dal.users import UsersRepository
 from tests.conftest import make_settings
 
 
 async def test_constructing_a_database_and_repository_connects_nothing() -> None:
     # Port 9 (discard) on localhost: any connection attempt would fail loudly.
     db = Database(make_settings("postgresql://nobody:secret@127.0.0.1:9/none"))
-    repo = db.users
-    assert repo is db.users  # one repository per Database, made on first use
+    repo = UsersRepository(db)  # the repository takes the pool owner; neither connects yet
     assert db.metrics().size == 0 and "open=False" in repr(db)
     with pytest.raises(DatabaseUnavailable) as caught:
         async with asyncio.timeout(10):
@@ -49,13 +49,13 @@ async def test_exhausted_pool_raises_after_the_acquire_timeout(clean_dsn: str) -
             started = time.perf_counter()
             with pytest.raises(DatabaseUnavailable, match="no free database connection"):
                 async with asyncio.timeout(5):  # bounded by the acquire timeout, not a hang
-                    await db.users.get(uuid.uuid4())
+                    await UsersRepository(db).get(uuid.uuid4())
             waited = time.perf_counter() - started
             assert waited >= 0.29
             assert db.metrics().in_use == 2
         # Released: the pool serves again.
         with pytest.raises(NotFound):
-            await db.users.get(uuid.uuid4())
+            await UsersRepository(db).get(uuid.uuid4())
 
 
 async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> None:
@@ -65,21 +65,23 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
         await asyncio.to_thread(migrations.apply, dsn)
         settings = make_settings(dsn, pool_min_size=2, pool_max_size=4, acquire_timeout=2.0)
         async with Database(settings) as db:
-            user = await db.users.create(NewUser(email="ada@example.com", password="pw-1234"))  # type: ignore[arg-type]
+            user = await UsersRepository(db).create(
+                NewUser(email="ada@example.com", password="pw-1234")
+            )  # type: ignore[arg-type]
 
             await asyncio.to_thread(server.stop)
             with pytest.raises(DatabaseUnavailable):
                 async with asyncio.timeout(10):
-                    await db.users.get(user.id)
+                    await UsersRepository(db).get(user.id)
             with pytest.raises(DatabaseUnavailable):  # still down: fails fast, typed
                 async with asyncio.timeout(10):
-                    await db.users.get(user.id)
+                    await UsersRepository(db).get(user.id)
 
             assert await asyncio.to_thread(server.start) == dsn
             outcomes: list[str] = []
             for _ in range(5):
                 try:
-                    again = await db.users.get(user.id)
+                    again = await UsersRepository(db).get(user.id)
                 except DatabaseUnavailable:
                     outcomes.append("unavailable")  # a pooled connection from before the stop
                     continue
@@ -87,7 +89,9 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
                 break
             assert outcomes[-1] == "ok" and outcomes.count("unavailable") <= 2, outcomes
             assert again == user
-            assert (await db.users.authenticate("ada@example.com", "pw-1234")).id == user.id
+            assert (
+                await UsersRepository(db).authenticate("ada@example.com", "pw-1234")
+            ).id == user.id
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -164,15 +168,17 @@ async def test_a_repository_statement_blocked_past_statement_timeout_is_unavaila
     statement_timeout and translated, never left waiting or raised as a driver error."""
     settings = make_settings(clean_dsn, statement_timeout=0.3, command_timeout=10.0)
     async with Database(settings) as db:
-        user = await db.users.create(NewUser(email="ada@example.com", password="pw-1234"))  # type: ignore[arg-type]
+        user = await UsersRepository(db).create(
+            NewUser(email="ada@example.com", password="pw-1234")
+        )  # type: ignore[arg-type]
         async with db.transaction() as holder:
             await holder.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
             started = time.perf_counter()
             with pytest.raises(DatabaseUnavailable):
                 async with asyncio.timeout(5):
-                    await db.users.update(user.id, UserUpdate(full_name="Blocked"))
+                    await UsersRepository(db).update(user.id, UserUpdate(full_name="Blocked"))
             assert time.perf_counter() - started < 2
-        assert (await db.users.get(user.id)).full_name is None
+        assert (await UsersRepository(db).get(user.id)).full_name is None
 
 
 def closed_port() -> int:
@@ -189,11 +195,13 @@ async def test_replica_on_a_closed_port_reads_use_the_primary_and_it_is_marked_d
     settings = make_settings(clean_dsn, replica_urls=(dead,), replica_retry=60.0)
     caplog.set_level(logging.WARNING, logger="dal.replicas")
     async with Database(settings) as db:
-        user = await db.users.create(NewUser(email="ada@example.com", password="pw-1234"))  # type: ignore[arg-type]
+        user = await UsersRepository(db).create(
+            NewUser(email="ada@example.com", password="pw-1234")
+        )  # type: ignore[arg-type]
         async with asyncio.timeout(10):
             for _ in range(3):
-                assert await db.users.get(user.id) == user  # answered by the primary
-                assert [u.id for u in (await db.users.list()).users] == [user.id]
+                assert await UsersRepository(db).get(user.id) == user  # answered by the primary
+                assert [u.id for u in (await UsersRepository(db).list()).users] == [user.id]
         downs = [r for r in caplog.records if "unavailable" in r.getMessage()]
         assert len(downs) == 1 and "replica" in downs[0].getMessage()
         # Marked down: the next reads skip it for replica_retry (no public accessor for this).

@@ -12,15 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dal.users import (
-    EXPIRING_INSTAGRAM_TOKENS,
-    GET_USER,
-    GET_USER_BY_EMAIL,
-    LIST_USERS,
-    LIST_USERS_AFTER,
-    RECORD_LOGIN_FAILURE,
-    SIGN_IN_STATE,
-)
+from dal.queries import load
 
 ROWS = 20_000
 
@@ -42,8 +34,17 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _plan(conn: asyncpg.Connection[Any], query: str, *args: object) -> list[dict[str, Any]]:
-    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + query, *args)
+def q(name: str, **values: object) -> tuple[str, list[object]]:
+    """A statement of dal/queries/users.sql with its arguments in ``$n`` order."""
+    query = load("users")[name]
+    return query.sql, query.args(values)
+
+
+async def _plan(
+    conn: asyncpg.Connection[Any], statement: tuple[str, list[object]]
+) -> list[dict[str, Any]]:
+    sql, args = statement
+    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
     return list(_nodes(json.loads(raw)[0]["Plan"]))
 
 
@@ -68,21 +69,33 @@ def _seq_scans(nodes: list[dict[str, Any]]) -> list[str]:
 
 async def test_point_lookups_use_their_indexes(filled: asyncpg.Connection[Any]) -> None:
     some_id = await filled.fetchval("SELECT id FROM users OFFSET 100 LIMIT 1")
-    assert _indexes(await _plan(filled, GET_USER, some_id)) == {"users_pkey"}
-    by_email = await _plan(filled, GET_USER_BY_EMAIL, "USER77@example.com")
+    assert _indexes(await _plan(filled, q("get_user", id=some_id))) == {"users_pkey"}
+    by_email = await _plan(filled, q("get_user_by_email", email="USER77@example.com"))
     assert _indexes(by_email) == {"users_email_lower_key"}
-    assert _indexes(await _plan(filled, SIGN_IN_STATE, "user5@example.com")) == {
+    assert _indexes(await _plan(filled, q("sign_in_state", email="user5@example.com"))) == {
         "users_email_lower_key"
     }
-    failure = await _plan(filled, RECORD_LOGIN_FAILURE, some_id, 5, timedelta(minutes=15))
+    failure = await _plan(
+        filled, q("record_login_failure", id=some_id, threshold=5, window=timedelta(minutes=15))
+    )
     assert _indexes(failure) == {"users_pkey"} and not _seq_scans(failure)
 
 
 async def test_keyset_pages_scan_only_what_they_return(filled: asyncpg.Connection[Any]) -> None:
-    first = await _plan(filled, LIST_USERS, True, None, 51)
+    first = await _plan(filled, q("list_users", active=True, verified=None, limit=51))
     assert _indexes(first) == {"idx_users_created_at"} and not _seq_scans(first)
     deep = datetime.now(UTC) - timedelta(minutes=ROWS - 500)  # near the last page
-    after = await _plan(filled, LIST_USERS_AFTER, None, None, 51, deep, uuid.uuid4())
+    after = await _plan(
+        filled,
+        q(
+            "list_users_after",
+            active=None,
+            verified=None,
+            limit=51,
+            after_created_at=deep,
+            after_id=uuid.uuid4(),
+        ),
+    )
     scan = next(n for n in after if n.get("Index Name") == "idx_users_created_at")
     assert scan["Scan Direction"] == "Backward"
     assert "created_at <=" in scan["Index Cond"]  # starts at the cursor, no OFFSET-like skip
@@ -90,14 +103,18 @@ async def test_keyset_pages_scan_only_what_they_return(filled: asyncpg.Connectio
 
 
 async def test_expiring_tokens_use_the_0003_partial_index(filled: asyncpg.Connection[Any]) -> None:
-    nodes = await _plan(filled, EXPIRING_INSTAGRAM_TOKENS, timedelta(days=7), 1000)
+    nodes = await _plan(
+        filled, q("expiring_instagram_tokens", within=timedelta(days=7), limit=1000)
+    )
     assert _indexes(nodes) == {"users_token_expires_at_idx"} and not _seq_scans(nodes)
     # Without it (as before 0003) the same statement reads the whole table.
     undo = filled.transaction()
     await undo.start()
     try:
         await filled.execute("DROP INDEX users_token_expires_at_idx")
-        before = await _plan(filled, EXPIRING_INSTAGRAM_TOKENS, timedelta(days=7), 1000)
+        before = await _plan(
+            filled, q("expiring_instagram_tokens", within=timedelta(days=7), limit=1000)
+        )
         assert _seq_scans(before) == ["users"]
     finally:
         await undo.rollback()

@@ -16,6 +16,7 @@ from dal import Database, InstagramConnection, NewUser, User
 from dal.config import Settings
 from dal.dsn import describe_dsn, dsn_secrets, redact_dsn
 from dal.errors import DalError, DuplicateEmail, InvalidCredentials, InvalidUserData
+from dal.users import UsersRepository
 from tests.commands import run_cli
 from tests.conftest import make_settings
 from tests.factories import user_row
@@ -61,25 +62,25 @@ async def test_no_secret_in_models_logs_or_errors(
     messages: list[str] = []
     async with Database(make_settings(with_password(clean_dsn, DSN_PASSWORD))) as db:
         new = NewUser(email="ada@example.com", password=PASSWORD, full_name="Ada")  # type: ignore[arg-type]
-        user = await db.users.create(new)
+        user = await UsersRepository(db).create(new)
         hashed = user.hashed_password.get_secret_value()
         link = InstagramConnection(
             instagram_user_id="1784",
             access_token=TOKEN,  # type: ignore[arg-type]
             token_expires_at=datetime.now(UTC) + timedelta(days=1),
         )
-        linked = await db.users.connect_instagram(user.id, link)
+        linked = await UsersRepository(db).connect_instagram(user.id, link)
         assert linked.instagram_access_token is not None
         assert linked.instagram_access_token.get_secret_value() == TOKEN
-        signed_in = await db.users.authenticate("ada@example.com", PASSWORD)
-        page = await db.users.list()
+        signed_in = await UsersRepository(db).authenticate("ada@example.com", PASSWORD)
+        page = await UsersRepository(db).list()
 
         failures: list[DalError] = []
         for attempt in (
-            db.users.create(NewUser(email="ADA@example.com", password=PASSWORD)),  # type: ignore[arg-type]
-            db.users.authenticate("ada@example.com", PASSWORD + "x"),
-            db.users.authenticate("nobody@example.com", PASSWORD),
-            db.users.authenticate("ada@example.com", PASSWORD * 4),
+            UsersRepository(db).create(NewUser(email="ADA@example.com", password=PASSWORD)),  # type: ignore[arg-type]
+            UsersRepository(db).authenticate("ada@example.com", PASSWORD + "x"),
+            UsersRepository(db).authenticate("nobody@example.com", PASSWORD),
+            UsersRepository(db).authenticate("ada@example.com", PASSWORD * 4),
         ):
             with pytest.raises(DalError) as caught:
                 await attempt
@@ -91,7 +92,7 @@ async def test_no_secret_in_models_logs_or_errors(
             InvalidUserData,
         ]
         messages += [str(f) for f in failures] + [repr(f) for f in failures]
-        messages += [repr(db), repr(db.users), repr(db.settings), db.describe]
+        messages += [repr(db), repr(UsersRepository(db)), repr(db.settings), db.describe]
 
     with pytest.raises(InvalidUserData) as long_pw:
         NewUser(email="ada@example.com", password=PASSWORD * 4)  # type: ignore[arg-type]
@@ -123,7 +124,7 @@ def test_user_built_by_validation_hides_secrets_too() -> None:
 async def test_unreachable_database_error_hides_the_dsn_password() -> None:
     db = Database(make_settings(f"postgresql://ada:{DSN_PASSWORD}@127.0.0.1:9/nowhere"))
     with pytest.raises(DalError) as caught:
-        await db.users.get_by_email("ada@example.com")
+        await UsersRepository(db).get_by_email("ada@example.com")
     assert_hidden([str(caught.value), repr(caught.value), repr(db)], DSN_PASSWORD)
     await db.close()
 

@@ -32,6 +32,7 @@ from dal.seeding import (
     SEEDS_DIR,
     seed_files,
 )
+from dal.users import UsersRepository
 from tests.commands import ROOT, cli_env, run_cli
 from tests.conftest import make_settings
 from tests.pg import PgServer, query
@@ -169,10 +170,10 @@ async def test_seeded_users_sign_in_through_the_dal(fresh_dsn: str) -> None:
     # Cost 12, the stored hashes' cost, so sign-in verifies them as they are (no re-hash).
     async with Database(make_settings(fresh_dsn, bcrypt_rounds=12)) as db:
         for email, password in PASSWORDS.items():
-            user = await db.users.authenticate(email.upper(), password)
+            user = await UsersRepository(db).authenticate(email.upper(), password)
             assert user.email == email and user.last_login_at is not None
             with pytest.raises(InvalidCredentials):
-                await db.users.authenticate(email, password + "-wrong")
+                await UsersRepository(db).authenticate(email, password + "-wrong")
     rows = query(fresh_dsn, "SELECT email, login_count, failed_login_attempts FROM users")
     counts = {r["email"]: (r["login_count"], r["failed_login_attempts"]) for r in rows}
     assert counts == {

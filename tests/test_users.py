@@ -12,13 +12,14 @@ import pytest
 from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser, User, UserUpdate
+from dal.cursors import encode_cursor
 from dal.errors import (
     DuplicateEmail,
     DuplicateInstagramAccount,
     InvalidUserData,
     NotFound,
 )
-from dal.users import MAX_EXPIRY_WINDOW, MAX_PAGE_SIZE, encode_cursor
+from dal.users import MAX_EXPIRY_WINDOW, MAX_PAGE_SIZE, UsersRepository
 from tests.conftest import make_settings
 
 PASSWORD = "correct horse battery"
@@ -29,7 +30,7 @@ def new_user(email: str = "ada@example.com", **kw: object) -> NewUser:
 
 
 async def test_create_returns_every_column(db: Database) -> None:
-    user = await db.users.create(
+    user = await UsersRepository(db).create(
         new_user(full_name="Ada Lovelace", timezone="Europe/London", language="en-GB")
     )
     assert isinstance(user, User)
@@ -54,86 +55,86 @@ async def test_create_returns_every_column(db: Database) -> None:
 
 
 async def test_get_and_get_by_email_ignore_case(db: Database) -> None:
-    created = await db.users.create(new_user("Grace.Hopper@Example.COM"))
-    assert await db.users.get(created.id) == created
-    assert await db.users.get_by_email("grace.hopper@example.com") == created
-    assert await db.users.get_by_email("GRACE.HOPPER@EXAMPLE.COM") == created
+    created = await UsersRepository(db).create(new_user("Grace.Hopper@Example.COM"))
+    assert await UsersRepository(db).get(created.id) == created
+    assert await UsersRepository(db).get_by_email("grace.hopper@example.com") == created
+    assert await UsersRepository(db).get_by_email("GRACE.HOPPER@EXAMPLE.COM") == created
 
 
 async def test_not_found_paths(db: Database) -> None:
     missing = uuid.uuid4()
     with pytest.raises(NotFound, match=str(missing)):
-        await db.users.get(missing)
+        await UsersRepository(db).get(missing)
     with pytest.raises(NotFound):
-        await db.users.get_by_email("nobody@example.com")
+        await UsersRepository(db).get_by_email("nobody@example.com")
     with pytest.raises(NotFound):
-        await db.users.update(missing, UserUpdate(full_name="Someone"))
+        await UsersRepository(db).update(missing, UserUpdate(full_name="Someone"))
     with pytest.raises(NotFound):
-        await db.users.delete(missing)
+        await UsersRepository(db).delete(missing)
     with pytest.raises(NotFound):
-        await db.users.connect_instagram(missing, InstagramConnection(
+        await UsersRepository(db).connect_instagram(missing, InstagramConnection(
             instagram_user_id="1", access_token="t"  # type: ignore[arg-type]
         ))  # fmt: skip
     with pytest.raises(NotFound):
-        await db.users.disconnect_instagram(missing)
+        await UsersRepository(db).disconnect_instagram(missing)
     with pytest.raises(NotFound):
-        await db.users.record_login_success(missing)
+        await UsersRepository(db).record_login_success(missing)
     with pytest.raises(NotFound):
-        await db.users.record_login_failure(missing)
+        await UsersRepository(db).record_login_failure(missing)
 
 
 @pytest.mark.parametrize("second", ["ada@example.com", "ADA@example.com", "Ada@Example.Com"])
 async def test_duplicate_email_in_any_case(db: Database, second: str) -> None:
-    await db.users.create(new_user("ada@example.com"))
+    await UsersRepository(db).create(new_user("ada@example.com"))
     with pytest.raises(DuplicateEmail) as caught:
-        await db.users.create(new_user(second))
+        await UsersRepository(db).create(new_user(second))
     assert second not in str(caught.value)
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM users") == 1
 
 
 async def test_update_to_another_users_email_is_duplicate(db: Database) -> None:
-    await db.users.create(new_user("ada@example.com"))
-    bob = await db.users.create(new_user("bob@example.com"))
+    await UsersRepository(db).create(new_user("ada@example.com"))
+    bob = await UsersRepository(db).create(new_user("bob@example.com"))
     with pytest.raises(DuplicateEmail):
-        await db.users.update(bob.id, UserUpdate(email="ADA@example.com"))
-    assert (await db.users.get(bob.id)).email == "bob@example.com"
+        await UsersRepository(db).update(bob.id, UserUpdate(email="ADA@example.com"))
+    assert (await UsersRepository(db).get(bob.id)).email == "bob@example.com"
 
 
 async def test_partial_update_changes_only_given_fields(db: Database) -> None:
-    user = await db.users.create(new_user(full_name="Ada"))
-    changed = await db.users.update(user.id, UserUpdate(language="fr", is_verified=True))
+    user = await UsersRepository(db).create(new_user(full_name="Ada"))
+    changed = await UsersRepository(db).update(user.id, UserUpdate(language="fr", is_verified=True))
     assert (changed.language, changed.is_verified) == ("fr", True)
     assert changed.full_name == "Ada" and changed.email == user.email
     assert changed.timezone == user.timezone and changed.is_active is True
     assert changed.hashed_password == user.hashed_password
     assert changed.updated_at > user.updated_at
 
-    cleared = await db.users.update(user.id, UserUpdate(full_name=None))
+    cleared = await UsersRepository(db).update(user.id, UserUpdate(full_name=None))
     assert cleared.full_name is None and cleared.language == "fr"
 
-    untouched = await db.users.update(user.id, UserUpdate())
+    untouched = await UsersRepository(db).update(user.id, UserUpdate())
     assert untouched == cleared  # no-op: the trigger leaves updated_at alone
 
 
 async def test_update_password_stores_a_new_hash(db: Database) -> None:
-    user = await db.users.create(new_user())
-    changed = await db.users.update(user.id, UserUpdate(password="a new passphrase"))
+    user = await UsersRepository(db).create(new_user())
+    changed = await UsersRepository(db).update(user.id, UserUpdate(password="a new passphrase"))
     assert changed.hashed_password != user.hashed_password
-    assert await db.users.authenticate(user.email, "a new passphrase")
+    assert await UsersRepository(db).authenticate(user.email, "a new passphrase")
 
 
 async def test_delete(db: Database) -> None:
-    user = await db.users.create(new_user())
-    await db.users.delete(user.id)
+    user = await UsersRepository(db).create(new_user())
+    await UsersRepository(db).delete(user.id)
     with pytest.raises(NotFound):
-        await db.users.get(user.id)
+        await UsersRepository(db).get(user.id)
     with pytest.raises(NotFound):
-        await db.users.delete(user.id)
+        await UsersRepository(db).delete(user.id)
 
 
 async def test_instagram_connect_disconnect(db: Database) -> None:
-    user = await db.users.create(new_user())
+    user = await UsersRepository(db).create(new_user())
     expires = datetime.now(UTC) + timedelta(days=30)
     link = InstagramConnection(
         instagram_user_id="17841400000000001",
@@ -141,36 +142,36 @@ async def test_instagram_connect_disconnect(db: Database) -> None:
         instagram_username="ada.codes",
         token_expires_at=expires,
     )
-    connected = await db.users.connect_instagram(user.id, link)
+    connected = await UsersRepository(db).connect_instagram(user.id, link)
     assert connected.has_instagram_connected and not connected.instagram_token_expired
     assert connected.instagram_username == "ada.codes"
     assert connected.token_expires_at == expires
     assert connected.instagram_access_token is not None
     assert connected.instagram_access_token.get_secret_value() == "IGQVJ-token-value"
 
-    other = await db.users.create(new_user("bob@example.com"))
+    other = await UsersRepository(db).create(new_user("bob@example.com"))
     with pytest.raises(DuplicateInstagramAccount) as caught:
-        await db.users.connect_instagram(other.id, link)
+        await UsersRepository(db).connect_instagram(other.id, link)
     assert "IGQVJ" not in str(caught.value) and "17841400000000001" not in str(caught.value)
     # Reconnecting the same account to the same user (a refreshed token) is fine.
-    await db.users.connect_instagram(user.id, link)
+    await UsersRepository(db).connect_instagram(user.id, link)
 
-    gone = await db.users.disconnect_instagram(user.id)
+    gone = await UsersRepository(db).disconnect_instagram(user.id)
     assert not gone.has_instagram_connected
     assert (gone.instagram_user_id, gone.instagram_access_token) == (None, None)
     assert (gone.instagram_username, gone.token_expires_at) == (None, None)
     # Now the account is free for another user.
-    assert (await db.users.connect_instagram(other.id, link)).has_instagram_connected
+    assert (await UsersRepository(db).connect_instagram(other.id, link)).has_instagram_connected
 
 
 async def test_expired_token_property(db: Database) -> None:
-    user = await db.users.create(new_user())
+    user = await UsersRepository(db).create(new_user())
     link = InstagramConnection(
         instagram_user_id="42",
         access_token="tok",  # type: ignore[arg-type]
         token_expires_at=datetime.now(UTC) - timedelta(seconds=1),
     )
-    assert (await db.users.connect_instagram(user.id, link)).instagram_token_expired
+    assert (await UsersRepository(db).connect_instagram(user.id, link)).instagram_token_expired
 
 
 async def test_expiring_instagram_tokens(db: Database) -> None:
@@ -183,28 +184,31 @@ async def test_expiring_instagram_tokens(db: Database) -> None:
     }
     ids = {}
     for name, expires in expiries.items():
-        user = await db.users.create(new_user(f"{name}@example.com"))
+        user = await UsersRepository(db).create(new_user(f"{name}@example.com"))
         ids[name] = user.id
-        await db.users.connect_instagram(user.id, InstagramConnection(
+        await UsersRepository(db).connect_instagram(user.id, InstagramConnection(
             instagram_user_id=name, access_token="t", token_expires_at=expires,  # type: ignore[arg-type]
         ))  # fmt: skip
-    await db.users.create(new_user("never@example.com"))
+    await UsersRepository(db).create(new_user("never@example.com"))
 
-    due = await db.users.expiring_instagram_tokens(timedelta(days=1))
+    due = await UsersRepository(db).expiring_instagram_tokens(timedelta(days=1))
     assert [u.id for u in due] == [ids["sooner"], ids["soon"]]
-    assert [u.id for u in await db.users.expiring_instagram_tokens(timedelta(days=1), limit=1)] == [
-        ids["sooner"]
-    ]
-    everyone = await db.users.expiring_instagram_tokens(timedelta(days=30))
+    assert [
+        u.id
+        for u in await UsersRepository(db).expiring_instagram_tokens(timedelta(days=1), limit=1)
+    ] == [ids["sooner"]]
+    everyone = await UsersRepository(db).expiring_instagram_tokens(timedelta(days=30))
     assert [u.id for u in everyone] == [ids["sooner"], ids["soon"], ids["later"]]
     with pytest.raises(InvalidUserData) as caught:
-        await db.users.expiring_instagram_tokens(timedelta(0))
+        await UsersRepository(db).expiring_instagram_tokens(timedelta(0))
     assert caught.value.field == "within"
 
 
 async def _make_users(db: Database, count: int) -> list[User]:
     """``count`` users with distinct, known creation times (oldest first)."""
-    users = [await db.users.create(new_user(f"user{i:03d}@example.com")) for i in range(count)]
+    users = [
+        await UsersRepository(db).create(new_user(f"user{i:03d}@example.com")) for i in range(count)
+    ]
     base = datetime(2024, 1, 1, tzinfo=UTC)
     async with db.acquire() as conn:
         for i, user in enumerate(users):
@@ -215,7 +219,7 @@ async def _make_users(db: Database, count: int) -> list[User]:
                 base + timedelta(minutes=i // 2),
                 i % 3 == 0,
             )
-    return [await db.users.get(u.id) for u in users]
+    return [await UsersRepository(db).get(u.id) for u in users]
 
 
 def _newest_first(users: list[User]) -> list[uuid.UUID]:
@@ -228,7 +232,7 @@ async def test_list_keyset_pagination_visits_every_user_once(db: Database) -> No
     cursor = None
     pages = 0
     while True:
-        page = await db.users.list(limit=5, cursor=cursor)
+        page = await UsersRepository(db).list(limit=5, cursor=cursor)
         pages += 1
         assert len(page.users) <= 5
         seen.extend(u.id for u in page.users)
@@ -241,36 +245,36 @@ async def test_list_keyset_pagination_visits_every_user_once(db: Database) -> No
 
 async def test_list_filters(db: Database) -> None:
     users = await _make_users(db, 12)
-    await db.users.update(users[0].id, UserUpdate(is_active=False))
-    verified = await db.users.list(verified=True, limit=100)
+    await UsersRepository(db).update(users[0].id, UserUpdate(is_active=False))
+    verified = await UsersRepository(db).list(verified=True, limit=100)
     assert [u.id for u in verified.users] == _newest_first([u for u in users if u.is_verified])
     assert verified.next_cursor is None
-    inactive = await db.users.list(active=False)
+    inactive = await UsersRepository(db).list(active=False)
     assert [u.id for u in inactive.users] == [users[0].id]
-    both = await db.users.list(active=True, verified=False)
+    both = await UsersRepository(db).list(active=True, verified=False)
     assert all(u.is_active and not u.is_verified for u in both.users)
     assert len(both.users) == len([u for u in users[1:] if not u.is_verified])
 
 
 async def test_list_pagination_is_stable_under_inserts(db: Database) -> None:
     users = await _make_users(db, 10)
-    first = await db.users.list(limit=4)
-    await db.users.create(new_user("newcomer@example.com"))  # newest: before the cursor
-    rest = await db.users.list(limit=100, cursor=first.next_cursor)
+    first = await UsersRepository(db).list(limit=4)
+    await UsersRepository(db).create(new_user("newcomer@example.com"))  # newest: before the cursor
+    rest = await UsersRepository(db).list(limit=100, cursor=first.next_cursor)
     assert [u.id for u in first.users + rest.users] == _newest_first(users)
 
 
 async def test_list_limit_rules(db: Database) -> None:
     await _make_users(db, 3)
     with pytest.raises(InvalidUserData) as caught:
-        await db.users.list(limit=0)
+        await UsersRepository(db).list(limit=0)
     assert caught.value.field == "limit"
-    page = await db.users.list(limit=MAX_PAGE_SIZE * 10)
+    page = await UsersRepository(db).list(limit=MAX_PAGE_SIZE * 10)
     assert len(page.users) == 3  # capped, not refused
     with pytest.raises(InvalidUserData) as bad:
-        await db.users.list(cursor="not-a-cursor")
+        await UsersRepository(db).list(cursor="not-a-cursor")
     assert bad.value.field == "cursor"
-    empty = await db.users.list(
+    empty = await UsersRepository(db).list(
         cursor=encode_cursor(datetime(2000, 1, 1, tzinfo=UTC), uuid.uuid4())
     )
     assert empty.users == [] and empty.next_cursor is None
@@ -278,24 +282,24 @@ async def test_list_limit_rules(db: Database) -> None:
 
 async def test_methods_join_a_caller_transaction(db: Database) -> None:
     async with db.transaction() as conn:
-        user = await db.users.create(new_user(), conn=conn)
-        await db.users.update(user.id, UserUpdate(full_name="In Tx"), conn=conn)
-        assert (await db.users.get(user.id, conn=conn)).full_name == "In Tx"
-    assert (await db.users.get(user.id)).full_name == "In Tx"
+        user = await UsersRepository(db).create(new_user(), conn=conn)
+        await UsersRepository(db).update(user.id, UserUpdate(full_name="In Tx"), conn=conn)
+        assert (await UsersRepository(db).get(user.id, conn=conn)).full_name == "In Tx"
+    assert (await UsersRepository(db).get(user.id)).full_name == "In Tx"
 
     with pytest.raises(RuntimeError):
         async with db.transaction() as conn:
-            await db.users.create(new_user("rolled@example.com"), conn=conn)
+            await UsersRepository(db).create(new_user("rolled@example.com"), conn=conn)
             raise RuntimeError("abort")
     with pytest.raises(NotFound):
-        await db.users.get_by_email("rolled@example.com")
+        await UsersRepository(db).get_by_email("rolled@example.com")
 
 
 async def test_a_duplicate_inside_a_transaction_is_typed(db: Database) -> None:
-    await db.users.create(new_user())
+    await UsersRepository(db).create(new_user())
     with pytest.raises(DuplicateEmail):
         async with db.transaction() as conn:
-            await db.users.create(new_user("ADA@example.com"), conn=conn)
+            await UsersRepository(db).create(new_user("ADA@example.com"), conn=conn)
 
 
 async def test_64_simultaneous_creates_of_one_email(clean_dsn: str) -> None:
@@ -303,7 +307,7 @@ async def test_64_simultaneous_creates_of_one_email(clean_dsn: str) -> None:
     async with Database(settings) as db:
         spellings = ["racer@example.com", "RACER@example.com", "Racer@Example.com"]
         results = await asyncio.gather(
-            *(db.users.create(new_user(spellings[i % 3])) for i in range(64)),
+            *(UsersRepository(db).create(new_user(spellings[i % 3])) for i in range(64)),
             return_exceptions=True,
         )
         created = [r for r in results if isinstance(r, User)]
@@ -340,7 +344,7 @@ async def test_database_refusals_become_invalid_user_data(db: Database) -> None:
         values["password"] = SecretStr(PASSWORD)
         unchecked = NewUser.model_construct(**values)
         with pytest.raises(InvalidUserData) as caught:
-            await db.users.create(unchecked)
+            await UsersRepository(db).create(unchecked)
         assert caught.value.field == field, fields
         assert rule in caught.value.rule, (fields, caught.value.rule)
         assert not isinstance(caught.value.__cause__, asyncpg.PostgresError)
@@ -348,7 +352,7 @@ async def test_database_refusals_become_invalid_user_data(db: Database) -> None:
 
 async def test_bad_id_type_is_invalid_user_data(db: Database) -> None:
     with pytest.raises(InvalidUserData) as caught:
-        await db.users.get("not-a-uuid")  # type: ignore[arg-type]
+        await UsersRepository(db).get("not-a-uuid")  # type: ignore[arg-type]
     assert caught.value.field == "user_id"
     assert "not-a-uuid" not in str(caught.value)
 
@@ -358,8 +362,8 @@ async def test_infinite_timestamps_written_by_sql_read_back_aware(
     db: Database, infinity: str
 ) -> None:
     """A DBA's UPDATE ... = 'infinity' must not break every later read of the user."""
-    user = await db.users.create(new_user())
-    await db.users.connect_instagram(
+    user = await UsersRepository(db).create(new_user())
+    await UsersRepository(db).connect_instagram(
         user.id,
         InstagramConnection(instagram_user_id="42", access_token="t"),  # type: ignore[arg-type]
     )
@@ -372,22 +376,22 @@ async def test_infinite_timestamps_written_by_sql_read_back_aware(
             infinity,
         )
     for read in (
-        await db.users.get(user.id),
-        await db.users.get_by_email("ada@example.com"),
-        (await db.users.list()).users[0],
+        await UsersRepository(db).get(user.id),
+        await UsersRepository(db).get_by_email("ada@example.com"),
+        (await UsersRepository(db).list()).users[0],
     ):
         for value in (read.token_expires_at, read.locked_until, read.last_login_at):
             assert value is not None and value.utcoffset() == timedelta(0)
         assert read.instagram_token_expired is (infinity == "-infinity")
         assert read.is_locked is (infinity == "infinity")
     # The refresh job's window query skips tokens that never (or always) expired.
-    assert await db.users.expiring_instagram_tokens(timedelta(days=1)) == []
+    assert await UsersRepository(db).expiring_instagram_tokens(timedelta(days=1)) == []
 
 
 async def test_expiring_window_too_long_to_compute_is_invalid_user_data(db: Database) -> None:
     for within in (timedelta(days=999_999_999), timedelta.max):
         with pytest.raises(InvalidUserData) as caught:
-            await db.users.expiring_instagram_tokens(within)
+            await UsersRepository(db).expiring_instagram_tokens(within)
         assert caught.value.field == "within"
     # The longest window accepted still runs (it covers every storable expiry).
-    assert await db.users.expiring_instagram_tokens(MAX_EXPIRY_WINDOW) == []
+    assert await UsersRepository(db).expiring_instagram_tokens(MAX_EXPIRY_WINDOW) == []

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser
 from dal.errors import InvalidUserData
+from dal.users import UsersRepository
 
 LOCAL = st.text(alphabet="aZ09._%+-!#'é K ", max_size=8)
 DOMAIN = st.text(alphabet="aZ9-._é", max_size=8)
@@ -79,7 +80,7 @@ async def database_verdict(db: Database, **fields: Any) -> InvalidUserData | Non
         tx = conn.transaction()
         await tx.start()
         try:
-            await db.users.create(unchecked, conn=conn)
+            await UsersRepository(db).create(unchecked, conn=conn)
         except InvalidUserData as exc:  # any other error fails the test
             return exc
         finally:
@@ -121,7 +122,7 @@ async def test_full_name_rules_agree(db: Database, name: str | None) -> None:
 async def test_access_token_cap_agrees_at_4096_and_4097(db: Database) -> None:
     """InstagramConnection and CHECK instagram_access_token_max_length (0004) draw the line at
     the same length; a refusal from either names the token field and the 4096 limit."""
-    user = await db.users.create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
+    user = await UsersRepository(db).create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
     for length, accepted in ((4096, True), (4097, False), (10_000_000, False)):
         token = "t" * length
         try:
@@ -136,7 +137,7 @@ async def test_access_token_cap_agrees_at_4096_and_4097(db: Database) -> None:
             token_expires_at=None,
         )
         try:
-            await db.users.connect_instagram(user.id, unchecked)
+            await UsersRepository(db).connect_instagram(user.id, unchecked)
             theirs = None
         except InvalidUserData as exc:
             theirs = exc

@@ -42,8 +42,9 @@ from aiohttp import web
 
 from dal import migrations, schema_state
 from dal.config import Settings
-from dal.database import Database, PoolMetrics
+from dal.database import Database
 from dal.errors import DalError
+from dal.pools import PoolMetrics
 from dal.replicas import ReplicaHealth
 
 HEALTH_TYPE = "application/health+json"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 
@@ -41,9 +42,9 @@ class Query:
         return dict(zip(self.params, args, strict=True))
 
 
+@cache
 def load(file: str, directory: Path = QUERIES_DIR) -> Mapping[str, Query]:
-    """The statements of ``<directory>/<file>.sql`` by name (read once, at import of the
-    module that needs them)."""
+    """The statements of ``<directory>/<file>.sql`` by name (parsed once per process)."""
     path = directory / f"{file}.sql"
     parsed = aiosql.from_path(path, "asyncpg", mandatory_parameters=False)
     order = parsed.driver_adapter.var_sorted

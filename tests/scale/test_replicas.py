@@ -23,6 +23,7 @@ from dal.database import Database
 from dal.dsn import describe_dsn
 from dal.errors import DatabaseUnavailable, NotFound
 from dal.models import InstagramConnection, NewUser
+from dal.users import UsersRepository
 from tests.conftest import make_settings
 from tests.scale.conftest import SCALE_DATABASE
 from tests.scale.servers import StreamingPair, free_port, query_one
@@ -95,7 +96,7 @@ async def test_repository_reads_use_the_standby_writes_and_sign_in_the_primary(
 ) -> None:
     """With replay paused on the standby, a user just created on the primary is invisible to
     exactly the lag-tolerant reads -- which proves where each method ran."""
-    users = routed_db.users
+    users = UsersRepository(routed_db)
     await asyncio.to_thread(streaming_pair.wait_replayed)
     query_one(streaming_pair.standby.dsn(), "SELECT pg_wal_replay_pause()")
     try:
@@ -132,7 +133,9 @@ async def test_replica_connection_lost_mid_read(
             async with db.acquire(readonly=True) as conn:
                 pid = await conn.fetchval("SELECT pg_backend_pid()")
                 query_one(streaming_pair.standby.dsn(), f"SELECT pg_terminate_backend({pid})")
-                await db.users.get(uuid4(), conn=conn)  # the repository translates the loss
+                await UsersRepository(db).get(
+                    uuid4(), conn=conn
+                )  # the repository translates the loss
         assert await where(db, readonly=True) == (False, streaming_pair.primary.port)
 
 

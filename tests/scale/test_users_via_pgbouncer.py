@@ -25,6 +25,7 @@ from dal.errors import (
     NotFound,
 )
 from dal.models import InstagramConnection, NewUser, UserUpdate
+from dal.users import UsersRepository
 from tests.conftest import make_settings
 from tests.scale.conftest import BOUNCER_POOL_SIZE
 
@@ -44,7 +45,7 @@ async def bdb(bouncer_dsn: str) -> AsyncIterator[Database]:
 
 
 async def test_every_repository_method_through_pgbouncer(bdb: Database) -> None:
-    users = bdb.users
+    users = UsersRepository(bdb)
     ada = await users.create(NewUser(email="Ada@Example.com", password=PASSWORD, full_name="Ada"))
     bob = await users.create(NewUser(email="bob@example.com", password=PASSWORD, is_verified=True))
     with pytest.raises(DuplicateEmail):
@@ -88,7 +89,7 @@ async def test_every_repository_method_through_pgbouncer(bdb: Database) -> None:
 
 
 async def test_concurrent_wrong_passwords_count_every_attempt(bdb: Database) -> None:
-    users = bdb.users
+    users = UsersRepository(bdb)
     target = await users.create(NewUser(email="target@example.com", password=PASSWORD))
     results = await asyncio.gather(
         *(users.record_login_failure(target.id) for _ in range(CONCURRENT))
@@ -101,7 +102,7 @@ async def test_concurrent_wrong_passwords_count_every_attempt(bdb: Database) -> 
 
 
 async def test_concurrent_creates_of_one_email_make_one_user(bdb: Database) -> None:
-    users = bdb.users
+    users = UsersRepository(bdb)
     outcomes = await asyncio.gather(
         *(
             users.create(NewUser(email="same@example.com", password=PASSWORD))
