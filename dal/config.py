@@ -256,14 +256,28 @@ VARIABLES: tuple[Variable, ...] = (
         "lockout_threshold",
         "5",
         _parse_int(1, 1000),
-        "Consecutive failed sign-ins that lock an account.",
+        "Failed sign-ins per (email, client network) per window before that network is refused.",
     ),
     Variable(
         "DEFEAH_LOCKOUT_WINDOW",
         "lockout_window",
         "900",
         _parse_seconds(0.001, 31_536_000),
-        "Seconds an account stays locked.",
+        "Seconds of one sign-in budget window (and of the account-wide lock).",
+    ),
+    Variable(
+        "DEFEAH_LOCKOUT_IP_THRESHOLD",
+        "lockout_ip_threshold",
+        "20",
+        _parse_int(1, 1_000_000),
+        "Failed sign-ins per client address (IPv4, IPv6 /64) per window, across all emails.",
+    ),
+    Variable(
+        "DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD",
+        "lockout_account_threshold",
+        "50",
+        _parse_int(1, 1_000_000),
+        "Failed sign-ins per email per window from all networks before it locks for everyone.",
     ),
     Variable("DEFEAH_HOST", "host", "127.0.0.1", _parse_text, "Address the HTTP server binds."),
     Variable("DEFEAH_PORT", "port", "8080", _parse_int(0, 65535), "Port the HTTP server binds."),
@@ -313,6 +327,8 @@ class Settings:
     bcrypt_rounds: int = 12
     lockout_threshold: int = 5
     lockout_window: float = 900.0
+    lockout_ip_threshold: int = 20
+    lockout_account_threshold: int = 50
     host: str = "127.0.0.1"
     port: int = 8080
     health_timeout: float = 2.0

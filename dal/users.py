@@ -26,9 +26,6 @@ from uuid import UUID
 import asyncpg
 
 from dal.errors import (
-    AccountInactive,
-    AccountLocked,
-    InvalidCredentials,
     InvalidUserData,
     NotFound,
 )
@@ -40,8 +37,9 @@ from dal.models import (
     UserPage,
     UserUpdate,
 )
-from dal.passwords import PasswordHasher, validate_password
+from dal.passwords import PasswordHasher
 from dal.pgerrors import DRIVER_ERRORS, translate
+from dal.signin import SignIn
 
 if TYPE_CHECKING:
     from dal.database import Connection, Database
@@ -147,14 +145,6 @@ WHERE token_expires_at > now()
 ORDER BY token_expires_at, id
 LIMIT $2"""
 
-# name: sign_in_state
-# What authenticate needs before spending bcrypt time.  The lock is judged by the database
-# clock, the same clock record_login_failure used to set it.
-SIGN_IN_STATE: Final = """
-SELECT id, hashed_password, is_active, locked_until,
-       locked_until IS NOT NULL AND locked_until > now() AS locked
-FROM users WHERE lower(email) = lower($1)"""
-
 # name: record_login_success
 # Successful sign-in: stamp it, count it, clear the failure counter and any lock.  When $2 is
 # given it is an upgraded hash of the same password; it replaces the stored hash only if that
@@ -222,7 +212,9 @@ class UsersRepository:
         settings = db.settings
         self.passwords = PasswordHasher(settings.bcrypt_rounds)
         self.lockout_threshold = settings.lockout_threshold
+        self.lockout_account_threshold = settings.lockout_account_threshold
         self.lockout_window = timedelta(seconds=settings.lockout_window)
+        self.sign_in = SignIn(db, self.passwords)
 
     def __repr__(self) -> str:
         return f"<UsersRepository on {self._db!r}>"
@@ -450,10 +442,11 @@ class UsersRepository:
     async def record_login_failure(
         self, user_id: UUID, *, conn: Connection | None = None
     ) -> LoginFailure:
-        """Count a failed sign-in; at the threshold the account locks for the window."""
+        """Count a failed sign-in from another sign-in path; at the account-wide ceiling
+        (``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``) the account locks for everyone for the window."""
         row = await self._fetchrow(
             RECORD_LOGIN_FAILURE,
-            (user_id, self.lockout_threshold, self.lockout_window),
+            (user_id, self.lockout_account_threshold, self.lockout_window),
             ("id", "threshold", "window"),
             conn,
         )
@@ -462,36 +455,28 @@ class UsersRepository:
             failed_login_attempts=row["failed_login_attempts"], locked_until=row["locked_until"]
         )
 
-    async def authenticate(self, email: str, password: str) -> User:
-        """The user for ``email``/``password``, with the sign-in recorded.
+    async def authenticate(
+        self,
+        email: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> User:
+        """The user for ``email``/``password``, with the sign-in recorded (``dal.signin``).
 
-        Raises ``InvalidUserData`` for a password no account can have (empty, over 72 bytes),
-        ``AccountLocked`` for a locked account without looking at the password,
-        ``InvalidCredentials`` for an unknown email (after the same bcrypt work as a real check)
-        or a wrong password (counted, locking at the threshold), and ``AccountInactive`` for a
-        deactivated account -- only once the password is right, so the status is never shown
-        to someone who does not know it.  A hash with an outdated cost is upgraded.
+        Raises ``InvalidUserData`` for input no account can have (empty or over-long email,
+        password empty or over 72 bytes, ``client_ip`` not an address), before any work.  Then
+        one atomic claim on the attempt budgets decides, before bcrypt, whether the password
+        is checked at all: ``AccountLocked`` when the email's account-wide ceiling is reached
+        (for everyone), ``TooManyAttempts`` when ``client_ip`` spent its ceiling across
+        emails, and ``InvalidCredentials`` -- the very answer of a wrong password -- when this
+        (email, network) budget is spent, even for the right password.  A checked attempt
+        raises ``InvalidCredentials`` for an unknown email (after the same bcrypt work as a
+        real check) or a wrong password, and ``AccountInactive`` only once the password is
+        right.  A hash with an outdated cost is upgraded.  Each attempt writes one
+        ``auth_events`` row.
         """
-        validate_password(password)
-        state = await self._fetchrow(SIGN_IN_STATE, (email,), ("email",), None)
-        if state is None:
-            await self.passwords.verify_dummy(password)
-            raise InvalidCredentials()
-        if state["locked"]:
-            raise AccountLocked(state["locked_until"])
-        stored: str = state["hashed_password"]
-        if not await self.passwords.verify(password, stored):
-            await self.record_login_failure(state["id"])
-            raise InvalidCredentials()
-        if not state["is_active"]:
-            raise AccountInactive()
-        upgraded = None
-        if self.passwords.needs_rehash(stored):
-            upgraded = await self.passwords.hash(password)
-        row = await self._fetchrow(
-            RECORD_LOGIN_SUCCESS,
-            (state["id"], upgraded, stored),
-            ("id", "hashed_password", "hashed_password"),
-            None,
+        return await self.sign_in.authenticate(
+            email, password, client_ip=client_ip, user_agent=user_agent
         )
-        return self._found(row, state["id"])

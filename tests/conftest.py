@@ -79,7 +79,7 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 
 @pytest.fixture
 def clean_dsn(shared_dsn: str) -> str:
-    query(shared_dsn, "TRUNCATE users")
+    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events")
     return shared_dsn
 
 
