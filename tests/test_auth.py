@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import bcrypt
@@ -23,25 +23,6 @@ from tests.conftest import make_settings
 
 PASSWORD = "correct horse battery"
 WRONG = "tr0ub4dor&3"
-
-
-@pytest.fixture
-def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """Counts real bcrypt work (the library's hashpw/checkpw, still called through)."""
-    calls: Counter[str] = Counter()
-    real_check, real_hash = bcrypt.checkpw, bcrypt.hashpw
-
-    def checkpw(password: bytes, hashed: bytes) -> bool:
-        calls["checkpw"] += 1
-        return real_check(password, hashed)
-
-    def hashpw(password: bytes, salt: bytes) -> bytes:
-        calls["hashpw"] += 1
-        return real_hash(password, salt)
-
-    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
-    monkeypatch.setattr(bcrypt, "hashpw", hashpw)
-    yield calls
 
 
 @pytest_asyncio.fixture
