@@ -153,4 +153,6 @@ $$;
 COMMENT ON FUNCTION auth_events_drop_partitions_before(TIMESTAMPTZ) IS
     'Drops the monthly auth_events partitions that end at or before cutoff; returns their names.';
 
-SELECT auth_events_ensure_partitions(2);
+-- This month and the next two, so inserts land in monthly partitions from the start (DO/PERFORM:
+-- yoyo would otherwise print the names).  `defeah-db maintain-events` keeps months ahead.
+DO $$ BEGIN PERFORM auth_events_ensure_partitions(2); END $$;
