@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from dal import Database, NewUser, User, UserUpdate
+from dal.config import Settings
 from dal.errors import (
     AccountInactive,
     AccountLocked,
@@ -27,7 +28,6 @@ from dal.errors import (
     TooManyAttempts,
 )
 from dal.signin import budget_networks
-from tests.conftest import make_settings
 from tests.pg import query
 
 PASSWORD = "correct horse battery"
@@ -50,14 +50,19 @@ async def outcome(
         return type(exc)
 
 
-def events(dsn: str, where: str = "true") -> list[dict[str, Any]]:
-    return query(dsn, f"SELECT * FROM auth_events WHERE {where} ORDER BY occurred_at, id")
+def dsn(settings: Settings) -> str:
+    assert settings.database_url is not None
+    return settings.database_url
+
+
+def events(target: str) -> list[dict[str, Any]]:
+    return query(target, "SELECT * FROM auth_events ORDER BY occurred_at, id")
 
 
 @pytest_asyncio.fixture
-async def busy_db(clean_dsn: str) -> AsyncIterator[Database]:
+async def busy_db(settings: Settings) -> AsyncIterator[Database]:
     """A pool for hundreds of simultaneous attempts (they queue for 10 connections)."""
-    async with Database(make_settings(clean_dsn, acquire_timeout=60.0)) as db:
+    async with Database(settings.replace(acquire_timeout=60.0)) as db:
         yield db
 
 
@@ -76,10 +81,10 @@ def test_client_networks() -> None:
 
 
 async def test_200_parallel_wrong_passwords_run_at_most_threshold_checks(
-    clean_dsn: str, bcrypt_calls: Counter[str]
+    settings: Settings, bcrypt_calls: Counter[str]
 ) -> None:
     # Cost 10 (~60 ms a check) so that 200 checks would be seconds, and 5 are a fraction.
-    settings = make_settings(clean_dsn, bcrypt_rounds=10, acquire_timeout=60.0)
+    settings = settings.replace(bcrypt_rounds=10, acquire_timeout=60.0)
     async with Database(settings) as db:
         user = await new_user(db)
         hashed = user.hashed_password.get_secret_value().encode()
@@ -99,7 +104,7 @@ async def test_200_parallel_wrong_passwords_run_at_most_threshold_checks(
     # Five checks on two cores, plus 200 short database round trips; 200 checks would take
     # 200 * one_check / cores, several seconds.
     assert elapsed < threshold * one_check + 2.0, (elapsed, one_check)
-    rows = query(clean_dsn, "SELECT failed_login_attempts FROM users")
+    rows = query(dsn(settings), "SELECT failed_login_attempts FROM users")
     assert rows == [{"failed_login_attempts": threshold}]
 
 
@@ -120,9 +125,9 @@ async def test_199_wrong_and_1_right_scheduled_last_is_refused(
 
 
 async def test_owner_signs_in_from_another_network_while_the_attacker_is_refused(
-    clean_dsn: str, bcrypt_calls: Counter[str]
+    settings: Settings, bcrypt_calls: Counter[str]
 ) -> None:
-    async with Database(make_settings(clean_dsn, lockout_window=1.5)) as db:
+    async with Database(settings.replace(lockout_window=1.5)) as db:
         user = await new_user(db)
         for _ in range(db.settings.lockout_threshold):
             assert await outcome(db, user.email, WRONG, ATTACKER) is InvalidCredentials
@@ -168,8 +173,8 @@ async def test_account_ceiling_from_60_networks_locks_for_everyone(db: Database)
     assert await outcome(db, user.email, PASSWORD) is AccountLocked
 
 
-async def test_unknown_and_existing_email_answer_the_same_sequence(clean_dsn: str) -> None:
-    settings = make_settings(clean_dsn, lockout_threshold=5, lockout_account_threshold=6)
+async def test_unknown_and_existing_email_answer_the_same_sequence(settings: Settings) -> None:
+    settings = settings.replace(lockout_threshold=5, lockout_account_threshold=6)
     plan = [ATTACKER] * 6 + [OWNER] * 2
     async with Database(settings) as db:
         await new_user(db, "known@example.com")
@@ -191,12 +196,11 @@ async def test_unknown_and_existing_email_answer_the_same_sequence(clean_dsn: st
 
 @pytest.mark.parametrize("stored_cost", [8, 7], ids=["same-cost", "cheaper-stored-hash"])
 async def test_unknown_email_and_wrong_password_take_the_same_time(
-    clean_dsn: str, stored_cost: int
+    settings: Settings, stored_cost: int
 ) -> None:
     """Mean times within 20 %, also when the stored hash is cheaper than the configured cost
     (cost 8 here, ~15 ms a check, so bcrypt and not the database round trips dominates)."""
-    settings = make_settings(
-        clean_dsn,
+    settings = settings.replace(
         bcrypt_rounds=8,
         lockout_threshold=1000,
         lockout_ip_threshold=1000,
@@ -205,7 +209,7 @@ async def test_unknown_email_and_wrong_password_take_the_same_time(
     async with Database(settings) as db:
         user = await new_user(db)
         stored = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(stored_cost)).decode()
-        query(clean_dsn, "UPDATE users SET hashed_password = %s", (stored,))
+        query(dsn(settings), "UPDATE users SET hashed_password = %s", (stored,))
         timings: dict[str, list[float]] = {"known": [], "unknown": []}
         for email in (user.email, "nobody@example.com"):  # warm-up: dummies, connections
             await outcome(db, email, WRONG)
@@ -233,7 +237,7 @@ async def test_one_event_per_attempt_under_concurrency(busy_db: Database) -> Non
     async with asyncio.timeout(60):
         results = await asyncio.gather(*attempts, return_exceptions=True)
     assert sum(isinstance(r, User) for r in results) == 5
-    rows = events(db.settings.database_url or "")
+    rows = events(dsn(db.settings))
     assert len(rows) == len(attempts)
     assert Counter(r["result"] for r in rows) == Counter(
         invalid_credentials=db.settings.lockout_threshold + 3,
@@ -261,4 +265,4 @@ async def test_inactive_account_with_the_right_password_is_logged_as_inactive(
     await db.users.update(user.id, UserUpdate(is_active=False))
     with pytest.raises(AccountInactive):
         await db.users.authenticate(user.email, PASSWORD, client_ip=OWNER)
-    assert [r["result"] for r in events(db.settings.database_url or "")] == ["inactive"]
+    assert [r["result"] for r in events(dsn(db.settings))] == ["inactive"]
