@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from dal.signin import Q as SIGN_IN
 from dal.users import (
     EXPIRING_INSTAGRAM_TOKENS,
     GET_USER,
@@ -19,7 +20,6 @@ from dal.users import (
     LIST_USERS,
     LIST_USERS_AFTER,
     RECORD_LOGIN_FAILURE,
-    SIGN_IN_STATE,
 )
 
 ROWS = 20_000
@@ -71,7 +71,8 @@ async def test_point_lookups_use_their_indexes(filled: asyncpg.Connection[Any]) 
     assert _indexes(await _plan(filled, GET_USER, some_id)) == {"users_pkey"}
     by_email = await _plan(filled, GET_USER_BY_EMAIL, "USER77@example.com")
     assert _indexes(by_email) == {"users_email_lower_key"}
-    assert _indexes(await _plan(filled, SIGN_IN_STATE, "user5@example.com")) == {
+    sign_in_user = SIGN_IN["sign_in_user"].sql
+    assert _indexes(await _plan(filled, sign_in_user, "user5@example.com")) == {
         "users_email_lower_key"
     }
     failure = await _plan(filled, RECORD_LOGIN_FAILURE, some_id, 5, timedelta(minutes=15))
