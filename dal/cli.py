@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TypeVar
 
-from dal import bulk, migrations, seeding
+from dal import bulk, migrations, seeding, signin
 from dal.config import Settings
 from dal.database import Database
 from dal.dsn import database_name, describe_dsn
@@ -209,6 +211,51 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     return 130 if result.interrupted else EXIT_OK
 
 
+# -- sign-in (issue 11) ----------------------------------------------------------------------
+
+_AGE = re.compile(r"(\d+)([dhms])")
+_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def age(raw: str) -> timedelta:
+    """``90d``, ``12h``, ``30m`` or ``45s``: how old an event must be to be pruned."""
+    match = _AGE.fullmatch(raw.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive age such as 90d or 12h, got {raw!r}")
+    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        report = with_database(
+            settings, dsn, lambda db: signin.unlock(db, args.email, force=args.force)
+        )
+    account = "its account lock lifted" if report.user_id else "no account has this email"
+    say(f"unlocked {report.email}: {report.budgets_cleared} budget(s) cleared, {account}")
+    return EXIT_OK
+
+
+def cmd_prune_events(args: argparse.Namespace, settings: Settings) -> int:
+    def job(db: Database) -> Awaitable[signin.PruneReport]:
+        return signin.prune_events(db, args.older_than, force=args.force, batch=args.batch_size)
+
+    with target_dsn(settings) as dsn:
+        report = with_database(settings, dsn, job)
+    dropped = ", ".join(report.dropped_partitions) or "none"
+    say(f"dropped partitions: {dropped}; deleted {report.deleted_rows} older row(s) in batches")
+    return EXIT_OK
+
+
+def cmd_maintain_events(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        report = with_database(
+            settings, dsn, lambda db: signin.maintain_events(db, months_ahead=args.months_ahead)
+        )
+    created = ", ".join(report.created_partitions) or "none (all present)"
+    say(f"created partitions: {created}; removed {report.expired_budgets} expired budget row(s)")
+    return EXIT_OK
+
+
 def add_address_arguments(parser: argparse.ArgumentParser) -> None:
     """``--host``/``--port`` of the serving commands (also ``python -m web``)."""
     parser.add_argument("--host", help="address to bind (default: DEFEAH_HOST, 127.0.0.1)")
@@ -268,7 +315,42 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rows per COPY, each batch its own transaction (default {bulk.DEFAULT_BATCH_SIZE})",
     )
     gen.add_argument("--force", action="store_true", help=force_help)
+    add_sign_in_verbs(verb, force_help)
     return parser
+
+
+def add_sign_in_verbs(
+    verb: Callable[[str, Verb, str], argparse.ArgumentParser], force: str
+) -> None:
+    """``unlock``, ``prune-events`` (destructive, guarded) and ``maintain-events`` (safe, run it
+    from cron; kept apart so routine partition creation never needs --force)."""
+    ul = verb("unlock", cmd_unlock, "clear every sign-in budget and the account lock of EMAIL")
+    ul.add_argument("email", metavar="EMAIL")
+    ul.add_argument("--force", action="store_true", help=force)
+    pr = verb("prune-events", cmd_prune_events, "delete sign-in events older than an age")
+    pr.add_argument(
+        "--older-than", type=age, required=True, metavar="AGE", help="e.g. 90d, 12h, 30m"
+    )
+    pr.add_argument(
+        "--batch-size",
+        type=bulk.positive_int,
+        default=signin.PRUNE_BATCH,
+        metavar="B",
+        help=f"rows per DELETE outside dropped partitions (default {signin.PRUNE_BATCH})",
+    )
+    pr.add_argument("--force", action="store_true", help=force)
+    mt = verb(
+        "maintain-events",
+        cmd_maintain_events,
+        "create the sign-in event partitions ahead and drop expired budget rows",
+    )
+    mt.add_argument(
+        "--months-ahead",
+        type=bulk.positive_int,
+        default=signin.MONTHS_AHEAD,
+        metavar="N",
+        help=f"months of partitions to keep ready (default {signin.MONTHS_AHEAD})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -225,16 +225,30 @@ class Settings(BaseSettings):
     lockout_threshold: int = setting(
         5,
         "DEFEAH_LOCKOUT_THRESHOLD",
-        "Failed sign-ins that lock an account.",
+        "Failed sign-ins per (email, client network) per window before that network is refused.",
         ge=1,
         le=1000,
     )
     lockout_window: Seconds = setting(
         900.0,
         "DEFEAH_LOCKOUT_WINDOW",
-        "Seconds an account stays locked.",
+        "Seconds of one sign-in budget window (and of the account-wide lock).",
         ge=0.001,
         le=31_536_000,
+    )
+    lockout_ip_threshold: int = setting(
+        20,
+        "DEFEAH_LOCKOUT_IP_THRESHOLD",
+        "Failed sign-ins per client address (IPv4, IPv6 /64) per window, across all emails.",
+        ge=1,
+        le=1_000_000,
+    )
+    lockout_account_threshold: int = setting(
+        50,
+        "DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD",
+        "Failed sign-ins per email per window from all networks before it locks for everyone.",
+        ge=1,
+        le=1_000_000,
     )
     host: Text = setting("127.0.0.1", "DEFEAH_HOST", "Address the HTTP server binds.")
     port: int = setting(

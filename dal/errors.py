@@ -56,7 +56,12 @@ class InvalidCredentials(DalError):
 
 
 class AccountLocked(DalError):
-    """Too many failed sign-ins; the account is locked until ``locked_until`` (UTC)."""
+    """The account-wide ceiling was reached: locked for everyone until ``locked_until`` (UTC).
+
+    Deliberately distinct from ``InvalidCredentials``, so it reveals that state: a locked
+    email answers ``AccountLocked`` whether or not it has an account (the budget is keyed by
+    email), so it still says nothing about which emails have accounts.
+    """
 
     def __init__(self, locked_until: datetime) -> None:
         super().__init__(f"account locked until {locked_until.isoformat()}")
@@ -68,3 +73,15 @@ class AccountInactive(DalError):
 
     def __init__(self) -> None:
         super().__init__("account is inactive")
+
+
+class TooManyAttempts(DalError):
+    """One client address spent its sign-in budget across all emails; retry after ``retry_at``.
+
+    Raised before any password check, for every email alike, so it reveals nothing about
+    accounts -- only that this address has been refused.
+    """
+
+    def __init__(self, retry_at: datetime) -> None:
+        super().__init__("too many sign-in attempts from this address; try again later")
+        self.retry_at = retry_at

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from uuid import UUID
 from zoneinfo import available_timezones
 
@@ -33,6 +33,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     SecretStr,
     Strict,
     StrictBool,
@@ -474,3 +475,26 @@ class LoginFailure(BaseModel):
     @property
     def locked(self) -> bool:
         return self.locked_until is not None and self.locked_until > datetime.now(UTC)
+
+
+AuthResult = Literal[
+    "success", "invalid_credentials", "locked", "throttled", "inactive", "unlocked"
+]
+
+
+class AuthEvent(BaseModel):
+    """One row of ``auth_events``: a sign-in attempt (or an operator unlock) and what decided it.
+
+    ``decided_by`` is ``password`` for a checked attempt, the budget key that refused it
+    (``account``, ``ip <address>``, ``network <network>``), or ``operator``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    occurred_at: datetime
+    email: str
+    user_id: UUID | None
+    result: AuthResult
+    client_ip: IPvAnyAddress | None
+    user_agent: str | None
+    decided_by: str

@@ -60,6 +60,10 @@ def check_sync(password: bytes, hashed: str) -> bool:
     return bcrypt.checkpw(password, hashed.encode("ascii"))
 
 
+# Dummy hashes by cost, for checks that must take as long as a real one (see ``_dummy``).
+DUMMY_HASHES: dict[int, str] = {}
+
+
 class PasswordHasher:
     """bcrypt at a configured cost; ``hash``/``verify`` run in a worker thread."""
 
@@ -67,7 +71,6 @@ class PasswordHasher:
         if not 4 <= rounds <= 31:
             raise ValueError(f"bcrypt cost must be between 4 and 31, got {rounds}")
         self.rounds = rounds
-        self._dummy: str | None = None
 
     def __repr__(self) -> str:
         return f"PasswordHasher(rounds={self.rounds})"
@@ -84,12 +87,40 @@ class PasswordHasher:
         """True when the hash was made with another cost than the configured one."""
         return hash_cost(hashed) != self.rounds
 
+    async def _dummy(self, cost: int) -> str:
+        """A hash of a fixed phrase at ``cost``, made once per process and cost.
+
+        Process-wide, not per hasher: a repository made per request must not pay (and show in
+        its timing) an extra hash the first time it meets an unknown email.
+        """
+        if cost not in DUMMY_HASHES:
+            DUMMY_HASHES[cost] = await asyncio.to_thread(hash_sync, b"timing-equaliser", cost)
+        return DUMMY_HASHES[cost]
+
     async def verify_dummy(self, password: str) -> None:
         """Spend the time of one real check, for sign-ins with an unknown email.
 
         Without it, "no such user" would answer in a millisecond and "wrong password" in a
-        quarter second, telling an attacker which emails have accounts.
+        quarter second, telling an attacker which emails have accounts.  The dummy has the
+        configured cost, the cost every stored hash converges to (hashes are upgraded at
+        login).
         """
-        if self._dummy is None:
-            self._dummy = await asyncio.to_thread(hash_sync, b"timing-equaliser", self.rounds)
-        await self.verify(password, self._dummy)
+        await self.verify(password, await self._dummy(self.rounds))
+
+    async def verify_padded(self, password: str, hashed: str) -> bool:
+        """``verify``, and when it fails on a hash cheaper than the configured cost, pad the
+        work up to one configured-cost check.
+
+        bcrypt work doubles per cost step, so 2**c - 2**s = 2**s + ... + 2**(c-1): one dummy
+        check at each cost from s to c-1 makes a wrong password on an old cost-s hash take as
+        long as the unknown-email dummy at cost c.  A hash that is not bcrypt at all pads a
+        whole check.  A stored cost *above* the configured one cannot be shortened; it stays
+        a known residual until that user's next sign-in rehashes it.
+        """
+        if await self.verify(password, hashed):
+            return True
+        stored = hash_cost(hashed)
+        pad = [self.rounds] if stored is None else list(range(stored, self.rounds))
+        for cost in pad:
+            await self.verify(password, await self._dummy(cost))
+        return False

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from dal.driver import DRIVER_ERRORS, Acquirer, Connection
+from dal.driver import DRIVER_ERRORS, Acquirer, Connection, row_count
 from dal.pgerrors import translate
 from dal.queries import Query, load
 
@@ -39,11 +39,10 @@ class Statements:
         """All rows of statement ``name``; on ``conn`` when given, else on a pooled connection
         (``readonly`` reads may go to a replica)."""
         query = self.queries[name]
-        args = query.args(values)
         if conn is not None:
-            return await _fetch(conn, query, args)
+            return await run(conn, query, values)
         async with self._db.acquire(readonly=readonly) as pooled:
-            return await _fetch(pooled, query, args)
+            return await run(pooled, query, values)
 
     async def row(
         self,
@@ -58,8 +57,21 @@ class Statements:
         return rows[0] if rows else None
 
 
-async def _fetch(conn: Connection, query: Query, args: list[object]) -> list[asyncpg.Record]:
+async def run(conn: Connection, query: Query, values: Mapping[str, object]) -> list[asyncpg.Record]:
+    """The rows of ``query`` on ``conn``; driver errors become ``dal.errors`` naming the
+    parameter they are about."""
+    args = query.args(values)
     try:
         return await conn.fetch(query.sql, *args)
     except DRIVER_ERRORS as exc:
         raise translate(exc, query.labelled(args)) from None
+
+
+async def run_count(conn: Connection, query: Query, values: Mapping[str, object]) -> int:
+    """Rows affected by ``query`` (an UPDATE/DELETE without RETURNING) on ``conn``."""
+    args = query.args(values)
+    try:
+        status = await conn.execute(query.sql, *args)
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, query.labelled(args)) from None
+    return row_count(status)

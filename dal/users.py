@@ -22,13 +22,7 @@ import asyncpg
 from dal.arguments import expect
 from dal.cursors import decode_cursor, encode_cursor
 from dal.driver import Acquirer, Connection
-from dal.errors import (
-    AccountInactive,
-    AccountLocked,
-    InvalidCredentials,
-    InvalidUserData,
-    NotFound,
-)
+from dal.errors import InvalidUserData, NotFound
 from dal.models import (
     TOKEN_EXPIRES_MAX,
     TOKEN_EXPIRES_MIN,
@@ -39,7 +33,8 @@ from dal.models import (
     UserPage,
     UserUpdate,
 )
-from dal.passwords import PasswordHasher, validate_password
+from dal.passwords import PasswordHasher
+from dal.signin import SignIn
 from dal.statements import Statements
 
 DEFAULT_PAGE_SIZE: Final = 50
@@ -68,8 +63,9 @@ class UsersRepository:
         self._sql = Statements(db, "users")
         settings = db.settings
         self.passwords = PasswordHasher(settings.bcrypt_rounds)
-        self.lockout_threshold = settings.lockout_threshold
+        self.lockout_account_threshold = settings.lockout_account_threshold
         self.lockout_window = timedelta(seconds=settings.lockout_window)
+        self.sign_in = SignIn(db, self.passwords)
 
     def __repr__(self) -> str:
         return f"<UsersRepository on {self._db!r}>"
@@ -209,11 +205,12 @@ class UsersRepository:
     async def record_login_failure(
         self, user_id: UUID, *, conn: Connection | None = None
     ) -> LoginFailure:
-        """Count a failed sign-in; at the threshold the account locks for the window."""
+        """Count a failed sign-in from another sign-in path; at the account-wide ceiling
+        (``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``) the account locks for everyone for the window."""
         expect("user_id", user_id, UUID)
         values = {
             "id": user_id,
-            "threshold": self.lockout_threshold,
+            "threshold": self.lockout_account_threshold,
             "window": self.lockout_window,
         }
         row = _required(await self._sql.row("record_login_failure", values, conn), user_id)
@@ -221,33 +218,32 @@ class UsersRepository:
             failed_login_attempts=row["failed_login_attempts"], locked_until=row["locked_until"]
         )
 
-    async def authenticate(self, email: str, password: str) -> User:
-        """The user for ``email``/``password``, with the sign-in recorded.
+    async def authenticate(
+        self,
+        email: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> User:
+        """The user for ``email``/``password``, with the sign-in recorded (``dal.signin``).
 
-        Raises ``InvalidUserData`` for a password no account can have (empty, over 72 bytes),
-        ``AccountLocked`` for a locked account without looking at the password,
-        ``InvalidCredentials`` for an unknown email (after the same bcrypt work as a real check)
-        or a wrong password (counted, locking at the threshold), and ``AccountInactive`` for a
-        deactivated account -- only once the password is right, so the status is never shown
-        to someone who does not know it.  A hash with an outdated cost is upgraded.
+        Raises ``InvalidUserData`` for input no account can have (empty or over-long email,
+        password empty or over 72 bytes, ``client_ip`` not an address), before any work.  Then
+        one atomic claim on the attempt budgets decides, before bcrypt, whether the password
+        is checked at all: ``AccountLocked`` when the email's account-wide ceiling is reached
+        (for everyone), ``TooManyAttempts`` when ``client_ip`` spent its ceiling across
+        emails, and ``InvalidCredentials`` -- the very answer of a wrong password -- when this
+        (email, network) budget is spent, even for the right password.  A checked attempt
+        raises ``InvalidCredentials`` for an unknown email (after the same bcrypt work as a
+        real check) or a wrong password, and ``AccountInactive`` only once the password is
+        right.  A hash with an outdated cost is upgraded.  Each attempt writes one
+        ``auth_events`` row.
         """
         expect("email", email, str)
         expect("password", password, str)
-        validate_password(password)
-        state = await self._sql.row("sign_in_state", {"email": email})
-        if state is None:
-            await self.passwords.verify_dummy(password)
-            raise InvalidCredentials()
-        if state["locked"]:
-            raise AccountLocked(state["locked_until"])
-        stored: str = state["hashed_password"]
-        if not await self.passwords.verify(password, stored):
-            await self.record_login_failure(state["id"])
-            raise InvalidCredentials()
-        if not state["is_active"]:
-            raise AccountInactive()
-        upgraded = None
-        if self.passwords.needs_rehash(stored):
-            upgraded = await self.passwords.hash(password)
-        values = {"id": state["id"], "upgraded_hash": upgraded, "verified_hash": stored}
-        return _user(await self._sql.row("record_login_success", values), state["id"])
+        expect("client_ip", client_ip, str, optional=True)
+        expect("user_agent", user_agent, str, optional=True)
+        return await self.sign_in.authenticate(
+            email, password, client_ip=client_ip, user_agent=user_agent
+        )

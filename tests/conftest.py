@@ -5,9 +5,11 @@ databases cloned from a template, and ``Settings`` tuned for tests (bcrypt cost 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 import pytest_asyncio
 
@@ -80,7 +82,7 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 
 @pytest.fixture
 def clean_dsn(shared_dsn: str) -> str:
-    query(shared_dsn, "TRUNCATE users")
+    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events")
     return shared_dsn
 
 
@@ -107,3 +109,22 @@ def settings(clean_dsn: str) -> Settings:
 async def db(settings: Settings) -> AsyncIterator[Database]:
     async with Database(settings) as database:
         yield database
+
+
+@pytest.fixture
+def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """Counts real bcrypt work (the library's hashpw/checkpw, still called through)."""
+    calls: Counter[str] = Counter()
+    real_check, real_hash = bcrypt.checkpw, bcrypt.hashpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        calls["checkpw"] += 1
+        return real_check(password, hashed)
+
+    def hashpw(password: bytes, salt: bytes) -> bytes:
+        calls["hashpw"] += 1
+        return real_hash(password, salt)
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    monkeypatch.setattr(bcrypt, "hashpw", hashpw)
+    yield calls

@@ -104,6 +104,11 @@ CATALOG_QUERIES = {
         SELECT objsubid, description FROM pg_description
         WHERE objoid = 'public.users'::regclass ORDER BY objsubid
     """,
+    "relations": """
+        SELECT c.relname, c.relkind, obj_description(c.oid, 'pg_class') FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relname !~ '^_?yoyo' ORDER BY c.relname
+    """,
     "functions": """
         SELECT proname, pg_get_functiondef(p.oid) FROM pg_proc p
         JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -122,7 +127,7 @@ def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
             exists = bool(row and row[0])
             snapshot: dict[str, list[tuple[Any, ...]]] = {}
             for key, query in CATALOG_QUERIES.items():
-                if not exists and key != "functions":
+                if not exists and key not in ("functions", "relations"):
                     snapshot[key] = []
                     continue
                 cur.execute(query)

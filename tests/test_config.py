@@ -30,6 +30,7 @@ def test_defaults() -> None:
     assert s.acquire_timeout == 5.0
     assert s.bcrypt_rounds == 12
     assert (s.lockout_threshold, s.lockout_window) == (5, 900.0)
+    assert (s.lockout_ip_threshold, s.lockout_account_threshold) == (20, 50)
     assert (s.host, s.port) == ("127.0.0.1", 8080)
     assert s.data_dir == ROOT / ".defeah" / "pgdata" == default_data_dir()
 

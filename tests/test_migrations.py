@@ -240,11 +240,12 @@ def test_token_length_check_refuses_an_oversized_stored_token_and_undoes_itself(
     )
     with pytest.raises(MigrationError, match="instagram_access_token_max_length"):
         migrations.apply(empty_dsn)
-    assert migrations.status(empty_dsn).pending == ("0004_users_token_length",)
+    later = tuple(m for m in IDS if m >= "0004")  # 0004 failed, so nothing after it ran
+    assert migrations.status(empty_dsn).pending == later
     assert catalog(empty_dsn) == before
 
     query(empty_dsn, "UPDATE users SET instagram_access_token = NULL")
-    assert migrations.apply(empty_dsn) == ["0004_users_token_length"]
+    assert migrations.apply(empty_dsn) == list(later)
     check = query(
         empty_dsn,
         "SELECT c.convalidated, obj_description(c.oid, 'pg_constraint') AS comment"

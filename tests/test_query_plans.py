@@ -34,9 +34,9 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def q(name: str, **values: object) -> tuple[str, list[object]]:
-    """A statement of dal/queries/users.sql with its arguments in ``$n`` order."""
-    query = load("users")[name]
+def q(name: str, file: str = "users", **values: object) -> tuple[str, list[object]]:
+    """A statement of dal/queries/<file>.sql with its arguments in ``$n`` order."""
+    query = load(file)[name]
     return query.sql, query.args(values)
 
 
@@ -72,9 +72,8 @@ async def test_point_lookups_use_their_indexes(filled: asyncpg.Connection[Any]) 
     assert _indexes(await _plan(filled, q("get_user", id=some_id))) == {"users_pkey"}
     by_email = await _plan(filled, q("get_user_by_email", email="USER77@example.com"))
     assert _indexes(by_email) == {"users_email_lower_key"}
-    assert _indexes(await _plan(filled, q("sign_in_state", email="user5@example.com"))) == {
-        "users_email_lower_key"
-    }
+    sign_in_user = q("sign_in_user", file="signin", email="user5@example.com")
+    assert _indexes(await _plan(filled, sign_in_user)) == {"users_email_lower_key"}
     failure = await _plan(
         filled, q("record_login_failure", id=some_id, threshold=5, window=timedelta(minutes=15))
     )

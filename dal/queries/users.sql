@@ -127,13 +127,6 @@ WHERE token_expires_at > now()
 ORDER BY token_expires_at, id
 LIMIT :limit;
 
--- name: sign_in_state
--- What authenticate needs before spending bcrypt time.  The lock is judged by the database
--- clock, the same clock record_login_failure used to set it.
-SELECT id, hashed_password, is_active, locked_until,
-       locked_until IS NOT NULL AND locked_until > now() AS locked
-FROM users WHERE lower(email) = lower(:email);
-
 -- name: record_login_success
 -- Successful sign-in: stamp it, count it, clear the failure counter and any lock.  When
 -- :upgraded_hash is given it is a new hash of the same password; it replaces the stored hash

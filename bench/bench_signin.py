@@ -1,0 +1,163 @@
+"""Sign-in benchmark: refusals without bcrypt, sign-ins vs bare bcrypt, pruning a month of events.
+
+All three on a scratch database of the target server, ratios measured in the same run:
+
+1. refused attempts per second once a budget is spent (no bcrypt; target >= 2,000/s);
+2. successful sign-ins per second vs bare ``bcrypt.checkpw`` on all cores (target >= 0.9x);
+3. ``prune-events`` on a month partition of ``--events`` rows (target < 1 s, no dead tuples
+   left, since a partition drop deletes no row).
+
+Run: ``DATABASE_URL=... python -m bench.bench_signin [--events 10000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from datetime import timedelta
+from uuid import uuid4
+
+import bcrypt
+
+from bench.scratch import create_scratch, drop_scratch
+from dal import Database, NewUser
+from dal.cli import target_dsn
+from dal.config import Settings, describe_dsn
+from dal.errors import InvalidCredentials
+from dal.signin import prune_events
+from dal.users import UsersRepository
+
+PASSWORD = "bench-password"
+
+
+def settings_for(dsn: str, rounds: int) -> Settings:
+    return Settings(
+        database_url=dsn,
+        pool_min_size=4,
+        pool_max_size=16,
+        acquire_timeout=60.0,
+        bcrypt_rounds=rounds,
+        lockout_account_threshold=1_000_000,
+    )
+
+
+Call = Callable[[], Awaitable[object]]
+
+
+async def gather_bounded(calls: list[Call], concurrency: int) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(call: Call) -> None:
+        async with gate:
+            await call()
+
+    await asyncio.gather(*(one(c) for c in calls))
+
+
+async def refusals(dsn: str, ops: int) -> float:
+    async with Database(settings_for(dsn, 4)) as db:
+        user = await UsersRepository(db).create(
+            NewUser(email="bench@example.com", password=PASSWORD)
+        )  # type: ignore[arg-type]
+
+        async def wrong() -> None:
+            with suppress(InvalidCredentials):  # the refusal is what is measured
+                await UsersRepository(db).authenticate(user.email, "wrong", client_ip="203.0.113.9")
+
+        for _ in range(db.settings.lockout_threshold):
+            await wrong()
+        started = time.perf_counter()
+        await gather_bounded([wrong] * ops, 32)
+        return ops / (time.perf_counter() - started)
+
+
+async def sign_ins_vs_bcrypt(dsn: str, rounds: int, ops: int) -> tuple[float, float]:
+    cores = os.cpu_count() or 1
+    async with Database(settings_for(dsn, rounds)) as db:
+        user = await UsersRepository(db).create(
+            NewUser(email="fast@example.com", password=PASSWORD)
+        )  # type: ignore[arg-type]
+        hashed = user.hashed_password.get_secret_value().encode()
+
+        def sign_in(i: int) -> Call:
+            return lambda: UsersRepository(db).authenticate(
+                user.email, PASSWORD, client_ip=f"10.{i % 250}.{i // 250 % 250}.1"
+            )
+
+        def check() -> Call:
+            return lambda: asyncio.to_thread(bcrypt.checkpw, PASSWORD.encode(), hashed)
+
+        started = time.perf_counter()
+        await gather_bounded([check() for _ in range(ops)], cores)
+        bare = ops / (time.perf_counter() - started)
+        started = time.perf_counter()
+        await gather_bounded([sign_in(i) for i in range(ops)], cores)
+        dal = ops / (time.perf_counter() - started)
+    return dal, bare
+
+
+async def prune_a_month(dsn: str, events: int) -> tuple[float, int]:
+    async with Database(settings_for(dsn, 4)) as db:
+        async with db.acquire(timeout=60) as conn:
+            await conn.execute(
+                "CREATE TABLE auth_events_p202001 PARTITION OF auth_events "
+                "FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-02-01 00:00+00')"
+            )
+            await conn.execute(
+                "INSERT INTO auth_events (occurred_at, email, result, client_ip, decided_by) "
+                "SELECT timestamptz '2020-01-01 00:00+00' + i * interval '200 ms', "
+                "'u' || (i % 100000) || '@example.com', 'throttled', '203.0.113.9', "
+                "'network 203.0.113.0/24' FROM generate_series(1, $1) AS i",
+                events,
+            )
+            await conn.execute("ANALYZE auth_events")
+        started = time.perf_counter()
+        report = await prune_events(db, timedelta(days=90))
+        elapsed = time.perf_counter() - started
+        async with db.acquire() as conn:
+            dead = await conn.fetchval(
+                "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables "
+                "WHERE relname LIKE 'auth_events%'"
+            )
+        assert report.dropped_partitions == ("auth_events_p202001",), report
+    return elapsed, int(dead)
+
+
+async def bench(args: argparse.Namespace, server_dsn: str) -> None:
+    name = f"bench_signin_{uuid4().hex[:8]}"
+    dsn = await create_scratch(server_dsn, name)
+    try:
+        rate = await refusals(dsn, args.ops)
+        print(f"refused attempts (budget spent, no bcrypt): {rate:,.0f}/s (target >= 2,000/s)")
+        dal, bare = await sign_ins_vs_bcrypt(dsn, args.bcrypt_rounds, args.sign_ins)
+        print(
+            f"sign-ins at cost {args.bcrypt_rounds}: {dal:,.1f}/s vs bare checkpw {bare:,.1f}/s "
+            f"on {os.cpu_count()} cores = {dal / bare:.2f}x (target >= 0.9x)"
+        )
+        elapsed, dead = await prune_a_month(dsn, args.events)
+        print(
+            f"prune a month of {args.events:,} events: {elapsed:.3f} s, "
+            f"{dead} dead tuples left (target < 1 s, 0)"
+        )
+    finally:
+        await drop_scratch(server_dsn, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=5000, help="refused attempts")
+    parser.add_argument("--sign-ins", type=int, default=64)
+    parser.add_argument("--bcrypt-rounds", type=int, default=10)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    args = parser.parse_args()
+    with target_dsn(Settings.from_env()) as dsn:
+        print(f"server: {describe_dsn(dsn)}; CPUs: {os.cpu_count()}")
+        asyncio.run(bench(args, dsn))
+
+
+if __name__ == "__main__":
+    main()

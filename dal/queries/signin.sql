@@ -1,0 +1,219 @@
+-- Sign-in: attempt budgets, outcomes and the auth_events log (dal/signin.py, migration 0005).
+--
+-- A sign-in involves up to three budget keys, passed as three parallel arrays
+-- (:scopes, :emails, :networks) that the DAL always sorts in primary-key order.  Every
+-- statement that locks budget rows takes them in that order, so concurrent sign-ins can wait
+-- for each other but never deadlock.
+
+-- name: sign_in_user^
+-- The account behind a normalized email, if any (users_email_lower_key).  Read before the
+-- claim, without a lock: the password check below uses whatever hash this returns.
+SELECT id, hashed_password, is_active
+FROM users WHERE lower(email) = :email;
+
+-- name: refuse_if_spent^
+-- Fast refusal without a claim: the first spent key (account lock, then ip, then network),
+-- with the event written by the same statement.  Counters only fall by a success or a new
+-- window, so a stale "spent" can only refuse an attempt a moment early, never let one
+-- through.  Reads the budget rows by primary key and users by users_pkey.
+WITH keys AS (
+    SELECT k.scope, k.email, k.network, k.lim
+    FROM unnest(:scopes::text[], :emails::text[], :networks::text[], :limits::int[])
+        AS k(scope, email, network, lim)
+),
+spent AS (
+    SELECT scope, decided_by, until FROM (
+        SELECT k.scope,
+               CASE k.scope WHEN 'account' THEN 'account' ELSE k.scope || ' ' || k.network END
+                   AS decided_by,
+               b.window_ends_at AS until
+        FROM keys k
+        JOIN sign_in_budgets b
+          ON (b.scope, b.email, b.network) = (k.scope, k.email, k.network)
+        WHERE b.window_ends_at > now() AND b.used >= k.lim
+        UNION ALL
+        SELECT 'account', 'account', u.locked_until
+        FROM users u WHERE u.id = :user_id::uuid AND u.locked_until > now()
+    ) candidates
+    ORDER BY scope, until DESC
+    LIMIT 1
+),
+event AS (
+    INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
+    SELECT :email, :user_id::uuid,
+           CASE scope WHEN 'account' THEN 'locked' ELSE 'throttled' END,
+           :client_ip::inet, :user_agent, decided_by
+    FROM spent
+)
+SELECT scope, decided_by, until FROM spent;
+
+-- name: claim_attempt
+-- The claim: one unit on every key, in one atomic upsert.  A key whose window has ended starts
+-- a new one at 1.  ON CONFLICT takes each row's lock and reads its latest version, so N
+-- concurrent claims on a key return N distinct values of used; the caller may run bcrypt only
+-- if every returned used is within its key's limit.  Rows are inserted (and so locked) in
+-- primary-key order (ORDER BY), which keeps concurrent claims deadlock-free.
+INSERT INTO sign_in_budgets AS b (scope, email, network, used, window_ends_at)
+SELECT k.scope, k.email, k.network, 1, now() + :window::interval
+FROM unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
+ORDER BY k.scope, k.email, k.network
+ON CONFLICT (scope, email, network) DO UPDATE SET
+    used = CASE WHEN b.window_ends_at <= now() THEN 1 ELSE b.used + 1 END,
+    window_ends_at = CASE WHEN b.window_ends_at <= now() THEN EXCLUDED.window_ends_at
+                          ELSE b.window_ends_at END
+RETURNING scope, network, used, window_ends_at;
+
+-- name: release_claims!
+-- Give back the unit claim_attempt took on every key, for an attempt refused after claiming
+-- (a race the fast refusal did not see).  Runs in the claim's transaction, which still holds
+-- the rows' locks, so no other sign-in ever sees the over-count.
+UPDATE sign_in_budgets b SET used = b.used - 1
+FROM unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
+WHERE (b.scope, b.email, b.network) = (k.scope, k.email, k.network) AND b.used > 0;
+
+-- name: record_event!
+-- One auth_events row (claim refusals and operator unlocks); partition by occurred_at.
+INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
+VALUES (:email, :user_id::uuid, :result, :client_ip::inet, :user_agent, :decided_by);
+
+-- name: record_failure!
+-- A wrong password after a claim: the claims stay (they are the failure), users counts it
+-- (users_pkey) and takes the account-wide lock when the account budget is spent, and the
+-- event is written -- one statement, so all of it or none.  For an unknown email :user_id is
+-- NULL and only the event is written.
+WITH account AS (
+    SELECT window_ends_at FROM sign_in_budgets
+    WHERE scope = 'account' AND email = :email AND network = ''
+      AND window_ends_at > now() AND used >= :account_limit
+),
+counted AS (
+    UPDATE users SET
+        failed_login_attempts = failed_login_attempts + 1,
+        locked_until = COALESCE((SELECT window_ends_at FROM account), locked_until)
+    WHERE id = :user_id::uuid
+)
+INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
+VALUES (:email, :user_id::uuid, 'invalid_credentials', :client_ip::inet, :user_agent,
+        'password');
+
+-- name: settle_right_password!
+-- The password was right but the account is inactive: reset this (email, network) key, give
+-- back the ip and account units, and log it.  Rows locked in primary-key order (FOR UPDATE
+-- under ORDER BY) like the claim, so this cannot deadlock with it.
+WITH mine AS (
+    SELECT b.scope, b.email, b.network
+    FROM sign_in_budgets b
+    JOIN unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
+      ON (b.scope, b.email, b.network) = (k.scope, k.email, k.network)
+    ORDER BY b.scope, b.email, b.network
+    FOR UPDATE OF b
+),
+settled AS (
+    UPDATE sign_in_budgets b
+    SET used = CASE WHEN b.scope = 'network' THEN 0 ELSE greatest(b.used - 1, 0) END
+    FROM mine WHERE (b.scope, b.email, b.network) = (mine.scope, mine.email, mine.network)
+)
+INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
+VALUES (:email, :user_id::uuid, 'inactive', :client_ip::inet, :user_agent, 'password');
+
+-- name: record_success^
+-- A right password on an active account, in one statement: reset this (email, network) key
+-- only, give back the ip and account units, stamp the user (users_pkey) and log the event.
+-- An upgraded hash (:upgraded) replaces the stored one only if that is still :verified, so a
+-- password change racing the sign-in is never undone.
+WITH mine AS (
+    SELECT b.scope, b.email, b.network
+    FROM sign_in_budgets b
+    JOIN unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
+      ON (b.scope, b.email, b.network) = (k.scope, k.email, k.network)
+    ORDER BY b.scope, b.email, b.network
+    FOR UPDATE OF b
+),
+settled AS (
+    UPDATE sign_in_budgets b
+    SET used = CASE WHEN b.scope = 'network' THEN 0 ELSE greatest(b.used - 1, 0) END
+    FROM mine WHERE (b.scope, b.email, b.network) = (mine.scope, mine.email, mine.network)
+),
+event AS (
+    INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
+    VALUES (:email, :user_id::uuid, 'success', :client_ip::inet, :user_agent, 'password')
+)
+UPDATE users SET
+    last_login_at = now(),
+    login_count = login_count + 1,
+    failed_login_attempts = 0,
+    locked_until = NULL,
+    hashed_password = CASE WHEN hashed_password = :verified THEN COALESCE(:upgraded, hashed_password)
+                           ELSE hashed_password END
+WHERE id = :user_id::uuid
+RETURNING id, email, hashed_password, full_name, is_active, is_verified,
+    instagram_user_id, instagram_access_token, instagram_username, token_expires_at,
+    timezone, language, last_login_at, login_count, failed_login_attempts, locked_until,
+    created_at, updated_at;
+
+-- name: unlock_email
+-- Operator unlock: delete every budget of the email (network and account keys, by the
+-- primary key's prefix after scope), lift the account lock and log an 'unlocked' event, in
+-- one statement.  Returns the number of budget rows removed and the user id, if any.
+WITH cleared AS (
+    DELETE FROM sign_in_budgets
+    WHERE scope IN ('account', 'network') AND email = :email
+    RETURNING 1
+),
+unlocked AS (
+    UPDATE users SET locked_until = NULL
+    WHERE lower(email) = :email
+    RETURNING id
+),
+event AS (
+    INSERT INTO auth_events (email, user_id, result, decided_by)
+    SELECT :email, (SELECT id FROM unlocked), 'unlocked', 'operator'
+)
+SELECT (SELECT count(*) FROM cleared) AS budgets, (SELECT id FROM unlocked) AS user_id;
+
+-- name: recent_events_for_user
+-- Newest events of one user: auth_events_user_idx on every partition, merged, LIMIT n.
+SELECT occurred_at, email, user_id, result, client_ip, user_agent, decided_by
+FROM auth_events
+WHERE user_id = :user_id
+ORDER BY occurred_at DESC, id DESC
+LIMIT :limit;
+
+-- name: recent_events_for_ip
+-- Newest events from one client address: auth_events_client_ip_idx, LIMIT n.
+SELECT occurred_at, email, user_id, result, client_ip, user_agent, decided_by
+FROM auth_events
+WHERE client_ip = :client_ip::inet
+ORDER BY occurred_at DESC, id DESC
+LIMIT :limit;
+
+-- name: ensure_partitions
+-- Create the monthly partitions from this month to :months_ahead (function from 0005).
+SELECT auth_events_ensure_partitions(:months_ahead) AS created;
+
+-- name: drop_partitions_before
+-- Drop whole monthly partitions that end at or before :cutoff (function from 0005).
+SELECT auth_events_drop_partitions_before(:cutoff) AS dropped;
+
+-- name: delete_events_batch
+-- Delete up to :batch rows older than :cutoff from partitions that straddle it (and the
+-- default partition); auth_events_pkey (occurred_at, id) finds them oldest first.
+DELETE FROM auth_events
+WHERE (occurred_at, id) IN (
+    SELECT occurred_at, id FROM auth_events
+    WHERE occurred_at < :cutoff
+    ORDER BY occurred_at, id
+    LIMIT :batch
+);
+
+-- name: prune_expired_budgets
+-- Budget rows whose window ended carry no information (the next claim would restart them):
+-- delete them, :batch at a time, through sign_in_budgets_window_ends_at_idx.
+DELETE FROM sign_in_budgets
+WHERE (scope, email, network) IN (
+    SELECT scope, email, network FROM sign_in_budgets
+    WHERE window_ends_at <= now()
+    ORDER BY window_ends_at
+    LIMIT :batch
+    FOR UPDATE SKIP LOCKED
+);

@@ -1,0 +1,358 @@
+"""Sign-in that holds under attack: attempt budgets claimed before bcrypt, and the event log.
+
+Every attempt involves up to three budget keys (table ``sign_in_budgets``, migration 0005):
+
+* ``network`` -- (normalized email, client network: IPv4 /24, IPv6 /64, or ``unknown`` when no
+  address is given), ``DEFEAH_LOCKOUT_THRESHOLD`` per window.  Spent, it refuses with the same
+  ``InvalidCredentials`` as a wrong password, and only from that network: a stranger cannot
+  lock the owner out from elsewhere.
+* ``ip`` -- one client address (IPv4 /32; IPv6 /64, which one host usually owns) across all
+  emails, ``DEFEAH_LOCKOUT_IP_THRESHOLD``; spent, ``TooManyAttempts``.  Not used without an
+  address: callers that pass none are one shared "unknown" network, as before this budget.
+* ``account`` -- all networks of one email, ``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``; spent, the
+  account locks for everyone (``users.locked_until``) and ``AccountLocked`` says so.
+
+Why claims, not counters read then written: the attempt takes one unit on every key in one
+atomic upsert *before* bcrypt, and may check the password only if every key had a unit left.  A
+wrong password keeps its units (they are the failure), a right one gives them back and resets
+its own network key.  So however many attempts arrive at once, at most ``threshold`` checks run
+per key per window, and an attempt arriving after that is refused without bcrypt even with the
+right password.  An attempt that dies between claim and outcome keeps its units (fails closed)
+until its window ends.
+
+Budgets are keyed by email, not user id, so unknown emails are throttled and refused exactly
+like known ones; an unknown email or a wrong password also costs the same bcrypt time
+(``PasswordHasher.verify_padded``/``verify_dummy``).  Every attempt writes one ``auth_events``
+row in the transaction (or statement) that moved its counters.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Final
+from uuid import UUID
+
+from dal.driver import Acquirer, Connection
+from dal.errors import (
+    AccountInactive,
+    AccountLocked,
+    DalError,
+    InvalidCredentials,
+    InvalidUserData,
+    TooManyAttempts,
+)
+from dal.models import (
+    EMAIL_MAX_LENGTH,
+    RULE_EMPTY,
+    RULE_NUL,
+    AuthEvent,
+    User,
+    rule_max_length,
+)
+from dal.passwords import PasswordHasher, validate_password
+from dal.queries import Query, load
+from dal.seeding import guard
+from dal.statements import run, run_count
+
+if TYPE_CHECKING:
+    from dal.config import Settings
+
+Q: Final = load("signin")
+
+UNKNOWN_NETWORK: Final = "unknown"
+USER_AGENT_MAX: Final = 256
+MAX_EVENTS: Final = 1000
+# Which spent key speaks first when several are: the lock that is true for everyone, then
+# the address, then the (email, network) pair.
+PRIORITY: Final = ("account", "ip", "network")
+
+
+def normalize_email(email: str) -> str:
+    """The budget and log key of an email: trimmed and lower case (as users_email_lower_key)."""
+    normalized = email.strip().lower()
+    if not normalized:
+        raise InvalidUserData("email", RULE_EMPTY)
+    if len(normalized) > EMAIL_MAX_LENGTH:
+        raise InvalidUserData("email", rule_max_length(EMAIL_MAX_LENGTH))
+    if "\x00" in normalized:
+        raise InvalidUserData("email", RULE_NUL)
+    return normalized
+
+
+def client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address in ``client_ip``; an IPv4-mapped IPv6 address counts as its IPv4 address
+    (the same client seen through a dual-stack socket) and an IPv6 zone is dropped."""
+    try:
+        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        raise InvalidUserData("client_ip", "must be an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def budget_networks(client_ip: str | None) -> tuple[str | None, str, str | None]:
+    """(address, network key, ip key) of a client: IPv4 /24 and /32; IPv6 /64 for both."""
+    if client_ip is None:
+        return None, UNKNOWN_NETWORK, None
+    address = client_address(client_ip)
+    if isinstance(address, ipaddress.IPv4Address):
+        network = ipaddress.ip_network(f"{address}/24", strict=False)
+        return str(address), str(network), f"{address}/32"
+    network = ipaddress.ip_network(f"{address}/64", strict=False)
+    return str(address), str(network), str(network)
+
+
+def user_agent_value(user_agent: str | None) -> str | None:
+    """The user agent as logged: at most 256 characters, NULs removed (text cannot hold them)."""
+    if user_agent is None:
+        return None
+    return user_agent.replace("\x00", "")[:USER_AGENT_MAX]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything the statements of one sign-in need, computed once."""
+
+    email: str
+    client_ip: str | None
+    user_agent: str | None
+    keys: tuple[tuple[str, str, str], ...]
+    user_id: UUID | None = None
+    stored_hash: str | None = None
+    is_active: bool = False
+
+    def values(self, **extra: object) -> dict[str, object]:
+        scopes, emails, networks = (list(column) for column in zip(*self.keys, strict=True))
+        return {
+            "email": self.email,
+            "user_id": self.user_id,
+            "client_ip": self.client_ip,
+            "user_agent": self.user_agent,
+            "scopes": scopes,
+            "emails": emails,
+            "networks": networks,
+            **extra,
+        }
+
+
+def decided_by(scope: str, network: str) -> str:
+    return "account" if scope == "account" else f"{scope} {network}"
+
+
+def refusal(scope: str, until: datetime) -> DalError:
+    """The error of a spent key: only the account lock and the address ceiling say so; a spent
+    (email, network) budget reads exactly like a wrong password."""
+    if scope == "account":
+        return AccountLocked(until)
+    if scope == "ip":
+        return TooManyAttempts(until)
+    return InvalidCredentials()
+
+
+class SignIn:
+    """``authenticate`` and the event readers; ``UsersRepository`` owns one (``users.sign_in``)."""
+
+    def __init__(self, db: Acquirer, passwords: PasswordHasher) -> None:
+        self._db = db
+        self.passwords = passwords
+        settings: Settings = db.settings
+        self.window = timedelta(seconds=settings.lockout_window)
+        self.limits: dict[str, int] = {
+            "network": settings.lockout_threshold,
+            "ip": settings.lockout_ip_threshold,
+            "account": settings.lockout_account_threshold,
+        }
+
+    def __repr__(self) -> str:
+        return f"<SignIn on {self._db!r}>"
+
+    def attempt(self, email: str, client_ip: str | None, user_agent: str | None) -> Attempt:
+        """Validate the inputs and name the budget keys, before any database work."""
+        normalized = normalize_email(email)
+        address, network, ip_key = budget_networks(client_ip)
+        keys = [("account", normalized, ""), ("network", normalized, network)]
+        if ip_key is not None:
+            keys.append(("ip", "", ip_key))
+        return Attempt(normalized, address, user_agent_value(user_agent), tuple(keys))
+
+    async def authenticate(
+        self,
+        email: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> User:
+        """See ``UsersRepository.authenticate``.  No pool connection is held during bcrypt."""
+        validate_password(password)
+        attempt = self.attempt(email, client_ip, user_agent)
+        async with self._db.acquire() as conn:
+            attempt = await self._with_user(conn, attempt)
+            spent = await run(
+                conn,
+                Q["refuse_if_spent"],
+                attempt.values(limits=[self.limits[scope] for scope, _, _ in attempt.keys]),
+            )
+            if spent:
+                raise refusal(spent[0]["scope"], spent[0]["until"])
+            await self._claim(conn, attempt)
+        right = await self._check(password, attempt)
+        async with self._db.acquire() as conn:
+            return await self._settle(conn, attempt, password, right)
+
+    async def _with_user(self, conn: Connection, attempt: Attempt) -> Attempt:
+        rows = await run(conn, Q["sign_in_user"], {"email": attempt.email})
+        if not rows:
+            return attempt
+        row = rows[0]
+        return replace(
+            attempt,
+            user_id=row["id"],
+            stored_hash=row["hashed_password"],
+            is_active=row["is_active"],
+        )
+
+    async def _claim(self, conn: Connection, attempt: Attempt) -> None:
+        """Take one unit on every key, or -- when one is spent -- none, with the refusal logged
+        in the same transaction, which still holds the rows' locks."""
+        async with conn.transaction():
+            rows = await run(conn, Q["claim_attempt"], attempt.values(window=self.window))
+            over = [row for row in rows if row["used"] > self.limits[row["scope"]]]
+            if not over:
+                return
+            decider = min(over, key=lambda row: PRIORITY.index(row["scope"]))
+            await run(conn, Q["release_claims"], attempt.values())
+            result = "locked" if decider["scope"] == "account" else "throttled"
+            by = decided_by(decider["scope"], decider["network"])
+            await run(conn, Q["record_event"], attempt.values(result=result, decided_by=by))
+        raise refusal(decider["scope"], decider["window_ends_at"])
+
+    async def _check(self, password: str, attempt: Attempt) -> bool:
+        """The bcrypt check; an unknown email costs the same as a wrong password."""
+        if attempt.stored_hash is None:
+            await self.passwords.verify_dummy(password)
+            return False
+        return await self.passwords.verify_padded(password, attempt.stored_hash)
+
+    async def _settle(self, conn: Connection, attempt: Attempt, password: str, right: bool) -> User:
+        if not right:
+            limit = self.limits["account"]
+            await run(conn, Q["record_failure"], attempt.values(account_limit=limit))
+            raise InvalidCredentials()
+        if not attempt.is_active:
+            await run(conn, Q["settle_right_password"], attempt.values())
+            raise AccountInactive()
+        assert attempt.stored_hash is not None  # right implies a stored hash
+        upgraded = None
+        if self.passwords.needs_rehash(attempt.stored_hash):
+            upgraded = await self.passwords.hash(password)
+        rows = await run(
+            conn,
+            Q["record_success"],
+            attempt.values(verified=attempt.stored_hash, upgraded=upgraded),
+        )
+        if not rows:  # the account was deleted while its password was being checked
+            raise InvalidCredentials()
+        return User.from_record(rows[0])
+
+    # -- readers -------------------------------------------------------------------------------
+
+    async def recent_auth_events_for_user(
+        self, user_id: UUID, limit: int = 50
+    ) -> builtins.list[AuthEvent]:
+        """The user's newest sign-in events first (at most ``MAX_EVENTS``)."""
+        return await self._events(Q["recent_events_for_user"], {"user_id": user_id}, limit)
+
+    async def recent_auth_events_for_ip(self, ip: str, limit: int = 50) -> builtins.list[AuthEvent]:
+        """The newest sign-in events from one client address first (at most ``MAX_EVENTS``)."""
+        address = str(client_address(ip))
+        return await self._events(Q["recent_events_for_ip"], {"client_ip": address}, limit)
+
+    async def _events(
+        self, query: Query, values: dict[str, object], limit: int
+    ) -> builtins.list[AuthEvent]:
+        if limit < 1:
+            raise InvalidUserData("limit", "must be at least 1")
+        async with self._db.acquire(readonly=True) as conn:
+            rows = await run(conn, query, {**values, "limit": min(limit, MAX_EVENTS)})
+        return [AuthEvent.model_validate(dict(row)) for row in rows]
+
+
+# -- operator commands -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnlockReport:
+    email: str
+    budgets_cleared: int
+    user_id: UUID | None
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    dropped_partitions: tuple[str, ...]
+    deleted_rows: int
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    created_partitions: tuple[str, ...]
+    expired_budgets: int
+
+
+PRUNE_BATCH: Final = 10_000
+MONTHS_AHEAD: Final = 3
+
+
+async def delete_in_batches(
+    conn: Connection, query: Query, values: Mapping[str, object], batch: int
+) -> int:
+    """Run a ``DELETE ... LIMIT :batch`` statement until it deletes less than a batch; each
+    run is its own short transaction (autocommit), so locks and WAL stay small."""
+    if batch < 1:
+        raise InvalidUserData("batch", "must be at least 1")
+    total = 0
+    while True:
+        count = await run_count(conn, query, {**values, "batch": batch})
+        total += count
+        if count < batch:
+            return total
+
+
+async def unlock(db: Acquirer, email: str, *, force: bool = False) -> UnlockReport:
+    """Clear every budget of ``email`` and its account lock, and log an ``unlocked`` event."""
+    normalized = normalize_email(email)
+    async with db.acquire() as conn:
+        await guard(conn, db.settings, f"unlock {normalized}", force=force)
+        rows = await run(conn, Q["unlock_email"], {"email": normalized})
+    return UnlockReport(normalized, rows[0]["budgets"], rows[0]["user_id"])
+
+
+async def prune_events(
+    db: Acquirer, older_than: timedelta, *, force: bool = False, batch: int = PRUNE_BATCH
+) -> PruneReport:
+    """Drop the monthly partitions wholly older than ``older_than`` (no row-by-row delete, no
+    bloat), then delete what is left before the cutoff in ``batch``-row transactions."""
+    if older_than <= timedelta(0):
+        raise InvalidUserData("older_than", "must be a positive duration")
+    async with db.acquire() as conn:
+        await guard(conn, db.settings, "prune sign-in events", force=force)
+        cutoff = await conn.fetchval("SELECT now()") - older_than
+        dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
+        deleted = await delete_in_batches(conn, Q["delete_events_batch"], {"cutoff": cutoff}, batch)
+    return PruneReport(tuple(row["dropped"] for row in dropped), deleted)
+
+
+async def maintain_events(
+    db: Acquirer, *, months_ahead: int = MONTHS_AHEAD, batch: int = PRUNE_BATCH
+) -> MaintenanceReport:
+    """Create the monthly partitions ahead and delete budget rows whose window has ended."""
+    async with db.acquire() as conn:
+        created = await run(conn, Q["ensure_partitions"], {"months_ahead": months_ahead})
+        expired = await delete_in_batches(conn, Q["prune_expired_budgets"], {}, batch)
+    return MaintenanceReport(tuple(row["created"] for row in created), expired)

@@ -1,0 +1,277 @@
+"""Issue 11: sign-in under attack, against a real PostgreSQL with real bcrypt.
+
+bcrypt work is counted by wrapping the library (``bcrypt_calls``, tests/conftest.py); the
+attempt budgets and the event log are read back from the database itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import bcrypt
+import pytest
+import pytest_asyncio
+
+from dal import Database, NewUser, User, UserUpdate
+from dal.config import Settings
+from dal.errors import (
+    AccountInactive,
+    AccountLocked,
+    DalError,
+    InvalidCredentials,
+    InvalidUserData,
+    TooManyAttempts,
+)
+from dal.signin import budget_networks
+from dal.users import UsersRepository
+from tests.pg import query
+
+PASSWORD = "correct horse battery"
+WRONG = "tr0ub4dor&3"
+ATTACKER = "203.0.113.66"
+OWNER = "198.51.100.7"
+
+
+async def new_user(db: Database, email: str = "ada@example.com") -> User:
+    return await UsersRepository(db).create(NewUser(email=email, password=PASSWORD))  # type: ignore[arg-type]
+
+
+async def outcome(
+    db: Database, email: str, password: str, client_ip: str | None = None
+) -> type[BaseException] | User:
+    """The user, or the class of the DalError raised."""
+    try:
+        return await UsersRepository(db).authenticate(email, password, client_ip=client_ip)
+    except DalError as exc:
+        return type(exc)
+
+
+def dsn(settings: Settings) -> str:
+    assert settings.database_url is not None
+    return settings.database_url
+
+
+def events(target: str) -> list[dict[str, Any]]:
+    return query(target, "SELECT * FROM auth_events ORDER BY occurred_at, id")
+
+
+@pytest_asyncio.fixture
+async def busy_db(settings: Settings) -> AsyncIterator[Database]:
+    """A pool for hundreds of simultaneous attempts (they queue for 10 connections)."""
+    async with Database(settings.replace(acquire_timeout=60.0)) as db:
+        yield db
+
+
+def test_client_networks() -> None:
+    assert budget_networks(None) == (None, "unknown", None)
+    assert budget_networks("203.0.113.66") == ("203.0.113.66", "203.0.113.0/24", "203.0.113.66/32")
+    assert budget_networks("::ffff:203.0.113.66")[1] == "203.0.113.0/24"
+    assert budget_networks("2001:db8:1:2:3::9") == (
+        "2001:db8:1:2:3::9",
+        "2001:db8:1:2::/64",
+        "2001:db8:1:2::/64",
+    )
+    with pytest.raises(InvalidUserData) as caught:
+        budget_networks("not-an-ip")
+    assert caught.value.field == "client_ip"
+
+
+async def test_200_parallel_wrong_passwords_run_at_most_threshold_checks(
+    settings: Settings, bcrypt_calls: Counter[str]
+) -> None:
+    # Cost 10 (~60 ms a check) so that 200 checks would be seconds, and 5 are a fraction.
+    settings = settings.replace(bcrypt_rounds=10, acquire_timeout=60.0)
+    async with Database(settings) as db:
+        user = await new_user(db)
+        hashed = user.hashed_password.get_secret_value().encode()
+        started = time.perf_counter()
+        bcrypt.checkpw(PASSWORD.encode(), hashed)
+        one_check = time.perf_counter() - started
+        bcrypt_calls.clear()
+        started = time.perf_counter()
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(
+                *(outcome(db, user.email, WRONG, ATTACKER) for _ in range(200))
+            )
+        elapsed = time.perf_counter() - started
+    threshold = settings.lockout_threshold
+    assert Counter(results) == Counter({InvalidCredentials: 200})
+    assert bcrypt_calls["checkpw"] == threshold
+    # Five checks on two cores, plus 200 short database round trips; 200 checks would take
+    # 200 * one_check / cores, several seconds.
+    assert elapsed < threshold * one_check + 2.0, (elapsed, one_check)
+    rows = query(dsn(settings), "SELECT failed_login_attempts FROM users")
+    assert rows == [{"failed_login_attempts": threshold}]
+
+
+async def test_199_wrong_and_1_right_scheduled_last_is_refused(
+    busy_db: Database, bcrypt_calls: Counter[str]
+) -> None:
+    db = busy_db
+    user = await new_user(db)
+    bcrypt_calls.clear()
+    attempts = [outcome(db, user.email, WRONG, ATTACKER) for _ in range(199)]
+    attempts.append(outcome(db, user.email, PASSWORD, ATTACKER))
+    async with asyncio.timeout(60):
+        results = await asyncio.gather(*attempts)
+    assert results[-1] is InvalidCredentials  # the right password, refused: budget spent
+    assert Counter(results) == Counter({InvalidCredentials: 200})
+    assert bcrypt_calls["checkpw"] == db.settings.lockout_threshold
+    assert (await UsersRepository(db).get(user.id)).login_count == 0
+
+
+async def test_owner_signs_in_from_another_network_while_the_attacker_is_refused(
+    settings: Settings, bcrypt_calls: Counter[str]
+) -> None:
+    async with Database(settings.replace(lockout_window=1.5)) as db:
+        user = await new_user(db)
+        for _ in range(db.settings.lockout_threshold):
+            assert await outcome(db, user.email, WRONG, ATTACKER) is InvalidCredentials
+        bcrypt_calls.clear()
+        # Same /24, right password: refused, no bcrypt, same answer as a wrong password.
+        assert await outcome(db, user.email, PASSWORD, "203.0.113.200") is InvalidCredentials
+        assert bcrypt_calls.total() == 0
+        owner = await UsersRepository(db).authenticate(user.email, PASSWORD, client_ip=OWNER)
+        assert owner.login_count == 1 and not owner.is_locked
+        # The owner's success reset only the owner's key.
+        assert await outcome(db, user.email, PASSWORD, ATTACKER) is InvalidCredentials
+        await asyncio.sleep(1.6)
+        back = await outcome(db, user.email, PASSWORD, ATTACKER)
+        assert isinstance(back, User) and back.login_count == 2
+
+
+async def test_ip_ceiling_across_25_emails_from_one_ip(
+    db: Database, bcrypt_calls: Counter[str]
+) -> None:
+    await new_user(db, "known@example.com")
+    emails = ["known@example.com"] + [f"guess{i}@example.com" for i in range(24)]
+    results = [await outcome(db, email, WRONG, ATTACKER) for email in emails]
+    ceiling = db.settings.lockout_ip_threshold
+    assert ceiling == 20
+    assert results == [InvalidCredentials] * ceiling + [TooManyAttempts] * (25 - ceiling)
+    assert bcrypt_calls["checkpw"] == ceiling
+    # The ceiling is the address's: a neighbour in the same /24 is still checked.
+    assert await outcome(db, "other@example.com", WRONG, "203.0.113.67") is InvalidCredentials
+    with pytest.raises(TooManyAttempts) as caught:
+        await UsersRepository(db).authenticate("known@example.com", PASSWORD, client_ip=ATTACKER)
+    assert "too many sign-in attempts" in str(caught.value)
+
+
+async def test_account_ceiling_from_60_networks_locks_for_everyone(db: Database) -> None:
+    user = await new_user(db)
+    results = [await outcome(db, user.email, WRONG, f"10.{i}.0.1") for i in range(60)]
+    ceiling = db.settings.lockout_account_threshold
+    assert ceiling == 50
+    assert results == [InvalidCredentials] * ceiling + [AccountLocked] * (60 - ceiling)
+    locked = await UsersRepository(db).get(user.id)
+    assert locked.is_locked and locked.failed_login_attempts == ceiling
+    assert await outcome(db, user.email, PASSWORD, OWNER) is AccountLocked  # owner too
+    assert await outcome(db, user.email, PASSWORD) is AccountLocked
+
+
+async def test_unknown_and_existing_email_answer_the_same_sequence(settings: Settings) -> None:
+    settings = settings.replace(lockout_threshold=5, lockout_account_threshold=6)
+    plan = [ATTACKER] * 6 + [OWNER] * 2
+    async with Database(settings) as db:
+        await new_user(db, "known@example.com")
+        sequences = {}
+        for email in ("known@example.com", "nobody@example.com"):
+            sequence = []
+            for client_ip in plan:
+                try:
+                    await UsersRepository(db).authenticate(email, WRONG, client_ip=client_ip)
+                except DalError as exc:
+                    message = str(exc).split(" until ")[0]  # the lock's end differs by ms
+                    sequence.append((type(exc).__name__, message))
+            sequences[email] = sequence
+    assert sequences["known@example.com"] == sequences["nobody@example.com"]
+    assert [kind for kind, _ in sequences["nobody@example.com"]] == (
+        ["InvalidCredentials"] * 7 + ["AccountLocked"]
+    )
+
+
+@pytest.mark.parametrize("stored_cost", [8, 7], ids=["same-cost", "cheaper-stored-hash"])
+async def test_unknown_email_and_wrong_password_take_the_same_time(
+    settings: Settings, stored_cost: int
+) -> None:
+    """Mean times within 20 %, also when the stored hash is cheaper than the configured cost
+    (cost 8 here, ~15 ms a check, so bcrypt and not the database round trips dominates)."""
+    settings = settings.replace(
+        bcrypt_rounds=8,
+        lockout_threshold=1000,
+        lockout_ip_threshold=1000,
+        lockout_account_threshold=1000,
+    )
+    async with Database(settings) as db:
+        user = await new_user(db)
+        stored = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(stored_cost)).decode()
+        query(dsn(settings), "UPDATE users SET hashed_password = %s", (stored,))
+        timings: dict[str, list[float]] = {"known": [], "unknown": []}
+        for email in (user.email, "nobody@example.com"):  # warm-up: dummies, connections
+            await outcome(db, email, WRONG)
+        for _ in range(20):
+            for label, email in (("known", user.email), ("unknown", "nobody@example.com")):
+                started = time.perf_counter()
+                assert await outcome(db, email, WRONG) is InvalidCredentials
+                timings[label].append(time.perf_counter() - started)
+    known, unknown = statistics.mean(timings["known"]), statistics.mean(timings["unknown"])
+    assert abs(known / unknown - 1) < 0.2, (known, unknown)
+
+
+async def test_one_event_per_attempt_under_concurrency(busy_db: Database) -> None:
+    db = busy_db
+    user = await new_user(db)
+    agent = "x" * 300
+    attempts = [
+        *(
+            UsersRepository(db).authenticate(user.email, WRONG, client_ip=ATTACKER)
+            for _ in range(30)
+        ),
+        *(
+            UsersRepository(db).authenticate(
+                user.email, PASSWORD, client_ip=f"192.0.{i}.1", user_agent=agent
+            )
+            for i in range(5)
+        ),
+        *(
+            UsersRepository(db).authenticate("nobody@example.com", WRONG, client_ip=OWNER)
+            for _ in range(3)
+        ),
+    ]
+    async with asyncio.timeout(60):
+        results = await asyncio.gather(*attempts, return_exceptions=True)
+    assert sum(isinstance(r, User) for r in results) == 5
+    rows = events(dsn(db.settings))
+    assert len(rows) == len(attempts)
+    assert Counter(r["result"] for r in rows) == Counter(
+        invalid_credentials=db.settings.lockout_threshold + 3,
+        throttled=30 - db.settings.lockout_threshold,
+        success=5,
+    )
+    throttled = {r["decided_by"] for r in rows if r["result"] == "throttled"}
+    assert throttled == {"network 203.0.113.0/24"}
+    successes = [r for r in rows if r["result"] == "success"]
+    assert all(r["user_agent"] == "x" * 256 and r["user_id"] == str(user.id) for r in successes)
+    assert all(r["user_id"] is None for r in rows if r["email"] == "nobody@example.com")
+
+    mine = await UsersRepository(db).sign_in.recent_auth_events_for_user(user.id, limit=10)
+    assert len(mine) == 10 and all(e.user_id == user.id for e in mine)
+    assert [e.occurred_at for e in mine] == sorted((e.occurred_at for e in mine), reverse=True)
+    from_ip = await UsersRepository(db).sign_in.recent_auth_events_for_ip(OWNER)
+    assert [e.result for e in from_ip] == ["invalid_credentials"] * 3
+    assert str(from_ip[0].client_ip) == OWNER and from_ip[0].email == "nobody@example.com"
+
+
+async def test_inactive_account_with_the_right_password_is_logged_as_inactive(
+    db: Database,
+) -> None:
+    user = await new_user(db)
+    await UsersRepository(db).update(user.id, UserUpdate(is_active=False))
+    with pytest.raises(AccountInactive):
+        await UsersRepository(db).authenticate(user.email, PASSWORD, client_ip=OWNER)
+    assert [r["result"] for r in events(dsn(db.settings))] == ["inactive"]

@@ -1,0 +1,136 @@
+"""Issue 11, operator side: unlock, prune-events and maintain-events through the real CLI, the
+production guard on the destructive ones, and the 0005 catalog (comments everywhere)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dal import Database, NewUser
+from dal.cli import age
+from dal.errors import AccountLocked, InvalidCredentials
+from dal.users import UsersRepository
+from tests.commands import run_cli
+from tests.conftest import make_settings
+from tests.pg import query
+
+PASSWORD = "correct horse battery"
+WRONG = "tr0ub4dor&3"
+ATTACKER = "203.0.113.66"
+OWNER = "198.51.100.7"
+
+
+def count(dsn: str, statement: str) -> int:
+    return int(query(dsn, statement)[0]["n"])
+
+
+async def test_unlock_clears_budgets_and_the_lock_and_is_guarded(fresh_dsn: str) -> None:
+    settings = make_settings(fresh_dsn, lockout_account_threshold=6)
+    async with Database(settings) as db:
+        user = await UsersRepository(db).create(NewUser(email="ada@example.com", password=PASSWORD))  # type: ignore[arg-type]
+        for client_ip in [ATTACKER] * 5 + [OWNER]:
+            with pytest.raises(InvalidCredentials):
+                await UsersRepository(db).authenticate(user.email, WRONG, client_ip=client_ip)
+        assert (await UsersRepository(db).get(user.id)).is_locked
+
+        refused = run_cli(fresh_dsn, "unlock", "ADA@example.com", DEFEAH_ENV="production")
+        assert refused.returncode == 2 and "pass --force" in refused.stderr
+        with pytest.raises(AccountLocked):
+            await UsersRepository(db).authenticate(user.email, PASSWORD, client_ip=ATTACKER)
+
+        done = run_cli(fresh_dsn, "unlock", "ADA@example.com", "--force", DEFEAH_ENV="production")
+        assert done.returncode == 0, done.stderr
+        assert "unlocked ada@example.com: 3 budget(s) cleared" in done.stdout
+        assert not (await UsersRepository(db).get(user.id)).is_locked
+        # Even the attacker's network has its budget back (the operator's call).
+        signed_in = await UsersRepository(db).authenticate(user.email, PASSWORD, client_ip=ATTACKER)
+        assert signed_in.id == user.id
+    unlocked = query(fresh_dsn, "SELECT * FROM auth_events WHERE result = 'unlocked'")
+    assert [(r["email"], str(r["user_id"]), r["decided_by"]) for r in unlocked] == [
+        ("ada@example.com", str(user.id), "operator")
+    ]
+
+
+def test_prune_drops_old_partitions_and_deletes_the_rest_in_batches(fresh_dsn: str) -> None:
+    query(
+        fresh_dsn,
+        "CREATE TABLE auth_events_p202001 PARTITION OF auth_events "
+        "FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-02-01 00:00+00')",
+    )
+    insert = (
+        "INSERT INTO auth_events (occurred_at, email, result, decided_by) "
+        "SELECT {when}, 'a@example.com', 'success', 'password' FROM generate_series(1, {n})"
+    )
+    query(fresh_dsn, insert.format(when="'2020-01-15 00:00+00'", n=3))
+    query(fresh_dsn, insert.format(when="now() - interval '200 days'", n=7))  # default part
+    query(fresh_dsn, insert.format(when="now() - interval '10 days'", n=2))
+    query(fresh_dsn, insert.format(when="now()", n=1))
+
+    refused = run_cli(fresh_dsn, "prune-events", "--older-than", "90d", DEFEAH_ENV="production")
+    assert refused.returncode == 2 and "pass --force" in refused.stderr
+    assert count(fresh_dsn, "SELECT count(*) AS n FROM auth_events") == 13
+
+    done = run_cli(fresh_dsn, "prune-events", "--older-than", "90d", "--batch-size", "3")
+    assert done.returncode == 0, done.stderr
+    assert "dropped partitions: auth_events_p202001; deleted 7 older row(s)" in done.stdout
+    assert count(fresh_dsn, "SELECT count(*) AS n FROM auth_events") == 3
+    gone = query(fresh_dsn, "SELECT to_regclass('auth_events_p202001') AS t")
+    assert gone == [{"t": None}]
+
+
+def test_maintain_creates_partitions_ahead_and_moves_their_rows(fresh_dsn: str) -> None:
+    query(
+        fresh_dsn,
+        "INSERT INTO auth_events (occurred_at, email, result, decided_by) "
+        "VALUES (now() + interval '5 months', 'a@example.com', 'success', 'password')",
+    )
+    query(
+        fresh_dsn,
+        "INSERT INTO sign_in_budgets VALUES "
+        "('ip', '', '192.0.2.1/32', 3, now() - interval '1 s'), "
+        "('ip', '', '192.0.2.2/32', 3, now() + interval '1 h')",
+    )
+    assert count(fresh_dsn, "SELECT count(*) AS n FROM auth_events_default") == 1
+    done = run_cli(fresh_dsn, "maintain-events", "--months-ahead", "6")
+    assert done.returncode == 0, done.stderr
+    assert "removed 1 expired budget row(s)" in done.stdout
+    assert count(fresh_dsn, "SELECT count(*) AS n FROM auth_events_default") == 0
+    assert count(fresh_dsn, "SELECT count(*) AS n FROM auth_events") == 1
+    months = query(
+        fresh_dsn,
+        "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'auth_events'::regclass",
+    )
+    assert months == [{"n": 7 + 1}]  # this month, six ahead, the default
+    again = run_cli(fresh_dsn, "maintain-events", "--months-ahead", "6")
+    assert "created partitions: none (all present)" in again.stdout
+    assert [r["network"] for r in query(fresh_dsn, "SELECT network FROM sign_in_budgets")] == [
+        "192.0.2.2/32"
+    ]
+
+
+def test_every_new_table_and_column_is_commented(fresh_dsn: str) -> None:
+    missing = query(
+        fresh_dsn,
+        """
+        SELECT c.relname, a.attname FROM pg_class c
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relname IN ('sign_in_budgets', 'auth_events')
+          AND col_description(c.oid, a.attnum) IS NULL
+        UNION ALL
+        SELECT c.relname, '(table)' FROM pg_class c
+        WHERE c.relname IN ('sign_in_budgets', 'auth_events', 'auth_events_default')
+          AND obj_description(c.oid, 'pg_class') IS NULL
+        """,
+    )
+    assert missing == []
+
+
+@pytest.mark.parametrize(("raw", "days"), [("90d", 90.0), ("12h", 0.5), ("30m", 30 / 1440)])
+def test_age_argument(raw: str, days: float) -> None:
+    assert age(raw).total_seconds() == pytest.approx(days * 86400)
+
+
+@pytest.mark.parametrize("raw", ["0d", "90", "d", "-1d", "1w"])
+def test_bad_age_is_refused(raw: str) -> None:
+    # Refused while parsing arguments: the (unreachable) database is never contacted.
+    done = run_cli("postgresql://nobody@127.0.0.1:1/none", "prune-events", f"--older-than={raw}")
+    assert done.returncode == 2 and "expected a positive age" in done.stderr
