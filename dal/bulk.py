@@ -38,7 +38,10 @@ import bcrypt
 
 from dal.config import Settings
 from dal.database import Database
-from dal.seeding import BULK_EMAIL_DOMAIN, SeedError, guard, require_table
+from dal.driver import row_count
+from dal.errors import SeedError
+from dal.production import guard
+from dal.seeding import BULK_EMAIL_DOMAIN, require_table
 
 BULK_PASSWORD = "defeah-bulk-dev"  # noqa: S105 - documented development password
 DEFAULT_BATCH_SIZE = 20_000
@@ -314,7 +317,7 @@ async def generate(
                     f"COPY failed ({str(exc).splitlines()[0]}); {result.committed:,} users "
                     f"committed in {result.batches} whole batch(es), the failed batch rolled back"
                 ) from None
-            result.committed += int(status.rsplit(" ", 1)[-1])
+            result.committed += row_count(status)
             result.batches += 1
             result.seconds = time.perf_counter() - started
             if progress is not None:

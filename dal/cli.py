@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TypeVar
 
-from dal import bulk, migrations, seeding, signin
+from dal import bulk, migrations, production, seeding, signin
 from dal.config import Settings
 from dal.database import Database
 from dal.dsn import database_name, describe_dsn
-from dal.errors import DalError
+from dal.errors import DalError, ProductionRefused
 
 Verb = Callable[[argparse.Namespace, Settings], int]
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     DBA's own tool and is not guarded)."""
 
     def check(db: Database) -> Awaitable[None]:
-        return seeding.guard_database(db, "roll back migrations", force=args.force)
+        return production.guard_database(db, "roll back migrations", force=args.force)
 
     with target_dsn(settings) as dsn:
         with_database(settings, dsn, check)
@@ -167,7 +167,7 @@ def _seed_step(settings: Settings, dsn: str) -> str:
     """``up`` seeds development databases; on production it skips, never forces."""
     try:
         report = with_database(settings, dsn, seeding.apply_seeds)
-    except seeding.ProductionRefused:
+    except ProductionRefused:
         return "seeds: skipped (the target is production)"
     return report.lines()[-1]
 
@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         code: int = args.func(args, settings)
-    except seeding.ProductionRefused as exc:
+    except ProductionRefused as exc:
         print(f"defeah-db: {exc}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
     except DalError as exc:

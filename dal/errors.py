@@ -23,6 +23,14 @@ class MigrationError(DalError):
     """A migration could not be applied or rolled back; nothing of it was committed."""
 
 
+class ProductionRefused(DalError):
+    """The target is marked as production and a destructive job was not forced."""
+
+
+class SeedError(DalError):
+    """A seed file could not be applied; its transaction was rolled back."""
+
+
 class DatabaseUnavailable(DalError):
     """The database cannot be reached in time (down, restarting, or the pool is exhausted)."""
 

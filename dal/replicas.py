@@ -31,19 +31,10 @@ from dal.config import Settings
 from dal.driver import CONNECT_ERRORS, PooledConnection, describe_error
 from dal.dsn import describe_dsn
 from dal.pools import PoolMetrics, close_pool, elapsed_ms
+from dal.queries import load
+from dal.statements import run
 
 log = logging.getLogger(__name__)
-
-# One round trip that says whether the server really is a standby and how far behind it is.
-# Lag is 0 when everything received has been replayed (an idle primary makes the replay
-# timestamp age without the standby being behind).
-PROBE_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
-       CASE WHEN NOT pg_is_in_recovery() THEN NULL
-            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0
-            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
-       END AS lag_seconds
-"""
 
 
 def replica_names(count: int) -> tuple[str, ...]:
@@ -188,7 +179,7 @@ class ReplicaSet:
             async with asyncio.timeout(timeout):
                 conn = await replica.acquire(timeout)
                 try:
-                    row = await conn.fetchrow(PROBE_SQL)
+                    row = (await run(conn, load("ops")["replica_probe"], {}))[0]
                 finally:
                     await replica.release(conn)
         except TimeoutError:

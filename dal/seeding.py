@@ -3,22 +3,13 @@
 The SQL files are the single definition of the seed data, so a developer with only ``psql`` gets
 exactly what ``defeah-db seed`` gives.  This module adds what plain SQL cannot: a report of which
 seed users were inserted and which were already there, a ``clear`` that can only ever touch seed
-rows, and a refusal to do either against a production database.
+rows, and a refusal to do either against a production database (``dal.production``).
 
 Which rows are "seeded"?  Exactly the users whose email (case-insensitively) is in
 ``SEED_EMAILS``, plus -- only when asked -- the bulk generator's users, whose addresses all end in
 ``@bulk.defeah.test`` (``.test`` is reserved by RFC 2606, so no real person can sign up with one).
 An explicit list keeps ``clear`` safe with no schema change: no marker column that a real row
 could carry by accident.  tests/test_seeds.py checks that the seed files insert exactly this list.
-
-Production is recognised by either of two signals, so a forgotten variable on one side is
-caught by the other:
-
-* ``DEFEAH_ENV=production`` in the environment of the command;
-* the database-level setting ``defeah.environment = 'production'``, set once by the operator with
-  ``ALTER DATABASE <name> SET defeah.environment = 'production'`` and read by every new session
-  with ``current_setting('defeah.environment', true)`` (PostgreSQL 9.6+, no extension, works on
-  the machine's 15 and the embedded 18).
 """
 
 from __future__ import annotations
@@ -31,10 +22,12 @@ from pathlib import Path
 
 import asyncpg
 
-from dal.config import Settings
 from dal.database import Database
-from dal.driver import Connection
-from dal.errors import DalError
+from dal.driver import Connection, first_line
+from dal.errors import SeedError
+from dal.production import guard
+from dal.queries import load
+from dal.statements import run, run_count
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +38,6 @@ BULK_EMAIL_DOMAIN = "bulk.defeah.test"
 
 # The transaction-scoped advisory lock every seed file takes first (seeds/*.sql say why).
 SEED_LOCK_KEY = 4733620119
-
-PRODUCTION = "production"
-DATABASE_MARKER = "defeah.environment"
-
-
-class ProductionRefused(DalError):
-    """The target is marked as production and the operation was not forced."""
-
-
-class SeedError(DalError):
-    """A seed file could not be applied; its transaction was rolled back."""
 
 
 @dataclass(frozen=True)
@@ -103,46 +85,16 @@ def seed_files(directory: Path = SEEDS_DIR) -> list[Path]:
     return files
 
 
-async def production_reason(conn: Connection, settings: Settings) -> str | None:
-    """Why the target counts as production, or None when it does not."""
-    if settings.environment == PRODUCTION:
-        return "DEFEAH_ENV=production"
-    marker = await conn.fetchval("SELECT current_setting($1, true)", DATABASE_MARKER)
-    if isinstance(marker, str) and marker.strip().lower() == PRODUCTION:
-        return f"the database sets {DATABASE_MARKER} = '{PRODUCTION}'"
-    return None
-
-
-async def guard(conn: Connection, settings: Settings, action: str, *, force: bool) -> None:
-    """Raise ``ProductionRefused`` (one line, says how to override) unless safe or forced."""
-    reason = await production_reason(conn, settings)
-    if reason is None:
-        return
-    if force:
-        log.warning("%s on a production database (%s): forced", action, reason)
-        return
-    raise ProductionRefused(
-        f"refusing to {action}: the target is production ({reason}); pass --force to override"
-    )
-
-
-async def guard_database(db: Database, action: str, *, force: bool) -> None:
-    """``guard`` for a job that does not itself run on the pool: ``rollback`` goes through yoyo
-    and psycopg2, so the marker is read on a short pooled connection before yoyo starts."""
-    async with db.acquire() as conn:
-        await guard(conn, db.settings, action, force=force)
+OPS = load("ops")
 
 
 async def require_table(conn: Connection) -> None:
-    if await conn.fetchval("SELECT to_regclass('public.users')") is None:
+    if not (await run(conn, OPS["users_table_exists"], {}))[0]["present"]:
         raise SeedError("table users does not exist; run `defeah-db migrate` first")
 
 
 async def _present(conn: Connection) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT lower(email) AS email FROM users WHERE lower(email) = ANY($1::text[])",
-        list(SEED_EMAILS),
-    )
+    rows = await run(conn, OPS["seed_users_present"], {"emails": list(SEED_EMAILS)})
     return {r["email"] for r in rows}
 
 
@@ -158,8 +110,7 @@ async def _run_file(conn: Connection, name: str, script: str) -> None:
         # connection goes back to the pool clean.
         if conn.is_in_transaction():
             await conn.execute("ROLLBACK")
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SeedError(f"{name}: {message}; nothing of it was applied") from None
+        raise SeedError(f"{name}: {first_line(exc)}; nothing of it was applied") from None
 
 
 async def apply_seeds(
@@ -196,17 +147,9 @@ async def clear_seeds(db: Database, *, force: bool = False, generated: bool = Fa
         await guard(conn, db.settings, "clear seeded users", force=force)
         await require_table(conn)
         async with conn.transaction():
-            seed_status = await conn.execute(
-                "DELETE FROM users WHERE lower(email) = ANY($1::text[])", list(SEED_EMAILS)
-            )
-            bulk_status = "DELETE 0"
+            seeds = await run_count(conn, OPS["delete_seed_users"], {"emails": list(SEED_EMAILS)})
+            bulk = 0
             if generated:
-                bulk_status = await conn.execute(
-                    "DELETE FROM users WHERE lower(email) LIKE $1", f"%@{BULK_EMAIL_DOMAIN}"
-                )
-    return ClearReport(_count(seed_status), _count(bulk_status))
-
-
-def _count(status: str) -> int:
-    """Row count of a command tag such as ``DELETE 3``."""
-    return int(status.rsplit(" ", 1)[-1])
+                pattern = {"pattern": f"%@{BULK_EMAIL_DOMAIN}"}
+                bulk = await run_count(conn, OPS["delete_generated_users"], pattern)
+    return ClearReport(seeds, bulk)

@@ -54,8 +54,8 @@ from dal.models import (
     rule_max_length,
 )
 from dal.passwords import PasswordHasher, validate_password
+from dal.production import guard
 from dal.queries import Query, load
-from dal.seeding import guard
 from dal.statements import run, run_count
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ async def prune_events(
         raise InvalidUserData("older_than", "must be a positive duration")
     async with db.acquire() as conn:
         await guard(conn, db.settings, "prune sign-in events", force=force)
-        cutoff = await conn.fetchval("SELECT now()") - older_than
+        cutoff = (await run(conn, load("ops")["database_now"], {}))[0]["now"] - older_than
         dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
         deleted = await delete_in_batches(conn, Q["delete_events_batch"], {"cutoff": cutoff}, batch)
     return PruneReport(tuple(row["dropped"] for row in dropped), deleted)

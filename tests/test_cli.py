@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from dal import migrations
 from dal.cli import build_parser
-from dal.seeding import DATABASE_MARKER
+from dal.production import DATABASE_MARKER
 from tests.commands import run_cli
 from tests.pg import PgServer, query
 

@@ -24,9 +24,9 @@ from psycopg2 import sql
 from dal.database import Database
 from dal.errors import InvalidCredentials
 from dal.models import User
+from dal.production import DATABASE_MARKER
 from dal.seeding import (
     BULK_EMAIL_DOMAIN,
-    DATABASE_MARKER,
     SEED_EMAILS,
     SEED_LOCK_KEY,
     SEEDS_DIR,

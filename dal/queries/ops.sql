@@ -1,0 +1,40 @@
+-- Operations: the statements the seed runner, the production guard and the replica probe run.
+-- None of them touches a user's data beyond the fixed seed accounts and the bulk generator's
+-- own domain (dal/seeding.py says why those lists are safe).
+
+-- name: production_marker
+-- The per-database marker an operator sets with
+-- ALTER DATABASE ... SET defeah.environment = 'production' (NULL when unset; the second
+-- argument makes a missing setting NULL instead of an error).
+SELECT current_setting(:name, true) AS marker;
+
+-- name: users_table_exists
+-- Whether the users table exists yet (to_regclass takes no lock and logs no error).
+SELECT to_regclass('public.users') IS NOT NULL AS present;
+
+-- name: seed_users_present
+-- Which of the seed accounts exist, compared case-insensitively (users_email_lower_key).
+SELECT lower(email) AS email FROM users WHERE lower(email) = ANY(:emails::text[]);
+
+-- name: delete_seed_users!
+-- Remove exactly the seed accounts (users_email_lower_key); nobody else matches the list.
+DELETE FROM users WHERE lower(email) = ANY(:emails::text[]);
+
+-- name: delete_generated_users!
+-- Remove the bulk generator's users: their domain is under the reserved .test TLD, so no real
+-- person's address matches.  A sequential scan: clearing bulk data is an offline chore.
+DELETE FROM users WHERE lower(email) LIKE :pattern;
+
+-- name: replica_probe
+-- One round trip saying whether the server really is a standby and how far behind it is.
+-- Lag is 0 when everything received has been replayed (an idle primary makes the replay
+-- timestamp age without the standby being behind).
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+       END AS lag_seconds;
+
+-- name: database_now
+-- The database clock, for cut-offs computed against timestamps the database wrote.
+SELECT now() AS now;
