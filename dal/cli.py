@@ -51,8 +51,9 @@ def say(message: str) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    policy = migrations.RunPolicy.from_settings(settings)
     with target_dsn(settings) as dsn:
-        applied = migrations.apply(dsn)
+        applied = migrations.apply(dsn, policy=policy)
         head = migrations.status(dsn).head
     if applied:
         say(f"applied {len(applied)} migration(s): {', '.join(applied)}")
@@ -82,8 +83,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         say(f"  applied  {mid}")
     for mid in state.pending:
         say(f"  pending  {mid}")
-    say(f"{len(state.applied)} applied, {len(state.pending)} pending")
-    return EXIT_ERROR if state.pending else EXIT_OK
+    for mismatch in state.changed:
+        say(f"  CHANGED  {mismatch.line()}")
+    say(f"{len(state.applied)} applied, {len(state.pending)} pending, {len(state.changed)} changed")
+    return EXIT_ERROR if state.pending or state.changed else EXIT_OK
+
+
+def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        hashes = migrations.accept_checksum(dsn, args.id)
+    say(
+        f"recorded {hashes.migration_id}: sha256 {hashes.sha256}, rollback {hashes.rollback_sha256}"
+    )
+    return EXIT_OK
 
 
 def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,7 +103,7 @@ def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
         created = migrations.ensure_database(dsn)
         name = migrations.database_name(dsn)
         say(f"created database {name}" if created else f"database {name} already exists")
-        applied = migrations.apply(dsn)
+        applied = migrations.apply(dsn, policy=migrations.RunPolicy.from_settings(settings))
     say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
     return EXIT_OK
 
@@ -103,16 +115,16 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
     """
     with target_dsn(settings) as dsn:
-        _migrate_step(dsn)
+        _migrate_step(dsn, migrations.RunPolicy.from_settings(settings))
         say(_seed_step(settings, dsn))
         if args.no_serve:
             return EXIT_OK
         return _serve_step(settings.replace(database_url=dsn), args)
 
 
-def _migrate_step(dsn: str) -> None:
+def _migrate_step(dsn: str, policy: migrations.RunPolicy) -> None:
     migrations.ensure_database(dsn)
-    applied = migrations.apply(dsn)
+    applied = migrations.apply(dsn, policy=policy)
     state = migrations.status(dsn)
     say(f"database: {describe_dsn(dsn)}")
     say(f"migrations: {len(applied)} applied now, head {state.head}, {len(state.pending)} pending")
@@ -247,7 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     group = rb.add_mutually_exclusive_group()
     group.add_argument("--all", action="store_true", help="roll back every migration")
     group.add_argument("--to", metavar="ID", help="roll back everything applied after ID")
-    verb("status", cmd_status, "list applied and pending migrations (exit 1 if any pending)")
+    verb(
+        "status",
+        cmd_status,
+        "list applied, pending and changed migrations (exit 1 if any pending or changed)",
+    )
+    acc = verb(
+        "accept-checksum",
+        cmd_accept_checksum,
+        "re-record the content hash of an applied migration after a reviewed edit",
+    )
+    acc.add_argument("id", metavar="ID", help="migration id, e.g. 0002_users_hardening")
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")
     force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
     sd = verb("seed", cmd_seed, "insert the development users of seeds/*.sql (idempotent)")

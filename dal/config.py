@@ -265,6 +265,27 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_seconds(0.001, 31_536_000),
         "Seconds an account stays locked.",
     ),
+    Variable(
+        "DEFEAH_MIGRATION_LOCK_TIMEOUT",
+        "migration_lock_timeout",
+        "5",
+        _parse_seconds(0.01, 600),
+        "lock_timeout (seconds) of every migration statement; a blocked DDL gives up, retries.",
+    ),
+    Variable(
+        "DEFEAH_MIGRATION_STATEMENT_TIMEOUT",
+        "migration_statement_timeout",
+        "1800",
+        _parse_seconds(0, 86_400),
+        "statement_timeout (seconds) of every migration statement (0 disables).",
+    ),
+    Variable(
+        "DEFEAH_MIGRATION_RETRIES",
+        "migration_retries",
+        "3",
+        _parse_int(0, 20),
+        "Retries of a migration after a lock timeout (backoff 1 s, doubling) before it fails.",
+    ),
     Variable("DEFEAH_HOST", "host", "127.0.0.1", _parse_text, "Address the HTTP server binds."),
     Variable("DEFEAH_PORT", "port", "8080", _parse_int(0, 65535), "Port the HTTP server binds."),
     Variable(
@@ -313,6 +334,9 @@ class Settings:
     bcrypt_rounds: int = 12
     lockout_threshold: int = 5
     lockout_window: float = 900.0
+    migration_lock_timeout: float = 5.0
+    migration_statement_timeout: float = 1800.0
+    migration_retries: int = 3
     host: str = "127.0.0.1"
     port: int = 8080
     health_timeout: float = 2.0

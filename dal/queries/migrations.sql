@@ -1,0 +1,53 @@
+-- name: create_checksum_table#
+-- Our bookkeeping of migration *content* (yoyo's _yoyo_migration hashes only the id).  A table
+-- of our own, not extra columns on yoyo's: yoyo upgrades its internal tables itself and would
+-- not carry columns it does not know.  Idempotent; created under yoyo's lock by every migrate.
+CREATE TABLE IF NOT EXISTS defeah_migration_checksum (
+    migration_id text PRIMARY KEY,
+    sha256 text NOT NULL,
+    rollback_sha256 text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: checksum_table_exists^
+-- True once a migrate has created the checksum table (status must not create it).
+SELECT to_regclass('defeah_migration_checksum') IS NOT NULL AS present;
+
+-- name: recorded_checksums
+-- Recorded hashes of every applied migration, compared with the files on each migrate/status.
+SELECT migration_id, sha256, rollback_sha256 FROM defeah_migration_checksum ORDER BY migration_id;
+
+-- name: record_checksum!
+-- Record the hashes of one migration after applying it, or re-record them on accept-checksum.
+INSERT INTO defeah_migration_checksum (migration_id, sha256, rollback_sha256)
+VALUES (:migration_id, :sha256, :rollback_sha256)
+ON CONFLICT (migration_id) DO UPDATE
+    SET sha256 = EXCLUDED.sha256, rollback_sha256 = EXCLUDED.rollback_sha256, recorded_at = now();
+
+-- name: forget_checksum!
+-- A rolled-back migration has no applied content any more; re-applying records it afresh.
+DELETE FROM defeah_migration_checksum WHERE migration_id = :migration_id;
+
+-- name: blockers
+-- Sessions blocking our migration session (found by its unique application_name): what a
+-- lock-timeout error names so the DBA knows whom to wait for or stop.
+SELECT b.pid, b.state, b.query,
+       extract(epoch FROM now() - b.xact_start)::float8 AS xact_seconds
+FROM pg_stat_activity AS w
+CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp (pid)
+JOIN pg_stat_activity AS b ON b.pid = bp.pid
+WHERE w.application_name = :application_name
+ORDER BY b.pid;
+
+-- name: invalid_indexes
+-- Indexes of the current schema left INVALID by an interrupted CREATE INDEX CONCURRENTLY.
+SELECT c.relname AS name
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE NOT i.indisvalid AND c.relnamespace = current_schema()::regnamespace
+ORDER BY 1;
+
+-- name: drop_index_concurrently#
+-- Drop one invalid index without blocking writes; {index} is filled with a quoted identifier
+-- (an identifier cannot be a bind parameter).
+DROP INDEX CONCURRENTLY IF EXISTS {index};
