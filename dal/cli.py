@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from dal import bulk, migrations, seeding
+from dal import bulk, migrations, plan, seeding
 from dal.config import Settings, describe_dsn
 from dal.database import Database
 from dal.errors import DalError
@@ -52,6 +52,10 @@ def say(message: str) -> None:
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     policy = migrations.RunPolicy.from_settings(settings)
+    if args.dry_run:
+        with target_dsn(settings) as dsn:
+            print(plan.migrate_plan(dsn, policy=policy), end="", flush=True)
+        return EXIT_OK
     with target_dsn(settings) as dsn:
         applied = migrations.apply(dsn, policy=policy)
         head = migrations.status(dsn).head
@@ -64,6 +68,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dry_run:
+        return _rollback_dry_run(args, settings)
     with target_dsn(settings) as dsn:
         undone = migrations.rollback(dsn, to=args.to, all_=args.all)
         head = migrations.status(dsn).head
@@ -72,6 +78,14 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     else:
         say("nothing to roll back")
     say(f"head: {head or '(none)'}")
+    return EXIT_OK
+
+
+def _rollback_dry_run(args: argparse.Namespace, settings: Settings) -> int:
+    policy = migrations.RunPolicy.from_settings(settings)
+    with target_dsn(settings) as dsn:
+        text = plan.rollback_plan(dsn, to=args.to, all_=args.all, policy=policy)
+    print(text, end="", flush=True)
     return EXIT_OK
 
 
@@ -254,8 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = verb("serve", cmd_serve, "serve the HTTP health routes until Ctrl-C / SIGTERM")
     for p in (up, serve):
         add_address_arguments(p)
-    verb("migrate", cmd_migrate, "apply pending migrations")
+    dry_help = "print the exact SQL (psql-runnable, with bookkeeping) instead of running it"
+    mg = verb("migrate", cmd_migrate, "apply pending migrations")
+    mg.add_argument("--dry-run", action="store_true", help=dry_help)
     rb = verb("rollback", cmd_rollback, "roll back the newest migration (or more)")
+    rb.add_argument("--dry-run", action="store_true", help=dry_help)
     group = rb.add_mutually_exclusive_group()
     group.add_argument("--all", action="store_true", help="roll back every migration")
     group.add_argument("--to", metavar="ID", help="roll back everything applied after ID")

@@ -105,7 +105,7 @@ class MigrationStatus:
         return self.applied[-1] if self.applied else None
 
 
-def _read(sources: Path) -> Any:
+def read(sources: Path) -> Any:
     from yoyo import read_migrations
 
     if not sources.is_dir():
@@ -114,7 +114,7 @@ def _read(sources: Path) -> Any:
 
 
 @contextmanager
-def _backend(dsn: str) -> Iterator[Any]:
+def backend_for(dsn: str) -> Iterator[Any]:
     import psycopg2
     from yoyo import get_backend
 
@@ -149,15 +149,15 @@ def _ids(migrations: Any) -> tuple[str, ...]:
 
 
 def status(dsn: str, sources: Path = SQL_DIR) -> MigrationStatus:
-    migrations = _read(sources)
-    with _backend(dsn) as backend:
+    migrations = read(sources)
+    with backend_for(dsn) as backend:
         pending = _ids(backend.to_apply(migrations))
         applied = tuple(m.id for m in migrations if m.id not in pending)
-        changed = _compare_checksums(backend, migrations, applied, baseline=False)
+        changed = compare_checksums(backend, migrations, applied, baseline=False)
     return MigrationStatus(applied=applied, pending=pending, changed=tuple(changed))
 
 
-def _compare_checksums(
+def compare_checksums(
     backend: Any, migrations: Any, applied: tuple[str, ...], *, baseline: bool
 ) -> list[checksums.Mismatch]:
     """Mismatches between recorded and current hashes of the applied migrations.
@@ -185,12 +185,12 @@ def apply(dsn: str, sources: Path = SQL_DIR, policy: RunPolicy | None = None) ->
     Refuses (``ChecksumMismatch``, before any DDL) when an applied file changed.
     """
     policy = policy or RunPolicy()
-    migrations = _read(sources)
+    migrations = read(sources)
     app = f"defeah-db migrate {uuid.uuid4().hex[:8]}"
-    with _backend(policy.session_dsn(dsn, app)) as backend, _locked(backend):
+    with backend_for(policy.session_dsn(dsn, app)) as backend, locked(backend):
         checksums.ensure_table(backend.connection)
         applied = tuple(m.id for m in backend.to_rollback(migrations))
-        changed = _compare_checksums(backend, migrations, applied, baseline=True)
+        changed = compare_checksums(backend, migrations, applied, baseline=True)
         if changed:
             raise ChecksumMismatch("; ".join(c.line() for c in changed))
         todo = backend.to_apply(migrations)
@@ -251,11 +251,11 @@ def _drop_invalid_indexes(backend: Any, migration: Any) -> None:
 
 def accept_checksum(dsn: str, migration_id: str, sources: Path = SQL_DIR) -> checksums.FileHashes:
     """Re-record the hashes of applied ``migration_id`` after a deliberate, reviewed edit."""
-    migrations = _read(sources)
+    migrations = read(sources)
     known = {m.id: m for m in migrations}
     if migration_id not in known:
         raise MigrationError(f"unknown migration id {migration_id!r} (known: {', '.join(known)})")
-    with _backend(dsn) as backend, _locked(backend):
+    with backend_for(dsn) as backend, locked(backend):
         if migration_id not in _ids(backend.to_rollback(migrations)):
             raise MigrationError(f"migration {migration_id!r} is not applied")
         checksums.ensure_table(backend.connection)
@@ -274,24 +274,31 @@ def rollback(
 ) -> list[str]:
     """Roll back the newest migration, everything after ``to``, or everything (``all_``)."""
     policy = policy or RunPolicy()
-    migrations = _read(sources)
+    migrations = read(sources)
     app = f"defeah-db rollback {uuid.uuid4().hex[:8]}"
-    with _backend(policy.session_dsn(dsn, app)) as backend, _locked(backend):
-        applied = list(backend.to_rollback(migrations))  # newest first
-        if to is not None:
-            ids = [m.id for m in migrations]
-            if to not in ids:
-                raise MigrationError(f"unknown migration id {to!r} (known: {', '.join(ids)})")
-            if to not in _ids(applied):
-                raise MigrationError(f"migration {to!r} is not applied")
-            cut = _ids(applied).index(to)
-            todo = applied[:cut]
-        elif all_:
-            todo = applied
-        else:
-            todo = applied[:1]
+    with backend_for(policy.session_dsn(dsn, app)) as backend, locked(backend):
+        todo = select_rollback(backend, migrations, to=to, all_=all_)
         _run(lambda ms: _rollback_each(backend, ms), todo, "roll back")
         return list(_ids(todo))
+
+
+def select_rollback(backend: Any, migrations: Any, *, to: str | None, all_: bool) -> Any:
+    """The applied migrations to roll back, newest first: the newest, all after ``to``, or
+    all (``all_``)."""
+    applied = list(backend.to_rollback(migrations))  # newest first
+    if to is not None:
+        ids = [m.id for m in migrations]
+        if to not in ids:
+            raise MigrationError(f"unknown migration id {to!r} (known: {', '.join(ids)})")
+        if to not in _ids(applied):
+            raise MigrationError(f"migration {to!r} is not applied")
+        cut = _ids(applied).index(to)
+        todo = applied[:cut]
+    elif all_:
+        todo = applied
+    else:
+        todo = applied[:1]
+    return todo
 
 
 def _rollback_each(backend: Any, todo: Any) -> None:
@@ -301,7 +308,7 @@ def _rollback_each(backend: Any, todo: Any) -> None:
 
 
 @contextmanager
-def _locked(backend: Any) -> Iterator[None]:
+def locked(backend: Any) -> Iterator[None]:
     from yoyo.exceptions import LockTimeout
 
     try:

@@ -51,3 +51,24 @@ ORDER BY 1;
 -- Drop one invalid index without blocking writes; {index} is filled with a quoted identifier
 -- (an identifier cannot be a bind parameter).
 DROP INDEX CONCURRENTLY IF EXISTS {index};
+
+-- name: plan_mark_applied!
+-- Dry-run plans only: what yoyo's mark_one writes once a migration has run.
+INSERT INTO _yoyo_migration (migration_hash, migration_id, applied_at_utc)
+VALUES (:migration_hash, :migration_id, timezone('UTC', now()));
+
+-- name: plan_unmark_applied!
+-- Dry-run plans only: what yoyo's unmark_one deletes once a rollback has run.
+DELETE FROM _yoyo_migration WHERE migration_hash = :migration_hash;
+
+-- name: plan_log!
+-- Dry-run plans only: yoyo's _yoyo_log entry for an apply or a rollback.
+INSERT INTO _yoyo_log
+    (id, migration_hash, migration_id, operation, username, hostname, created_at_utc)
+VALUES (gen_random_uuid()::text, :migration_hash, :migration_id, :operation, current_user,
+        :hostname, timezone('UTC', now()));
+
+-- name: plan_session_limits#
+-- Dry-run plans only: the session limits migrate sets, as psql statements.
+SET lock_timeout = {lock_timeout};
+SET statement_timeout = {statement_timeout};
