@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from dal import bulk, migrations, plan, seeding
+from dal import bulk, drift, migrations, plan, seeding
 from dal.config import Settings, describe_dsn
 from dal.database import Database
 from dal.errors import DalError
@@ -109,6 +109,22 @@ def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
     say(
         f"recorded {hashes.migration_id}: sha256 {hashes.sha256}, rollback {hashes.rollback_sha256}"
     )
+    return EXIT_OK
+
+
+def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        differences = drift.drift(dsn)
+    for difference in differences:
+        say(difference.line())
+    say(f"{len(differences)} difference(s) from {drift.SNAPSHOT.name} on {describe_dsn(dsn)}")
+    return EXIT_ERROR if differences else EXIT_OK
+
+
+def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        count = drift.write_snapshot(dsn)
+    say(f"wrote {count} catalog entries to {drift.SNAPSHOT}")
     return EXIT_OK
 
 
@@ -287,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         "re-record the content hash of an applied migration after a reviewed edit",
     )
     acc.add_argument("id", metavar="ID", help="migration id, e.g. 0002_users_hardening")
+    verb("drift", cmd_drift, "compare the live catalog with sql/schema.snapshot (exit 1 on drift)")
+    verb(
+        "snapshot",
+        cmd_snapshot,
+        "regenerate sql/schema.snapshot from a scratch database migrated to head",
+    )
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")
     force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
     sd = verb("seed", cmd_seed, "insert the development users of seeds/*.sql (idempotent)")

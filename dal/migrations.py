@@ -338,6 +338,31 @@ def maintenance_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(path="/postgres"))
 
 
+def with_database(dsn: str, database: str) -> str:
+    """The same server and credentials, pointed at ``database``."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+def admin_statement(dsn: str, statement: Any) -> None:
+    """Run one composed statement (CREATE/DROP DATABASE) in autocommit on ``dsn``."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(dsn)
+    except psycopg2.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {redact_dsn(dsn)}: {_first_line(exc)}"
+        ) from None
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    except psycopg2.Error as exc:
+        raise MigrationError(_first_line(exc)) from None
+    finally:
+        conn.close()
+
+
 def database_name(dsn: str) -> str:
     return unquote(urlsplit(dsn).path.lstrip("/"))
 

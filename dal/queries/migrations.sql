@@ -72,3 +72,11 @@ VALUES (gen_random_uuid()::text, :migration_hash, :migration_id, :operation, cur
 -- Dry-run plans only: the session limits migrate sets, as psql statements.
 SET lock_timeout = {lock_timeout};
 SET statement_timeout = {statement_timeout};
+
+-- name: create_database#
+-- Scratch database for `defeah-db snapshot`; {database} is a quoted identifier.
+CREATE DATABASE {database};
+
+-- name: drop_database#
+-- Drops the scratch database again (FORCE: a leftover session must not keep it alive).
+DROP DATABASE IF EXISTS {database} WITH (FORCE);
