@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg2
 from aiohttp import web
 
-from dal import migrations
+from dal import migrations, schema_state
 from dal.config import Settings
 from dal.database import Database, PoolMetrics
 from dal.errors import DalError
@@ -130,6 +130,8 @@ class HealthService:
         self._migrations_cached: tuple[float, Check] | None = None
         self._liveness_parts: tuple[str, str, str] | None = None
         self._replicas = SingleFlight[dict[str, ReplicaHealth]]()
+        self._schema = SingleFlight[Check]()
+        self._schema_cached: tuple[float, Check] | None = None
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -213,6 +215,34 @@ class HealthService:
         self._migrations_cached = (time.monotonic(), check)
         return check
 
+    async def schema(self) -> Check:
+        """Head against ``REQUIRED_HEAD``, checksums and drift: ``fail`` when the database is
+        behind the code, ``warn`` when ahead (rolling deploy), changed or drifted.  Cached like
+        the migration state; a failed read is not cached."""
+        cached = self._schema_cached
+        if cached is not None and time.monotonic() - cached[0] < MIGRATIONS_CACHE_SECONDS:
+            return cached[1]
+        limit = self.settings.health_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await self._schema.run(self._read_schema)
+        except TimeoutError:
+            return Check(
+                "fail", None, "schema", "datastore", now_iso(), f"no answer within {limit:g}s"
+            )
+
+    async def _read_schema(self) -> Check:
+        try:
+            async with self.db.acquire(timeout=self.settings.health_timeout) as conn:
+                state = await schema_state.read(conn)
+        except DalError as exc:
+            return Check("fail", None, "schema", "datastore", now_iso(), str(exc))
+        check = Check(
+            state.status, state.to_json(), "schema", "datastore", now_iso(), state.output()
+        )
+        self._schema_cached = (time.monotonic(), check)
+        return check
+
     # -- documents -----------------------------------------------------------------------------
 
     def document(self, checks: dict[str, Check | list[Check]]) -> dict[str, Any]:
@@ -247,18 +277,27 @@ class HealthService:
         return f"{head}{seconds}{middle}{now_iso()}{tail}".encode()
 
     async def readiness(self) -> dict[str, Any]:
-        return self.document({"postgresql:responseTime": await self.database()})
+        """503 when the database is down or *behind* the schema this code requires.
+
+        One after the other, so a probe holds at most one pool connection (the schema check is
+        cached and single-flight like the round trip)."""
+        database = await self.database()
+        if database.status == "fail":
+            return self.document({"postgresql:responseTime": database})
+        schema = await self.schema()
+        return self.document({"postgresql:responseTime": database, "postgresql:schema": schema})
 
     async def detailed(self) -> dict[str, Any]:
-        database, schema, replicas = await asyncio.gather(
-            self.database(identify=True), self.migrations(), self.replicas()
+        database, migrated, schema, replicas = await asyncio.gather(
+            self.database(identify=True), self.migrations(), self.schema(), self.replicas()
         )
         return self.document(
             {
                 "postgresql:responseTime": database,
                 "postgresql:connections": self.pools(),
                 "postgresql-replica:responseTime": replicas,
-                "postgresql:migrations": schema,
+                "postgresql:migrations": migrated,
+                "postgresql:schema": schema,
                 "uptime": self.uptime(),
             }
         )

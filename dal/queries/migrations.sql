@@ -80,3 +80,13 @@ CREATE DATABASE {database};
 -- name: drop_database#
 -- Drops the scratch database again (FORCE: a leftover session must not keep it alive).
 DROP DATABASE IF EXISTS {database} WITH (FORCE);
+
+-- name: bookkeeping_tables^
+-- Which bookkeeping tables exist (a never-migrated database has neither); health reads them
+-- only when present, and never creates them.
+SELECT to_regclass('_yoyo_migration') IS NOT NULL AS yoyo,
+       to_regclass('defeah_migration_checksum') IS NOT NULL AS checksums;
+
+-- name: applied_migration_ids
+-- Ids yoyo recorded as applied, oldest first: what health compares with the code's REQUIRED_HEAD.
+SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc, migration_id;

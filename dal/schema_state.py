@@ -1,0 +1,100 @@
+"""The schema the code needs, compared with the database's: head, checksums and drift.
+
+The code declares the newest migration it requires (``REQUIRED_HEAD``).  A database *behind* it
+lacks objects the code uses, so the service is not ready.  A database *ahead* of it (holding
+migrations this code does not know) is normal in a rolling deploy, where the new release
+migrates before the old one stops: still ready, reported as ``warn``.  Changed migration files
+and catalog drift are ``warn`` too: the service works, but a DBA should look.
+
+Everything is read on one pooled connection from the catalogs and the two bookkeeping tables;
+the files' hashes and the snapshot are read once per process, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any, Final
+
+from dal import checksums, drift
+from dal.migrations import SQL_DIR
+from dal.queries import load
+
+REQUIRED_HEAD: Final = "0006_users_token_expiry_index_concurrently"
+SQL = load("migrations")
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    applied: tuple[str, ...]
+    known: tuple[str, ...]
+    changed: tuple[str, ...]
+    drift: tuple[str, ...]
+
+    @property
+    def head(self) -> str | None:
+        return self.applied[-1] if self.applied else None
+
+    @property
+    def behind(self) -> bool:
+        return REQUIRED_HEAD not in self.applied
+
+    @property
+    def ahead(self) -> tuple[str, ...]:
+        """Applied migrations this code does not know (a newer release applied them)."""
+        return tuple(m for m in self.applied if m not in self.known)
+
+    @property
+    def status(self) -> str:
+        if self.behind:
+            return "fail"
+        return "warn" if self.ahead or self.changed or self.drift else "pass"
+
+    def output(self) -> str | None:
+        parts = []
+        if self.behind:
+            parts.append(f"database head {self.head or '(none)'} is behind {REQUIRED_HEAD}")
+        if self.ahead:
+            parts.append(f"ahead of this code by {', '.join(self.ahead)}")
+        parts += [f"checksum: {c}" for c in self.changed]
+        parts += [f"drift: {d}" for d in self.drift]
+        return "; ".join(parts) or None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "head": self.head,
+            "required": REQUIRED_HEAD,
+            "behind": self.behind,
+            "ahead": list(self.ahead),
+            "checksums": "changed" if self.changed else "ok",
+            "drift": len(self.drift),
+        }
+
+
+@functools.cache
+def _files() -> tuple[dict[str, checksums.FileHashes], dict[str, str]]:
+    migrations = sorted(p for p in SQL_DIR.glob("*.sql") if not p.name.endswith(".rollback.sql"))
+    hashes = {p.stem: checksums.file_hashes(p.stem, p) for p in migrations}
+    return hashes, drift.expected()
+
+
+async def read(conn: Any) -> SchemaState:
+    """The schema state seen through ``conn`` (a pooled asyncpg connection)."""
+    files, snapshot = await asyncio.to_thread(_files)
+    tables = await conn.fetchrow(SQL["bookkeeping_tables"].sql)
+    applied: tuple[str, ...] = ()
+    if tables["yoyo"]:
+        applied = tuple(r[0] for r in await conn.fetch(SQL["applied_migration_ids"].sql))
+    changed: list[str] = []
+    if tables["checksums"]:
+        for row in await conn.fetch(SQL["recorded_checksums"].sql):
+            now = files.get(row["migration_id"])
+            if now is not None:
+                was = checksums.FileHashes(*row)
+                changed += [
+                    m.file
+                    for m in checksums.mismatches(SQL_DIR / f"{now.migration_id}.sql", was, now)
+                ]
+    differences = drift.compare(snapshot, await drift.live_catalog(conn))
+    return SchemaState(applied, tuple(files), tuple(changed), tuple(d.line() for d in differences))
