@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from dal import bulk, drift, migrations, plan, seeding
+from dal import bulk, drift, migrations, plan, rehearsal, seeding
 from dal.config import Settings, describe_dsn
 from dal.database import Database
 from dal.errors import DalError
@@ -125,6 +125,14 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
         count = drift.write_snapshot(dsn)
     say(f"wrote {count} catalog entries to {drift.SNAPSHOT}")
+    return EXIT_OK
+
+
+def cmd_rehearse(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        lines = rehearsal.rehearse(settings, dsn, args.rows)
+    for line in lines:
+        say(line)
     return EXIT_OK
 
 
@@ -308,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot",
         cmd_snapshot,
         "regenerate sql/schema.snapshot from a scratch database migrated to head",
+    )
+    rh = verb(
+        "rehearse",
+        cmd_rehearse,
+        "run the pending migrations on a filled scratch copy under load; report locks, p99",
+    )
+    rh.add_argument(
+        "--rows", type=bulk.positive_int, default=100_000, metavar="N", help="users to generate"
     )
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")
     force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"

@@ -67,6 +67,9 @@ class RunPolicy:
     statement_timeout: float = 1800.0
     retries: int = 3
     backoff: float = 1.0  # seconds before the first retry, doubled for each next one
+    # PgBouncer refuses the ``options`` startup parameter that carries the limits; in
+    # transaction mode a session SET would leak to other clients, so there are none.
+    session_limits: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunPolicy:
@@ -74,18 +77,21 @@ class RunPolicy:
             lock_timeout=settings.migration_lock_timeout,
             statement_timeout=settings.migration_statement_timeout,
             retries=settings.migration_retries,
+            session_limits=not settings.pgbouncer,
         )
 
     def session_dsn(self, dsn: str, application_name: str) -> str:
         """``dsn`` whose sessions (yoyo opens one per migration) start with our limits."""
         parts = urlsplit(dsn)
         query = dict(parse_qsl(parts.query))
+        query["application_name"] = application_name
+        if not self.session_limits:
+            return urlunsplit(parts._replace(query=urlencode(query)))
         limits = (
             f"-c lock_timeout={_ms(self.lock_timeout)} "
             f"-c statement_timeout={_ms(self.statement_timeout)}"
         )
         query["options"] = f"{query.get('options', '')} {limits}".strip()
-        query["application_name"] = application_name
         return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -128,6 +134,12 @@ def backend_for(dsn: str) -> Iterator[Any]:
             # the loser sees a duplicate pg_type row.  The tables now exist: try again.
             time.sleep(0.1 * (attempt + 1))
         except psycopg2.OperationalError as exc:
+            if "unsupported startup parameter: options" in str(exc):
+                raise MigrationError(
+                    "the server refused the lock_timeout/statement_timeout startup options "
+                    "(PgBouncer?): migrate against PostgreSQL directly, or set "
+                    "DEFEAH_PGBOUNCER=true to migrate without the limits"
+                ) from None
             raise DatabaseUnavailable(
                 f"cannot connect to {redact_dsn(dsn)}: {_first_line(exc)}"
             ) from None
