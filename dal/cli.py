@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TypeVar
 
-from dal import bulk, migrations, production, seeding, signin
+from dal import bulk, drift, migrations, plan, production, rehearsal, seeding, signin
 from dal.config import Settings
 from dal.database import Database
 from dal.dsn import database_name, describe_dsn
@@ -57,8 +57,13 @@ def say(message: str) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    policy = migrations.RunPolicy.from_settings(settings)
+    if args.dry_run:
+        with target_dsn(settings) as dsn:
+            print(plan.migrate_plan(dsn, policy=policy), end="", flush=True)
+        return EXIT_OK
     with target_dsn(settings) as dsn:
-        applied = migrations.apply(dsn)
+        applied = migrations.apply(dsn, policy=policy)
         head = migrations.status(dsn).head
     if applied:
         say(f"applied {len(applied)} migration(s): {', '.join(applied)}")
@@ -70,7 +75,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Roll back through yoyo, after the production guard (``yoyo rollback`` itself is the
-    DBA's own tool and is not guarded)."""
+    DBA's own tool and is not guarded).  A dry run changes nothing, so it needs no guard."""
+    if args.dry_run:
+        return _rollback_dry_run(args, settings)
 
     def check(db: Database) -> Awaitable[None]:
         return production.guard_database(db, "roll back migrations", force=args.force)
@@ -87,6 +94,14 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _rollback_dry_run(args: argparse.Namespace, settings: Settings) -> int:
+    policy = migrations.RunPolicy.from_settings(settings)
+    with target_dsn(settings) as dsn:
+        text = plan.rollback_plan(dsn, to=args.to, all_=args.all, policy=policy)
+    print(text, end="", flush=True)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
         state = migrations.status(dsn)
@@ -95,8 +110,43 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         say(f"  applied  {mid}")
     for mid in state.pending:
         say(f"  pending  {mid}")
-    say(f"{len(state.applied)} applied, {len(state.pending)} pending")
-    return EXIT_ERROR if state.pending else EXIT_OK
+    for mismatch in state.changed:
+        say(f"  CHANGED  {mismatch.line()}")
+    say(f"{len(state.applied)} applied, {len(state.pending)} pending, {len(state.changed)} changed")
+    return EXIT_ERROR if state.pending or state.changed else EXIT_OK
+
+
+def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        hashes = migrations.accept_checksum(dsn, args.id)
+    say(
+        f"recorded {hashes.migration_id}: sha256 {hashes.sha256}, rollback {hashes.rollback_sha256}"
+    )
+    return EXIT_OK
+
+
+def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        differences = drift.drift(dsn)
+    for difference in differences:
+        say(difference.line())
+    say(f"{len(differences)} difference(s) from {drift.SNAPSHOT.name} on {describe_dsn(dsn)}")
+    return EXIT_ERROR if differences else EXIT_OK
+
+
+def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        count = drift.write_snapshot(dsn)
+    say(f"wrote {count} catalog entries to {drift.SNAPSHOT}")
+    return EXIT_OK
+
+
+def cmd_rehearse(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        lines = rehearsal.rehearse(settings, dsn, args.rows)
+    for line in lines:
+        say(line)
+    return EXIT_OK
 
 
 def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
@@ -104,7 +154,7 @@ def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
         created = migrations.ensure_database(dsn)
         name = database_name(dsn)
         say(f"created database {name}" if created else f"database {name} already exists")
-        applied = migrations.apply(dsn)
+        applied = migrations.apply(dsn, policy=migrations.RunPolicy.from_settings(settings))
     say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
     return EXIT_OK
 
@@ -116,16 +166,16 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
     """
     with target_dsn(settings) as dsn:
-        _migrate_step(dsn)
+        _migrate_step(dsn, migrations.RunPolicy.from_settings(settings))
         say(_seed_step(settings, dsn))
         if args.no_serve:
             return EXIT_OK
         return _serve_step(settings.replace(database_url=dsn), args)
 
 
-def _migrate_step(dsn: str) -> None:
+def _migrate_step(dsn: str, policy: migrations.RunPolicy) -> None:
     migrations.ensure_database(dsn)
-    applied = migrations.apply(dsn)
+    applied = migrations.apply(dsn, policy=policy)
     state = migrations.status(dsn)
     say(f"database: {describe_dsn(dsn)}")
     say(f"migrations: {len(applied)} applied now, head {state.head}, {len(state.pending)} pending")
@@ -286,14 +336,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve = verb("serve", cmd_serve, "serve the HTTP health routes until Ctrl-C / SIGTERM")
     for p in (up, serve):
         add_address_arguments(p)
-    verb("migrate", cmd_migrate, "apply pending migrations")
+    dry_help = "print the exact SQL (psql-runnable, with bookkeeping) instead of running it"
+    mg = verb("migrate", cmd_migrate, "apply pending migrations")
+    mg.add_argument("--dry-run", action="store_true", help=dry_help)
     force_help = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
     rb = verb("rollback", cmd_rollback, "roll back the newest migration (or more)")
+    rb.add_argument("--dry-run", action="store_true", help=dry_help)
     group = rb.add_mutually_exclusive_group()
     group.add_argument("--all", action="store_true", help="roll back every migration")
     group.add_argument("--to", metavar="ID", help="roll back everything applied after ID")
     rb.add_argument("--force", action="store_true", help=force_help)
-    verb("status", cmd_status, "list applied and pending migrations (exit 1 if any pending)")
+    verb(
+        "status",
+        cmd_status,
+        "list applied, pending and changed migrations (exit 1 if any pending or changed)",
+    )
+    acc = verb(
+        "accept-checksum",
+        cmd_accept_checksum,
+        "re-record the content hash of an applied migration after a reviewed edit",
+    )
+    acc.add_argument("id", metavar="ID", help="migration id, e.g. 0002_users_hardening")
+    verb("drift", cmd_drift, "compare the live catalog with sql/schema.snapshot (exit 1 on drift)")
+    verb(
+        "snapshot",
+        cmd_snapshot,
+        "regenerate sql/schema.snapshot from a scratch database migrated to head",
+    )
+    rh = verb(
+        "rehearse",
+        cmd_rehearse,
+        "run the pending migrations on a filled scratch copy under load; report locks, p99",
+    )
+    rh.add_argument(
+        "--rows", type=bulk.positive_int, default=100_000, metavar="N", help="users to generate"
+    )
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")
     sd = verb("seed", cmd_seed, "insert the development users of seeds/*.sql (idempotent)")
     sd.add_argument("--clear", action="store_true", help="remove the seed users first, then seed")

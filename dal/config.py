@@ -250,6 +250,27 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
     )
+    migration_lock_timeout: Seconds = setting(
+        5.0,
+        "DEFEAH_MIGRATION_LOCK_TIMEOUT",
+        "`lock_timeout` (seconds) of every migration statement; a blocked DDL gives up, retries.",
+        ge=0.01,
+        le=600,
+    )
+    migration_statement_timeout: Seconds = setting(
+        1800.0,
+        "DEFEAH_MIGRATION_STATEMENT_TIMEOUT",
+        "`statement_timeout` (seconds) of every migration statement (`0` disables).",
+        ge=0,
+        le=86_400,
+    )
+    migration_retries: int = setting(
+        3,
+        "DEFEAH_MIGRATION_RETRIES",
+        "Retries of a migration after a lock timeout (backoff 1 s, doubling) before it fails.",
+        ge=0,
+        le=20,
+    )
     host: Text = setting("127.0.0.1", "DEFEAH_HOST", "Address the HTTP server binds.")
     port: int = setting(
         8080, "DEFEAH_PORT", "Port the HTTP server binds (`0`: any free port).", ge=0, le=65535

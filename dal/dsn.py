@@ -88,5 +88,10 @@ def maintenance_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(path="/postgres"))
 
 
+def with_database(dsn: str, database: str) -> str:
+    """The same server and credentials, pointed at ``database``."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
 def database_name(dsn: str) -> str:
     return unquote(urlsplit(dsn).path.lstrip("/"))

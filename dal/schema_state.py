@@ -1,20 +1,100 @@
-"""The migration state as the health check reads it: one plain ``SELECT`` on the app's pool.
+"""The schema the code needs, compared with the database's: head, checksums and drift.
 
-``dal.migrations.status`` goes through yoyo's backend, which on every connection creates its
-lock table and a temporary table (DDL: two ERROR lines in the server log per read when the
-tables exist, and a lock wait when a migration runs).  A probe must never write and never wait,
-so this reads yoyo's bookkeeping table directly, inside ``Database.bounded``.  The ids of the
-migration files come from the caller, read once (``dal.migrations.migration_ids``).
+The code declares the newest migration it requires (``REQUIRED_HEAD``).  A database *behind* it
+lacks objects the code uses, so the service is not ready.  A database *ahead* of it (holding
+migrations this code does not know) is normal in a rolling deploy, where the new release
+migrates before the old one stops: still ready, reported as ``warn``.  Changed migration files
+and catalog drift are ``warn`` too: the service works, but a DBA should look.
+
+Everything is read on one pooled connection from the catalogs and the two bookkeeping tables;
+the files' hashes and the snapshot are read once per process, off the event loop.
+
+The health routes read it inside ``Database.bounded`` with plain ``SELECT``s: yoyo's own status
+read (``dal.migrations.status``) creates its lock table and a temporary table on every
+connection, and a probe must never write and never wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any, Final
+
 import asyncpg
 
+from dal import checksums, drift
 from dal.database import Database
-from dal.driver import PooledConnection, describe_error
+from dal.driver import Connection, describe_error
 from dal.errors import DatabaseUnavailable
-from dal.migrations import MigrationStatus
+from dal.migrations import SQL_DIR, MigrationStatus
+from dal.queries import load
+from dal.statements import run
+
+REQUIRED_HEAD: Final = "0006_users_token_expiry_index_concurrently"
+SQL = load("migrations")
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    applied: tuple[str, ...]
+    known: tuple[str, ...]
+    changed: tuple[str, ...]
+    drift: tuple[str, ...]
+
+    @property
+    def head(self) -> str | None:
+        return self.applied[-1] if self.applied else None
+
+    @property
+    def behind(self) -> bool:
+        return REQUIRED_HEAD not in self.applied
+
+    @property
+    def ahead(self) -> tuple[str, ...]:
+        """Applied migrations this code does not know (a newer release applied them)."""
+        return tuple(m for m in self.applied if m not in self.known)
+
+    @property
+    def status(self) -> str:
+        if self.behind:
+            return "fail"
+        return "warn" if self.ahead or self.changed or self.drift else "pass"
+
+    def output(self) -> str | None:
+        parts = []
+        if self.behind:
+            parts.append(f"database head {self.head or '(none)'} is behind {REQUIRED_HEAD}")
+        if self.ahead:
+            parts.append(f"ahead of this code by {', '.join(self.ahead)}")
+        parts += [f"checksum: {c}" for c in self.changed]
+        parts += [f"drift: {d}" for d in self.drift]
+        return "; ".join(parts) or None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "head": self.head,
+            "required": REQUIRED_HEAD,
+            "behind": self.behind,
+            "ahead": list(self.ahead),
+            "checksums": "changed" if self.changed else "ok",
+            "drift": len(self.drift),
+        }
+
+
+@functools.cache
+def _files() -> tuple[dict[str, checksums.FileHashes], dict[str, str]]:
+    migrations = sorted(p for p in SQL_DIR.glob("*.sql") if not p.name.endswith(".rollback.sql"))
+    hashes = {p.stem: checksums.file_hashes(p.stem, p) for p in migrations}
+    return hashes, drift.expected()
+
+
+async def applied_ids(conn: Connection) -> tuple[str, ...]:
+    """Ids recorded as applied; none when yoyo never ran here (no bookkeeping table yet)."""
+    tables = (await run(conn, SQL["bookkeeping_tables"], {}))[0]
+    if not tables["yoyo"]:
+        return ()
+    return tuple(r[0] for r in await run(conn, SQL["applied_migration_ids"], {}))
 
 
 async def read_status(db: Database, known: tuple[str, ...], timeout: float) -> MigrationStatus:
@@ -24,7 +104,7 @@ async def read_status(db: Database, known: tuple[str, ...], timeout: float) -> M
     """
     try:
         async with db.bounded(timeout) as conn:
-            done = await applied_ids(conn)
+            done = set(await applied_ids(conn))
     except TimeoutError:
         raise DatabaseUnavailable(f"no answer within {timeout:g}s") from None
     except asyncpg.exceptions.PostgresError as exc:
@@ -36,11 +116,20 @@ async def read_status(db: Database, known: tuple[str, ...], timeout: float) -> M
     return MigrationStatus(applied=applied, pending=pending)
 
 
-async def applied_ids(conn: PooledConnection) -> frozenset[str]:
-    """Ids recorded as applied; none when yoyo never ran here (no bookkeeping table yet)."""
-    # yoyo 9's table: migration_hash (key), migration_id, applied_at_utc; found through the
-    # search_path, as yoyo finds it.  to_regclass takes no lock, so a missing table is no error.
-    if await conn.fetchval("SELECT to_regclass('_yoyo_migration') IS NULL"):
-        return frozenset()
-    rows = await conn.fetch("SELECT migration_id FROM _yoyo_migration")
-    return frozenset(row["migration_id"] for row in rows)
+async def read(conn: Any) -> SchemaState:
+    """The schema state seen through ``conn`` (a pooled asyncpg connection)."""
+    files, snapshot = await asyncio.to_thread(_files)
+    tables = (await run(conn, SQL["bookkeeping_tables"], {}))[0]
+    applied = await applied_ids(conn)
+    changed: list[str] = []
+    if tables["checksums"]:
+        for row in await run(conn, SQL["recorded_checksums"], {}):
+            now = files.get(row["migration_id"])
+            if now is not None:
+                was = checksums.FileHashes(*row)
+                changed += [
+                    m.file
+                    for m in checksums.mismatches(SQL_DIR / f"{now.migration_id}.sql", was, now)
+                ]
+    differences = drift.compare(snapshot, await drift.live_catalog(conn))
+    return SchemaState(applied, tuple(files), tuple(changed), tuple(d.line() for d in differences))

@@ -7,6 +7,9 @@
 -- improvements live in later migrations, each one commented, so they can be reviewed one by one.
 -- gen_random_uuid() is built into PostgreSQL 13+; no extension is needed.
 
+-- squawk: the spec's VARCHAR(n), INTEGER and TIMESTAMP columns are kept verbatim (see above);
+-- CREATE TABLE of a new, empty table locks nothing anyone waits on.  0002 converts the timestamps.
+-- squawk-ignore-file prefer-text-field, prefer-timestamp-tz, prefer-bigint-over-int
 CREATE TABLE users (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     email VARCHAR(255) UNIQUE NOT NULL,

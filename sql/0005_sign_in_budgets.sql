@@ -5,6 +5,12 @@
 -- changes.  Everything here works behind PgBouncer in transaction mode: no session state, no
 -- LISTEN, no advisory locks; the DAL's statements are single statements or short explicit
 -- transactions (dal/queries/signin.sql).
+--
+-- squawk: both tables are new and empty, so no column choice here takes a lock on live data.
+-- sign_in_budgets.used counts attempts within one window, bounded by the thresholds (at most
+-- 1,000,000 by configuration): INTEGER is ample.  auth_events.user_agent is VARCHAR(256) on
+-- purpose: the cap is the rule (the DAL truncates to the same 256 characters).
+-- squawk-ignore-file prefer-bigint-over-int, prefer-text-field
 
 -- 1. Attempt budgets.
 --    One row per budget key.  A sign-in first claims one unit on every key it involves (one

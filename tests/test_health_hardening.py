@@ -117,7 +117,8 @@ async def test_detailed_on_a_database_yoyo_never_touched(pg: PgServer) -> None:
         settings = make_settings(pg.dsn(name), health_timeout=1.0)
         async with serving(settings) as client:
             status, _, body = await get_json(client, DETAILED)
-        assert status == 200
+        assert status == 503  # behind the schema the code requires (postgresql:schema)
+        assert body["checks"]["postgresql:schema"][0]["status"] == "fail"
         schema = body["checks"]["postgresql:migrations"][0]
         assert schema["status"] == "warn"
         assert schema["observedValue"] == {

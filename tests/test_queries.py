@@ -46,3 +46,11 @@ def test_every_shipped_statement_is_commented(path: Path) -> None:
     for query in queries.values():
         assert query.doc, f"{path.name}: {query.name} has no comment saying what it is for"
         assert ":" not in query.sql.replace("::", ""), f"{query.name}: unconverted :name"
+
+
+def test_pyformat_names_each_parameter_and_keeps_literal_percent(tmp_path: Path) -> None:
+    (tmp_path / "pf.sql").write_text(
+        "-- name: pf\n-- psycopg2 form.\nSELECT :a, 'x%' LIKE 'x%', :b, :a\n", encoding="utf-8"
+    )
+    query = load("pf", tmp_path)["pf"]
+    assert query.pyformat == "SELECT %(a)s, 'x%%' LIKE 'x%%', %(b)s, %(a)s"

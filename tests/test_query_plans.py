@@ -101,16 +101,16 @@ async def test_keyset_pages_scan_only_what_they_return(filled: asyncpg.Connectio
     assert not _seq_scans(after)
 
 
-async def test_expiring_tokens_use_the_0003_partial_index(filled: asyncpg.Connection[Any]) -> None:
+async def test_expiring_tokens_use_the_0006_partial_index(filled: asyncpg.Connection[Any]) -> None:
     nodes = await _plan(
         filled, q("expiring_instagram_tokens", within=timedelta(days=7), limit=1000)
     )
-    assert _indexes(nodes) == {"users_token_expires_at_idx"} and not _seq_scans(nodes)
+    assert _indexes(nodes) == {"users_token_expiry_idx"} and not _seq_scans(nodes)
     # Without it (as before 0003) the same statement reads the whole table.
     undo = filled.transaction()
     await undo.start()
     try:
-        await filled.execute("DROP INDEX users_token_expires_at_idx")
+        await filled.execute("DROP INDEX users_token_expiry_idx")
         before = await _plan(
             filled, q("expiring_instagram_tokens", within=timedelta(days=7), limit=1000)
         )

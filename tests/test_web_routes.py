@@ -129,6 +129,7 @@ async def test_detailed_reports_pool_migrations_uptime(web_settings: Settings) -
         "postgresql:responseTime",
         "postgresql:connections",
         "postgresql:migrations",
+        "postgresql:schema",
         "uptime",
     }
     dsn = web_settings.database_url or ""
@@ -220,14 +221,15 @@ async def test_health_token_restricts_detailed_to_bearer(web_settings: Settings)
         assert (await get_json(client, "/api/v1/health/database"))[0] == 200
 
 
-async def test_pending_migration_is_warn_and_named(fresh_dsn: str) -> None:
+async def test_pending_migration_is_named_and_behind_the_code_fails(fresh_dsn: str) -> None:
     undone = migrations.rollback(fresh_dsn)
     assert len(undone) == 1
     settings = make_settings(fresh_dsn, pool_min_size=1, pool_max_size=2)
     async with serving(settings) as client:
         status, _, body = await get_json(client, "/api/v1/health/detailed")
-    assert status == 200  # warn is still healthy
-    assert body["status"] == "warn"
+    # The code requires the newest migration (issue 13): behind it is not healthy.
+    assert status == 503
+    assert body["checks"]["postgresql:schema"][0]["status"] == "fail"
     schema = body["checks"]["postgresql:migrations"][0]
     assert schema["status"] == "warn"
     assert schema["observedValue"]["pending"] == undone

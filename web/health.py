@@ -38,11 +38,13 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 from aiohttp import web
 
 from dal import migrations, schema_state
 from dal.config import Settings
 from dal.database import Database
+from dal.driver import describe_error
 from dal.errors import DalError
 from dal.pools import PoolMetrics
 from dal.replicas import ReplicaHealth
@@ -52,6 +54,7 @@ PACKAGE = "defeah-db"
 MIGRATIONS_CACHE_SECONDS = 5.0
 STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 # The only failure text the open routes give: the real one names host, database and role.
+GENERIC_SCHEMA = "schema not at the required migration head"
 GENERIC_FAILURE = "database unavailable"
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,8 @@ class HealthService:
         self._migration_files: tuple[str, ...] | None = None
         self._liveness_parts: tuple[str, str, str] | None = None
         self._replicas = SingleFlight[dict[str, ReplicaHealth]]()
+        self._schema = SingleFlight[Check]()
+        self._schema_cached: tuple[float, Check] | None = None
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -223,6 +228,37 @@ class HealthService:
         self._migrations_cached = (time.monotonic(), check)
         return check
 
+    async def schema(self) -> Check:
+        """Head against ``REQUIRED_HEAD``, checksums and drift: ``fail`` when the database is
+        behind the code, ``warn`` when ahead (rolling deploy), changed or drifted.  Cached like
+        the migration state; a failed read is not cached."""
+        cached = self._schema_cached
+        if cached is not None and time.monotonic() - cached[0] < MIGRATIONS_CACHE_SECONDS:
+            return cached[1]
+        limit = self.settings.health_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await self._schema.run(self._read_schema)
+        except TimeoutError:
+            return Check(
+                "fail", None, "schema", "datastore", now_iso(), f"no answer within {limit:g}s"
+            )
+
+    async def _read_schema(self) -> Check:
+        try:
+            async with self.db.bounded(self.settings.health_timeout) as conn:
+                state = await schema_state.read(conn)
+        except DalError as exc:
+            return Check("fail", None, "schema", "datastore", now_iso(), str(exc))
+        except asyncpg.exceptions.PostgresError as exc:  # e.g. the health lock_timeout
+            reason = f"cannot read the schema state: {describe_error(exc)}"
+            return Check("fail", None, "schema", "datastore", now_iso(), reason)
+        check = Check(
+            state.status, state.to_json(), "schema", "datastore", now_iso(), state.output()
+        )
+        self._schema_cached = (time.monotonic(), check)
+        return check
+
     # -- documents -----------------------------------------------------------------------------
 
     def document(self, checks: dict[str, Check | list[Check]]) -> dict[str, Any]:
@@ -257,22 +293,31 @@ class HealthService:
         return f"{head}{seconds}{middle}{now_iso()}{tail}".encode()
 
     async def readiness(self) -> dict[str, Any]:
-        """For the open routes: the failure text is generic (see the module docstring)."""
-        check = await self.database()
-        if check.output is not None:
-            check = dataclasses.replace(check, output=GENERIC_FAILURE)
-        return self.document({"postgresql:responseTime": check})
+        """503 when the database is down or *behind* the schema this code requires.
+
+        One after the other, so a probe holds at most one pool connection (the schema check is
+        cached and single-flight like the round trip).  This is an open route: failure texts
+        are generic (see the module docstring); the details are on ``/detailed``."""
+        database = await self.database()
+        if database.status == "fail":
+            database = dataclasses.replace(database, output=GENERIC_FAILURE)
+            return self.document({"postgresql:responseTime": database})
+        schema = await self.schema()
+        if schema.output is not None:
+            schema = dataclasses.replace(schema, output=GENERIC_SCHEMA)
+        return self.document({"postgresql:responseTime": database, "postgresql:schema": schema})
 
     async def detailed(self) -> dict[str, Any]:
-        database, schema, replicas = await asyncio.gather(
-            self.database(identify=True), self.migrations(), self.replicas()
+        database, migrated, schema, replicas = await asyncio.gather(
+            self.database(identify=True), self.migrations(), self.schema(), self.replicas()
         )
         return self.document(
             {
                 "postgresql:responseTime": database,
                 "postgresql:connections": self.pools(),
                 "postgresql-replica:responseTime": replicas,
-                "postgresql:migrations": schema,
+                "postgresql:migrations": migrated,
+                "postgresql:schema": schema,
                 "uptime": self.uptime(),
             }
         )

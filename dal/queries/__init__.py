@@ -13,6 +13,7 @@ translation uses to name the argument a driver error is about: no hand-kept labe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -40,6 +41,16 @@ class Query:
     def labelled(self, args: tuple[object, ...] | list[object]) -> dict[str, object]:
         """``args`` (in ``$n`` order) keyed by parameter name, for error messages."""
         return dict(zip(self.params, args, strict=True))
+
+    @property
+    def pyformat(self) -> str:
+        """The statement in psycopg2's ``%(name)s`` style, for the statements that must run on
+        yoyo's own psycopg2 session (inside its lock and transactions).  Literal ``%`` doubled."""
+        text = self.sql.replace("%", "%%")
+        return _POSITIONAL.sub(lambda m: f"%({self.params[int(m.group(1)) - 1]})s", text)
+
+
+_POSITIONAL = re.compile(r"\$(\d+)")
 
 
 @cache

@@ -115,7 +115,7 @@ RETURNING id, email, hashed_password, full_name, is_active, is_verified,
 
 -- name: expiring_instagram_tokens
 -- Connected users whose token is still valid but expires within :within, soonest first (for
--- a refresh job).  Served by the partial index users_token_expires_at_idx (0003).
+-- a refresh job).  Served by the partial index users_token_expiry_idx (0006).
 SELECT id, email, hashed_password, full_name, is_active, is_verified,
        instagram_user_id, instagram_access_token, instagram_username, token_expires_at,
        timezone, language, last_login_at, login_count, failed_login_attempts, locked_until,
