@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import bulk
-from dal.cli import target_dsn
 from dal.config import Settings
 from dal.database import Database
 from dal.dsn import describe_dsn, maintenance_dsn
+from dal.embedded import target_dsn
 
 
 def psql_binary() -> Path:

@@ -41,10 +41,10 @@ from dal import (
     NewUser,
     User,
 )
-from dal.cli import target_dsn
 from dal.config import Settings
 from dal.cursors import decode_cursor, encode_cursor
 from dal.dsn import describe_dsn
+from dal.embedded import target_dsn
 from dal.queries import load as load_queries
 from dal.users import UsersRepository
 

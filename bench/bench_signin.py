@@ -25,9 +25,9 @@ import bcrypt
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import Database, NewUser
-from dal.cli import target_dsn
 from dal.config import Settings
 from dal.dsn import describe_dsn
+from dal.embedded import target_dsn
 from dal.errors import InvalidCredentials
 from dal.signin import prune_events
 from dal.users import UsersRepository

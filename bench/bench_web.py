@@ -28,9 +28,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dal.cli import target_dsn
 from dal.config import Settings
 from dal.dsn import describe_dsn
+from dal.embedded import target_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}

@@ -338,7 +338,9 @@ class Settings(BaseSettings):
     @classmethod
     def _health_token(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("set but empty; unset it to leave /detailed open, or give it a value")
+            raise ValueError(
+                "is empty or blank; unset it to leave /detailed open, or give it a value"
+            )
         return value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")

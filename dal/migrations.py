@@ -384,11 +384,12 @@ def ensure_database(dsn: str) -> bool:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            cur.execute(SQL["database_exists"].pyformat, {"name": name})
             if cur.fetchone() is not None:
                 return False
             try:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                create = sql.SQL(SQL["create_database"].sql)
+                cur.execute(create.format(database=sql.Identifier(name)))
             except psycopg2.errors.DuplicateDatabase:
                 return False  # created concurrently by another process
             except psycopg2.Error as exc:

@@ -19,7 +19,7 @@ def cli_env(dsn: str, **env: str) -> dict[str, str]:
 
 def run_cli(dsn: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dal", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

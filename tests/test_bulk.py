@@ -176,7 +176,7 @@ def test_cli_generate_draws_a_bar_on_a_terminal_only(fresh_dsn: str) -> None:
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dal", "generate", "3000", "--batch-size", "1000"],
+            [sys.executable, "-m", "cli", "generate", "3000", "--batch-size", "1000"],
             stdout=subprocess.PIPE,
             stderr=slave,
             cwd=ROOT,
@@ -208,7 +208,7 @@ def test_cli_generate_draws_a_bar_on_a_terminal_only(fresh_dsn: str) -> None:
 
 def start_generator(dsn: str, batch_size: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "dal", "generate", "50000000", "--batch-size", str(batch_size)],
+        [sys.executable, "-m", "cli", "generate", "50000000", "--batch-size", str(batch_size)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

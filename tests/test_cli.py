@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 from psycopg2 import sql
 
+from cli.main import build_parser
 from dal import migrations
-from dal.cli import build_parser
 from dal.production import DATABASE_MARKER
 from tests.commands import run_cli
 from tests.pg import PgServer, query

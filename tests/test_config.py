@@ -95,7 +95,7 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 def test_cli_reports_bad_config_in_one_line() -> None:
     env = {**os.environ, "DEFEAH_POOL_MAX_SIZE": "x"}
     out = subprocess.run(
-        [sys.executable, "-m", "dal", "status"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "status"], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 1
     assert out.stderr == "defeah-db: error: DEFEAH_POOL_MAX_SIZE: expected an integer, got 'x'\n"
@@ -116,7 +116,7 @@ def test_dsn_password_is_redacted_everywhere() -> None:
 def test_cli_connection_error_is_one_line_without_password() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://postgres:hunter2@127.0.0.1:1/nope"}
     out = subprocess.run(
-        [sys.executable, "-m", "dal", "status"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli", "status"], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 1
     assert out.stderr.startswith("defeah-db: error: cannot connect to postgresql://postgres:***@")

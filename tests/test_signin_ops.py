@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from cli.data_verbs import age
 from dal import Database, NewUser
-from dal.cli import age
 from dal.errors import AccountLocked, InvalidCredentials
 from dal.users import UsersRepository
 from tests.commands import run_cli

@@ -233,7 +233,7 @@ def test_serve_with_embedded_server_leaves_no_postgres_behind(tmp_path: Path) ->
 
 def test_up_migrates_and_serves_until_ctrl_c(tmp_path: Path, empty_dsn: str) -> None:
     env = base_env(DATABASE_URL=empty_dsn)
-    with web_process(tmp_path, env, "up", module="dal") as server:
+    with web_process(tmp_path, env, "up", module="cli") as server:
         detailed = server.request("/api/v1/health/detailed")
         assert detailed.status == 200, detailed.body
         schema = detailed.json()["checks"]["postgresql:migrations"][0]  # type: ignore[index]

@@ -17,9 +17,11 @@ after which its connections are terminated (a hung database never answers the go
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
+import sys
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -114,6 +116,28 @@ async def serve(settings: Settings, sink: LineSink) -> None:
     if access_log.dropped:
         log.warning("%d access log lines were dropped: stderr did not keep up", access_log.dropped)
     log.info("stopped")
+
+
+def add_address_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--host``/``--port`` of the serving commands (``defeah-db up|serve``, ``python -m web``)."""
+    parser.add_argument("--host", help="address to bind (default: DEFEAH_HOST, 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, help="port to bind (default: DEFEAH_PORT, 8080; 0 picks a free one)"
+    )
+
+
+def run_server(settings: Settings, host: str | None, port: int | None, prog: str) -> int:
+    """Serve until SIGINT/SIGTERM: the one path of ``python -m web`` and ``defeah-db serve``.
+
+    Returns the exit code; a bind failure (address in use) is one line on stderr.
+    """
+    sink = configure_logging()
+    try:
+        asyncio.run(serve(with_address(settings, host, port), sink))
+    except OSError as exc:
+        print(f"{prog}: error: {bind_error(exc)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def with_address(settings: Settings, host: str | None, port: int | None) -> Settings:

@@ -74,7 +74,8 @@ SET lock_timeout = {lock_timeout};
 SET statement_timeout = {statement_timeout};
 
 -- name: create_database#
--- Scratch database for `defeah-db snapshot`; {database} is a quoted identifier.
+-- The target database (createdb, up) or a scratch one (snapshot, rehearse); {database} is
+-- filled in as a quoted identifier by psycopg2.sql (CREATE DATABASE takes no parameters).
 CREATE DATABASE {database};
 
 -- name: drop_database#
@@ -90,3 +91,7 @@ SELECT to_regclass('_yoyo_migration') IS NOT NULL AS yoyo,
 -- name: applied_migration_ids
 -- Ids yoyo recorded as applied, oldest first: what health compares with the code's REQUIRED_HEAD.
 SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc, migration_id;
+
+-- name: database_exists
+-- Whether the database the DSN names exists yet (createdb / up create it when it does not).
+SELECT 1 FROM pg_database WHERE datname = :name;

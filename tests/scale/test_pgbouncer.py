@@ -139,7 +139,11 @@ SESSION_STATE = {
 def test_dal_sql_keeps_no_session_state() -> None:
     """A guard on review: no DAL module uses session-scoped state (transaction-scoped
     equivalents such as ``pg_advisory_xact_lock`` or ``SET LOCAL`` are fine)."""
-    sources = sorted((ROOT / "dal").glob("*.py")) + sorted((ROOT / "sql").glob("*.sql"))
+    sources = [
+        *sorted((ROOT / "dal").rglob("*.py")),
+        *sorted((ROOT / "dal" / "queries").glob("*.sql")),
+        *sorted((ROOT / "sql").glob("*.sql")),
+    ]
     assert sources
     found = [
         f"{path.relative_to(ROOT)}: {what}"

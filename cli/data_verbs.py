@@ -1,0 +1,159 @@
+"""Verbs for data: seeds, bulk users, sign-in budgets and events (docs/operations.md)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Awaitable
+from datetime import timedelta
+
+from cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    FORCE_HELP,
+    AddVerb,
+    say,
+    with_database,
+)
+from dal import bulk, seeding, signin
+from dal.config import Settings
+from dal.database import Database
+from dal.embedded import target_dsn
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    async def job(db: Database) -> list[str]:
+        lines = []
+        if args.clear:
+            cleared = await seeding.clear_seeds(db, force=args.force)
+            lines.append(f"removed {cleared.seed_users} seed user(s)")
+        report = await seeding.apply_seeds(db, force=args.force)
+        return lines + report.lines()
+
+    with target_dsn(settings) as dsn:
+        for line in with_database(settings, dsn, job):
+            say(line)
+    return EXIT_OK
+
+
+def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
+    async def job(db: Database) -> seeding.ClearReport:
+        return await seeding.clear_seeds(db, force=args.force, generated=args.generated)
+
+    with target_dsn(settings) as dsn:
+        cleared = with_database(settings, dsn, job)
+    say(f"removed {cleared.seed_users} seed user(s)")
+    if args.generated:
+        say(f"removed {cleared.generated_users} generated user(s) (@{seeding.BULK_EMAIL_DOMAIN})")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        result = bulk.run(
+            settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2),
+            args.count,
+            batch_size=args.batch_size,
+            force=args.force,
+        )
+    say(result.summary())
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+_AGE = re.compile(r"(\d+)([dhms])")
+_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def age(raw: str) -> timedelta:
+    """``90d``, ``12h``, ``30m`` or ``45s``: how old an event must be to be pruned."""
+    match = _AGE.fullmatch(raw.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive age such as 90d or 12h, got {raw!r}")
+    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        report = with_database(
+            settings, dsn, lambda db: signin.unlock(db, args.email, force=args.force)
+        )
+    account = "its account lock lifted" if report.user_id else "no account has this email"
+    say(f"unlocked {report.email}: {report.budgets_cleared} budget(s) cleared, {account}")
+    return EXIT_OK
+
+
+def cmd_prune_events(args: argparse.Namespace, settings: Settings) -> int:
+    def job(db: Database) -> Awaitable[signin.PruneReport]:
+        return signin.prune_events(db, args.older_than, force=args.force, batch=args.batch_size)
+
+    with target_dsn(settings) as dsn:
+        report = with_database(settings, dsn, job)
+    dropped = ", ".join(report.dropped_partitions) or "none"
+    say(f"dropped partitions: {dropped}; deleted {report.deleted_rows} older row(s) in batches")
+    return EXIT_OK
+
+
+def cmd_maintain_events(args: argparse.Namespace, settings: Settings) -> int:
+    with target_dsn(settings) as dsn:
+        report = with_database(
+            settings, dsn, lambda db: signin.maintain_events(db, months_ahead=args.months_ahead)
+        )
+    created = ", ".join(report.created_partitions) or "none (all present)"
+    say(f"created partitions: {created}; removed {report.expired_budgets} expired budget row(s)")
+    return EXIT_OK
+
+
+def register(verb: AddVerb) -> None:
+    sd = verb("seed", cmd_seed, "insert the development users of seeds/*.sql (idempotent)")
+    sd.add_argument("--clear", action="store_true", help="remove the seed users first, then seed")
+    sd.add_argument("--force", action="store_true", help=FORCE_HELP)
+    cl = verb("clear", cmd_clear, "remove the seed users (never any other user)")
+    cl.add_argument(
+        "--generated",
+        action="store_true",
+        help=f"also remove the bulk generator's users (@{seeding.BULK_EMAIL_DOMAIN})",
+    )
+    cl.add_argument("--force", action="store_true", help=FORCE_HELP)
+    gen = verb("generate", cmd_generate, "insert N synthetic users with COPY (for benchmarks)")
+    gen.add_argument("count", type=bulk.positive_int, metavar="N", help="number of users")
+    gen.add_argument(
+        "--batch-size",
+        type=bulk.positive_int,
+        default=bulk.DEFAULT_BATCH_SIZE,
+        metavar="B",
+        help=f"rows per COPY, each batch its own transaction (default {bulk.DEFAULT_BATCH_SIZE})",
+    )
+    gen.add_argument("--force", action="store_true", help=FORCE_HELP)
+    register_sign_in(verb)
+
+
+def register_sign_in(verb: AddVerb) -> None:
+    """``unlock``, ``prune-events`` (destructive, guarded) and ``maintain-events`` (safe, run it
+    from cron; kept apart so routine partition creation never needs --force)."""
+    ul = verb("unlock", cmd_unlock, "clear every sign-in budget and the account lock of EMAIL")
+    ul.add_argument("email", metavar="EMAIL")
+    ul.add_argument("--force", action="store_true", help=FORCE_HELP)
+    pr = verb("prune-events", cmd_prune_events, "delete sign-in events older than an age")
+    pr.add_argument(
+        "--older-than", type=age, required=True, metavar="AGE", help="e.g. 90d, 12h, 30m"
+    )
+    pr.add_argument(
+        "--batch-size",
+        type=bulk.positive_int,
+        default=signin.PRUNE_BATCH,
+        metavar="B",
+        help=f"rows per DELETE outside dropped partitions (default {signin.PRUNE_BATCH})",
+    )
+    pr.add_argument("--force", action="store_true", help=FORCE_HELP)
+    mt = verb(
+        "maintain-events",
+        cmd_maintain_events,
+        "create the sign-in event partitions ahead and drop expired budget rows",
+    )
+    mt.add_argument(
+        "--months-ahead",
+        type=bulk.positive_int,
+        default=signin.MONTHS_AHEAD,
+        metavar="N",
+        help=f"months of partitions to keep ready (default {signin.MONTHS_AHEAD})",
+    )

@@ -1,0 +1,104 @@
+"""Verbs that run things: the main job (``up``), the server, and a way into the database."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+
+from cli.common import EXIT_OK, AddVerb, say, with_database
+from dal import migrations, seeding
+from dal.config import Settings
+from dal.dsn import describe_dsn, redact_dsn
+from dal.embedded import bundled_psql, target_dsn
+from dal.errors import ProductionRefused
+from web.app import add_address_arguments, run_server
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """The README's main job: database ready (created, migrated, seeded), then serve.
+
+    One embedded server (if any) lives for the whole run: the HTTP server gets its DSN, and
+    ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
+    """
+    if settings.database_url is None:
+        say(f"embedded PostgreSQL in {settings.data_dir}")
+    with target_dsn(settings) as dsn:
+        _migrate_step(dsn, migrations.RunPolicy.from_settings(settings))
+        say(_seed_step(settings, dsn))
+        if args.no_serve:
+            return EXIT_OK
+        served = settings.replace(database_url=dsn)
+        return run_server(served, args.host, args.port, "defeah-db")
+
+
+def _migrate_step(dsn: str, policy: migrations.RunPolicy) -> None:
+    migrations.ensure_database(dsn)
+    applied = migrations.apply(dsn, policy=policy)
+    state = migrations.status(dsn)
+    say(f"database: {describe_dsn(dsn)}")
+    say(f"migrations: {len(applied)} applied now, head {state.head}, {len(state.pending)} pending")
+
+
+def _seed_step(settings: Settings, dsn: str) -> str:
+    """``up`` seeds development databases; on production it skips, never forces."""
+    try:
+        report = with_database(settings, dsn, seeding.apply_seeds)
+    except ProductionRefused:
+        return "seeds: skipped (the target is production)"
+    return report.lines()[-1]
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the health routes on the database as it is (no migration, no seeding)."""
+    return run_server(settings, args.host, args.port, "defeah-db")
+
+
+def cmd_dsn(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the DSN of the current target, ready to paste into psql or yoyo.
+
+    The embedded server's DSN carries no password.  An external ``DATABASE_URL`` is printed
+    with its secrets redacted unless ``--reveal``: it is already in your environment.
+    """
+    if settings.database_url is not None:
+        say(settings.database_url if args.reveal else redact_dsn(settings.database_url))
+        return EXIT_OK
+    with target_dsn(settings) as dsn:
+        say(dsn)
+    print(
+        f"defeah-db: embedded server in {settings.data_dir}; it answers while a defeah-db "
+        "process keeps it up (./dev run, or `defeah-db psql`)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
+    """Open psql on the current target; the embedded server stays up until psql exits.
+
+    The bundled psql (the embedded server's own version) is used unless one is on PATH for an
+    external server.  Extra arguments go to psql (``defeah-db psql -f seeds/0001_users.sql``).
+    """
+    external = settings.database_url is not None
+    psql = (shutil.which("psql") if external else None) or str(bundled_psql())
+    with target_dsn(settings) as dsn:
+        done = subprocess.run([psql, "-v", "ON_ERROR_STOP=1", "-d", dsn, *args.args], check=False)
+    return done.returncode
+
+
+def register(verb: AddVerb) -> None:
+    up = verb("up", cmd_up, "create the database if needed, migrate, seed, then serve HTTP")
+    up.add_argument(
+        "--no-serve", action="store_true", help="stop after the database steps (CI, scripts)"
+    )
+    serve = verb("serve", cmd_serve, "serve the HTTP health routes until Ctrl-C / SIGTERM")
+    for p in (up, serve):
+        add_address_arguments(p)
+    dsn = verb("dsn", cmd_dsn, "print the DSN of the current target (embedded included)")
+    dsn.add_argument(
+        "--reveal", action="store_true", help="print DATABASE_URL's password instead of ***"
+    )
+    psql = verb("psql", cmd_psql, "open psql on the current target (the bundled one if needed)")
+    psql.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to psql")
