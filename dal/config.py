@@ -54,6 +54,15 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def data_folder(name: str) -> Path:
+    """``sql`` or ``seeds``: the checkout's own folder (what DBAs review and yoyo.ini reads), or
+    the copy an installed wheel ships as ``dal/shipped/<name>``."""
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    return PACKAGE_DIR / "shipped" / name
+
+
 def default_data_dir() -> Path:
     return project_root() / ".defeah" / "pgdata"
 

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dal import checksums
-from dal.config import Settings
+from dal.config import Settings, data_folder
 from dal.driver import first_line
 from dal.dsn import database_name, dsn_secrets, maintenance_dsn, redact_dsn, scrub
 from dal.errors import DatabaseUnavailable, MigrationError
@@ -44,7 +44,7 @@ from dal.queries import load
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = data_folder("sql")
 LOCK_TIMEOUT = 60.0  # seconds a second applier waits for the first one
 SQL = load("migrations")
 CONCURRENT_INDEX = re.compile(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import asyncpg
 
+from dal.config import data_folder
 from dal.database import Database
 from dal.driver import Connection, first_line
 from dal.errors import SeedError
@@ -31,7 +32,7 @@ from dal.statements import run, run_count
 
 log = logging.getLogger(__name__)
 
-SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS_DIR = data_folder("seeds")
 
 SEED_EMAILS: tuple[str, ...] = ("admin@defeah.com", "demo@defeah.com", "test@defeah.com")
 BULK_EMAIL_DOMAIN = "bulk.defeah.test"
