@@ -44,7 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # psql takes its own options (-c, -f, ...): everything after the verb goes to it untouched.
+    passthrough: list[str] = []
+    if "psql" in words:
+        cut = words.index("psql") + 1
+        words, passthrough = words[:cut], words[cut:]
+    args = parser.parse_args(words)
+    if args.verb == "psql":
+        args.args = passthrough
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings: Settings | None = None
     try:

@@ -101,4 +101,4 @@ def register(verb: AddVerb) -> None:
         "--reveal", action="store_true", help="print DATABASE_URL's password instead of ***"
     )
     psql = verb("psql", cmd_psql, "open psql on the current target (the bundled one if needed)")
-    psql.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to psql")
+    psql.add_argument("args", nargs="*", metavar="ARG", help="passed to psql as is (-c, -f, ...)")

@@ -1,23 +1,35 @@
-"""The README's promises that code can check: its DAL example runs as written."""
+"""The README's promises that code can check: it stays short, its DAL example runs as written,
+every command it shows runs, and its command table names every verb (and only those)."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from cli.main import build_parser
 from tests.commands import ROOT, cli_env
+from tests.test_web_process import web_process
+
+README = (ROOT / "README.md").read_text()
+BIN = Path(sys.executable).parent
 
 
-def readme_block(after_heading: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split(after_heading, 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+def readme_block(after_heading: str, language: str) -> str:
+    section = README.split(after_heading, 1)[1]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_is_a_front_door() -> None:
+    assert len(README.splitlines()) <= 250
 
 
 def test_dal_example_runs_as_written(fresh_dsn: str, tmp_path: Path) -> None:
     example = tmp_path / "example.py"
-    example.write_text(readme_block("## Data access layer (`dal`)"))
+    example.write_text(readme_block("## The data access layer", "python"))
     done = subprocess.run(
         [sys.executable, str(example)],
         capture_output=True,
@@ -33,3 +45,34 @@ def test_dal_example_runs_as_written(fresh_dsn: str, tmp_path: Path) -> None:
     assert "refused: invalid email or password" in done.stdout
     assert "tokens to refresh" in done.stdout
     assert "$2b$" not in done.stdout  # the printed User shows no hash
+
+
+def test_every_command_of_what_you_get_runs(fresh_dsn: str, tmp_path: Path) -> None:
+    """Each line of the block, as a shell would run it from the checkout, while a server runs
+    (the README's port 8080 becomes the test server's free port)."""
+    env = {**cli_env(fresh_dsn), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    lines = [line for line in readme_block("## What you get", "bash").splitlines() if line]
+    assert lines
+    with web_process(tmp_path, env, "serve", module="cli") as server:
+        for line in lines:
+            command = line.replace("127.0.0.1:8080", f"127.0.0.1:{server.port}")
+            command = command.replace(".venv/bin/", f"{BIN}/")
+            done = subprocess.run(
+                ["bash", "-c", command],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=ROOT,
+                env=env,
+                check=False,
+            )
+            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+            assert done.stdout.strip(), line
+
+
+def test_the_command_table_names_every_verb() -> None:
+    table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z-]+)|, `([a-z-]+)", table, re.M))
+    named = {word for pair in documented for word in pair if word}
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    assert named == set(sub.choices), shlex.join(sorted(named ^ set(sub.choices)))  # type: ignore[attr-defined]
