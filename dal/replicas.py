@@ -65,7 +65,6 @@ class Replica:
         self._options = options
         self._pool: asyncpg.Pool | None = None
         self._down_until = 0.0
-        self.last_error: str | None = None
         self.waiting = 0
 
     def __repr__(self) -> str:
@@ -83,13 +82,11 @@ class Replica:
                 retry_after,
                 reason,
             )
-        self.last_error = reason
         self._down_until = time.monotonic() + retry_after
 
     def mark_up(self) -> None:
         if not self.available():
             log.info("replica %s (%s) is back", self.name, self.target)
-        self.last_error = None
         self._down_until = 0.0
 
     async def pool(self) -> asyncpg.Pool:

@@ -1,12 +1,8 @@
 -- 0003_users_token_expiry_index: an index for the one DAL query no spec index serves.
 -- depends: 0002_users_hardening
 --
--- Query (dal/users.py, EXPIRING_INSTAGRAM_TOKENS; run by the token-refresh job):
---     SELECT ... FROM users
---     WHERE token_expires_at > now() AND token_expires_at <= now() + $1::interval
---       AND instagram_access_token IS NOT NULL
---     ORDER BY token_expires_at, id LIMIT $2
--- Without this index that is a sequential scan of every user plus a sort (12 ms at 100,000
+-- Query: expiring_instagram_tokens in dal/queries/users.sql (run by the token-refresh job): the
+-- connected users whose token expires within a window, soonest first.  Without this index that is a sequential scan of every user plus a sort (12 ms at 100,000
 -- users on the CI machine, linear in the table).  With it, PostgreSQL reads only the index
 -- range of the window (1 ms for the same data); tests/test_query_plans.py asserts the plan.
 --

@@ -17,6 +17,7 @@ from dal import migrations
 from dal.config import Settings
 from dal.database import Database
 from dal.dsn import maintenance_dsn
+from tests.factories import make_settings
 from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,20 +85,6 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 def clean_dsn(shared_dsn: str) -> str:
     query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events")
     return shared_dsn
-
-
-def make_settings(dsn: str, **overrides: object) -> Settings:
-    base = Settings(
-        database_url=dsn,
-        pool_min_size=1,
-        pool_max_size=10,
-        acquire_timeout=5.0,
-        command_timeout=10.0,
-        statement_timeout=10.0,
-        bcrypt_rounds=4,
-        health_timeout=1.0,
-    )
-    return base.replace(**overrides)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""A complete ``users`` row as the DAL selects it, for model tests that need no database."""
+"""Test inputs: a complete ``users`` row for model tests, and test settings."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+from dal.config import Settings
 
 
 def user_row(**overrides: Any) -> dict[str, Any]:
@@ -32,3 +34,19 @@ def user_row(**overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+def make_settings(dsn: str, **overrides: object) -> Settings:
+    """Settings for tests on ``dsn``: small pool, short timeouts, bcrypt cost 4.  Built from an
+    empty environment, so a developer's own DEFEAH_* variables never change a test."""
+    defaults: dict[str, object] = {
+        "database_url": dsn,
+        "pool_min_size": 1,
+        "pool_max_size": 10,
+        "acquire_timeout": 5.0,
+        "command_timeout": 10.0,
+        "statement_timeout": 10.0,
+        "bcrypt_rounds": 4,
+        "health_timeout": 1.0,
+    }
+    return Settings.from_env({}).replace(**{**defaults, **overrides})

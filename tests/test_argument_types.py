@@ -19,7 +19,7 @@ import pytest_asyncio
 from dal import Database, InstagramConnection, NewUser, UserUpdate
 from dal.errors import DatabaseUnavailable, InvalidUserData
 from dal.users import UsersRepository
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 ID = uuid.uuid4()
 NEW = NewUser(email="ada@example.com", password="pw")  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from dal.errors import AccountInactive, AccountLocked, InvalidCredentials, Inval
 from dal.passwords import DUMMY_HASHES, hash_cost
 from dal.queries import load
 from dal.users import UsersRepository
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 PASSWORD = "correct horse battery"
 WRONG = "tr0ub4dor&3"

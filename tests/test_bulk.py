@@ -24,7 +24,7 @@ from dal.database import Database
 from dal.models import InstagramConnection, NewUser
 from dal.seeding import BULK_EMAIL_DOMAIN
 from tests.commands import ROOT, cli_env, run_cli
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import query
 
 

@@ -20,7 +20,7 @@ from psycopg2 import sql
 from dal import migrations
 from dal.config import Settings
 from dal.dsn import describe_dsn
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import PgServer, dsn_for, query
 from tests.test_web_routes import PROBLEM_TYPE, free_port, get_json, serving
 from web.app import DATABASE, create_app

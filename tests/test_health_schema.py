@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dal import migrations, schema_state
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import query
 from tests.test_web_routes import get_json, serving
 from web.health import GENERIC_SCHEMA

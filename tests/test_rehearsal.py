@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from dal import migrations, rehearsal
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,7 @@ from dal.dsn import describe_dsn, dsn_secrets, redact_dsn
 from dal.errors import DalError, DuplicateEmail, InvalidCredentials, InvalidUserData
 from dal.users import UsersRepository
 from tests.commands import run_cli
-from tests.conftest import make_settings
-from tests.factories import user_row
+from tests.factories import make_settings, user_row
 from tests.pg import with_password
 from web.app import create_app
 

@@ -34,7 +34,7 @@ from dal.seeding import (
 )
 from dal.users import UsersRepository
 from tests.commands import ROOT, cli_env, run_cli
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import PgServer, query
 
 # The documented development passwords (README, and the comment in seeds/0001_users.sql).

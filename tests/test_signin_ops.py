@@ -10,7 +10,7 @@ from dal import Database, NewUser
 from dal.errors import AccountLocked, InvalidCredentials
 from dal.users import UsersRepository
 from tests.commands import run_cli
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import query
 
 PASSWORD = "correct horse battery"

@@ -20,7 +20,7 @@ from dal.errors import (
     NotFound,
 )
 from dal.users import MAX_EXPIRY_WINDOW, MAX_PAGE_SIZE, UsersRepository
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 PASSWORD = "correct horse battery"
 

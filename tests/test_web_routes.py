@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dal import migrations
 from dal.config import Settings
 from dal.dsn import describe_dsn
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from web.access_log import AccessLog
 from web.app import DATABASE, create_app
 from web.health import HEALTH, SingleFlight

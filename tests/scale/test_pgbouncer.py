@@ -17,7 +17,7 @@ import pytest
 from dal import migrations
 from dal.database import Database
 from dal.errors import DatabaseUnavailable
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.pg import PgServer
 from tests.scale.conftest import BOUNCER_POOL_SIZE, via_bouncer
 from tests.scale.servers import PgBouncer

@@ -24,7 +24,7 @@ from dal.dsn import describe_dsn
 from dal.errors import DatabaseUnavailable, NotFound
 from dal.models import InstagramConnection, NewUser
 from dal.users import UsersRepository
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.scale.conftest import SCALE_DATABASE
 from tests.scale.servers import StreamingPair, free_port, query_one
 from tests.test_web_routes import assert_health_document

@@ -18,7 +18,7 @@ import pytest
 from dal.config import Settings
 from dal.database import Database
 from tests import test_auth, test_users
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.scale.servers import PgBouncer
 
 pytestmark = pytest.mark.scale

@@ -13,7 +13,7 @@ import pytest
 
 from dal.config import Settings
 from tests import test_signin
-from tests.conftest import make_settings
+from tests.factories import make_settings
 
 pytestmark = pytest.mark.scale
 

@@ -26,7 +26,7 @@ from dal.errors import (
 )
 from dal.models import InstagramConnection, NewUser, UserUpdate
 from dal.users import UsersRepository
-from tests.conftest import make_settings
+from tests.factories import make_settings
 from tests.scale.conftest import BOUNCER_POOL_SIZE
 
 pytestmark = pytest.mark.scale
