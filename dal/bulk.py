@@ -38,7 +38,7 @@ import bcrypt
 
 from dal.config import Settings
 from dal.database import Database
-from dal.driver import row_count
+from dal.driver import first_line, row_count
 from dal.errors import SeedError
 from dal.production import guard
 from dal.seeding import BULK_EMAIL_DOMAIN, require_table
@@ -314,7 +314,7 @@ async def generate(
                 status = await conn.copy_records_to_table("users", records=batch, columns=COLUMNS)
             except asyncpg.PostgresError as exc:
                 raise SeedError(
-                    f"COPY failed ({str(exc).splitlines()[0]}); {result.committed:,} users "
+                    f"COPY failed ({first_line(exc)}); {result.committed:,} users "
                     f"committed in {result.batches} whole batch(es), the failed batch rolled back"
                 ) from None
             result.committed += row_count(status)

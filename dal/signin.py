@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
+from dal.arguments import expect
 from dal.driver import Acquirer, Connection
 from dal.errors import (
     AccountInactive,
@@ -266,10 +267,14 @@ class SignIn:
         self, user_id: UUID, limit: int = 50
     ) -> builtins.list[AuthEvent]:
         """The user's newest sign-in events first (at most ``MAX_EVENTS``)."""
+        expect("user_id", user_id, UUID)
+        expect("limit", limit, int)
         return await self._events(Q["recent_events_for_user"], {"user_id": user_id}, limit)
 
     async def recent_auth_events_for_ip(self, ip: str, limit: int = 50) -> builtins.list[AuthEvent]:
         """The newest sign-in events from one client address first (at most ``MAX_EVENTS``)."""
+        expect("ip", ip, str)
+        expect("limit", limit, int)
         address = str(client_address(ip))
         return await self._events(Q["recent_events_for_ip"], {"client_ip": address}, limit)
 

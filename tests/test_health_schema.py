@@ -8,7 +8,7 @@ from dal import migrations, schema_state
 from tests.factories import make_settings
 from tests.pg import query
 from tests.test_web_routes import get_json, serving
-from web.health import GENERIC_SCHEMA
+from web.health import GENERIC_SCHEMA, GENERIC_SCHEMA_WARN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,9 +51,13 @@ async def test_ahead_stays_ready_and_detailed_warns(fresh_dsn: str) -> None:
         "VALUES (md5('9999_from_the_next_release'), '9999_from_the_next_release', now())",
     )
     async with serving(make_settings(fresh_dsn, pool_max_size=4)) as client:
-        status, _, _ = await get_json(client, "/readyz")
+        status, _, ready = await get_json(client, "/readyz")
         _, _, detailed = await get_json(client, "/api/v1/health/detailed")
     assert status == 200
+    # The open route gives the verdict only: no migration id, count or reason.
+    open_check = ready["checks"]["postgresql:schema"][0]
+    assert open_check["observedValue"] == {"behind": False}
+    assert open_check["output"] == GENERIC_SCHEMA_WARN and "9999" not in str(ready)
     schema = detailed["checks"]["postgresql:schema"][0]
     assert schema["status"] == "warn" and detailed["status"] == "warn"
     assert schema["observedValue"]["ahead"] == ["9999_from_the_next_release"]
@@ -67,9 +71,13 @@ async def test_drift_and_changed_checksums_warn(fresh_dsn: str) -> None:
         "UPDATE defeah_migration_checksum SET sha256 = 'x' WHERE migration_id = '0001_users'",
     )
     async with serving(make_settings(fresh_dsn, pool_max_size=4)) as client:
-        status, _, _ = await get_json(client, "/readyz")
+        status, _, ready = await get_json(client, "/readyz")
         _, _, detailed = await get_json(client, "/api/v1/health/detailed")
     assert status == 200
+    # The open route gives the verdict only: no migration id, count or reason.
+    open_check = ready["checks"]["postgresql:schema"][0]
+    assert open_check["observedValue"] == {"behind": False}
+    assert open_check["output"] == GENERIC_SCHEMA_WARN and "9999" not in str(ready)
     schema = detailed["checks"]["postgresql:schema"][0]
     assert schema["status"] == "warn"
     assert schema["observedValue"]["checksums"] == "changed"

@@ -55,6 +55,7 @@ MIGRATIONS_CACHE_SECONDS = 5.0
 STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 # The only failure text the open routes give: the real one names host, database and role.
 GENERIC_SCHEMA = "schema not at the required migration head"
+GENERIC_SCHEMA_WARN = "schema differs from this release; details on /api/v1/health/detailed"
 GENERIC_FAILURE = "database unavailable"
 
 log = logging.getLogger(__name__)
@@ -303,15 +304,21 @@ class HealthService:
             database = dataclasses.replace(database, output=GENERIC_FAILURE)
             return self.document({"postgresql:responseTime": database})
         schema = await self.schema()
-        if schema.output is not None:
-            schema = dataclasses.replace(schema, output=GENERIC_SCHEMA)
+        # Only the verdict: no migration ids, counts or reasons on an open route.
+        output = None
+        if schema.status == "fail":
+            output = GENERIC_SCHEMA
+        elif schema.status == "warn":
+            output = GENERIC_SCHEMA_WARN
+        behind = isinstance(schema.observed_value, dict) and bool(schema.observed_value["behind"])
+        schema = dataclasses.replace(schema, observed_value={"behind": behind}, output=output)
         return self.document({"postgresql:responseTime": database, "postgresql:schema": schema})
 
     async def detailed(self) -> dict[str, Any]:
         database, migrated, schema, replicas = await asyncio.gather(
             self.database(identify=True), self.migrations(), self.schema(), self.replicas()
         )
-        return self.document(
+        document = self.document(
             {
                 "postgresql:responseTime": database,
                 "postgresql:connections": self.pools(),
@@ -321,6 +328,12 @@ class HealthService:
                 "uptime": self.uptime(),
             }
         )
+        # Driver texts can quote a DSN: whatever a check's output carries, no secret leaves.
+        for entries in document["checks"].values():
+            for entry in entries:
+                if "output" in entry:
+                    entry["output"] = self.settings.scrub(entry["output"])
+        return document
 
 
 def _migrations_failed(output: str) -> Check:
