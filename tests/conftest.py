@@ -17,6 +17,7 @@ from dal import migrations
 from dal.config import Settings
 from dal.database import Database
 from dal.dsn import maintenance_dsn
+from tests.commands import TEST_TOKEN_KEYS
 from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +97,7 @@ def make_settings(dsn: str, **overrides: object) -> Settings:
         statement_timeout=10.0,
         bcrypt_rounds=4,
         health_timeout=1.0,
+        token_keys=TEST_TOKEN_KEYS,  # the same ring as the CLI subprocesses (tests/commands.py)
     )
     return base.replace(**overrides)
 
