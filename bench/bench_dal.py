@@ -31,7 +31,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import bcrypt
-from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -110,11 +109,7 @@ async def load(conn: asyncpg.Connection[Any], count: int) -> None:
 
 
 def construct(row: asyncpg.Record) -> User:
-    values = dict(row)
-    values["hashed_password"] = SecretStr(values["hashed_password"])
-    if values["instagram_access_token"] is not None:
-        values["instagram_access_token"] = SecretStr(values["instagram_access_token"])
-    return User.model_construct(**values)
+    return User.model_construct(**dict(row))
 
 
 def mapping_cost(rows: list[asyncpg.Record]) -> dict[str, float]:

@@ -82,7 +82,9 @@ async def sign_ins_vs_bcrypt(dsn: str, rounds: int, ops: int) -> tuple[float, fl
         user = await UsersRepository(db).create(
             NewUser(email="fast@example.com", password=PASSWORD)
         )  # type: ignore[arg-type]
-        hashed = user.hashed_password.get_secret_value().encode()
+        async with db.acquire() as conn:
+            stored = await conn.fetchval("SELECT hashed_password FROM users WHERE id = $1", user.id)
+        hashed = stored.encode()
 
         def sign_in(i: int) -> Call:
             return lambda: UsersRepository(db).authenticate(

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import data_verbs, schema_verbs, serve_verbs
+from cli import data_verbs, instagram_verbs, schema_verbs, serve_verbs
 from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED, Verb
 from dal.config import Settings
 from dal.errors import DalError, ProductionRefused
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_verbs.register(verb)
     schema_verbs.register(verb)
     data_verbs.register(verb)
+    instagram_verbs.register(verb)
     return parser
 
 

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -34,6 +41,7 @@ from pydantic_settings import (
 
 from dal.dsn import DSN_SCHEMES, dsn_secrets, redact_dsn, scrub, split_dsn
 from dal.errors import ConfigError
+from dal.tokens import parse_keys
 
 ENVIRONMENTS = ("development", "test", "staging", "production")
 MIN_PRODUCTION_TOKEN = 16  # characters of DEFEAH_HEALTH_TOKEN on production
@@ -325,6 +333,19 @@ class Settings(BaseSettings):
         "characters).",
         repr=False,
     )
+    token_keys: SecretStr | None = Field(
+        None,
+        validation_alias="DEFEAH_TOKEN_KEYS",
+        description="Instagram token keys, `id:base64key,...` (AES-256: 32 bytes each); the "
+        "first encrypts, all decrypt. Unset: a key generated once into `.defeah/token-keys` "
+        "(mode 0600) on development/test; required on staging/production.",
+        repr=False,
+    )
+    instagram_graph_url: Text = setting(
+        "https://graph.instagram.com",
+        "DEFEAH_INSTAGRAM_GRAPH_URL",
+        "Base URL of the Instagram Graph API that `defeah-db refresh-tokens` calls.",
+    )
     access_log: bool = setting(
         True,
         "DEFEAH_ACCESS_LOG",
@@ -352,8 +373,21 @@ class Settings(BaseSettings):
             )
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("token_keys", mode="before")
+    @classmethod
+    def _token_keys(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str):
+            parse_keys(text)  # ValueError names the entry, never the key material
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.token_keys is None and self.environment in ("staging", "production"):
+            raise ValueError(
+                f"DEFEAH_TOKEN_KEYS: must be set on DEFEAH_ENV={self.environment} "
+                "(id:base64key, 32-byte AES keys; the first encrypts)"
+            )
         if self.pool_min_size > self.pool_max_size:
             raise ValueError(
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
@@ -376,7 +410,10 @@ class Settings(BaseSettings):
             found |= dsn_secrets(url)
         if self.health_token:
             found.add(self.health_token)
-        return frozenset(found)
+        if self.token_keys is not None:
+            for entry in self.token_keys.get_secret_value().split(","):
+                found.add(entry.partition(":")[2].strip())
+        return frozenset(found - {""})
 
     def scrub(self, text: str) -> str:
         """``text`` (typically a driver's error) with every configured secret replaced."""

@@ -9,6 +9,7 @@ password.
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 
 class DalError(Exception):
@@ -93,3 +94,13 @@ class TooManyAttempts(DalError):
     def __init__(self, retry_at: datetime) -> None:
         super().__init__("too many sign-in attempts from this address; try again later")
         self.retry_at = retry_at
+
+
+class TokenUnreadable(DalError):
+    """A stored Instagram token does not decrypt (unknown key id, damaged, or sealed for
+    another user).  Carries the user id and the reason, never the stored value or a key."""
+
+    def __init__(self, user_id: UUID, reason: str) -> None:
+        super().__init__(f"instagram token of user {user_id} is unreadable: {reason}")
+        self.user_id = user_id
+        self.reason = reason

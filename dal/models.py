@@ -11,9 +11,11 @@ callers handle one error vocabulary, and the message can never echo the rejected
 may be a password).  The pydantic error, with every problem listed but inputs hidden, stays
 available as ``__cause__``.
 
-Secrets (``hashed_password``, ``instagram_access_token``, input passwords and tokens) are
-``SecretStr`` *and* excluded from ``repr``/``model_dump``/JSON, so neither a log line nor an API
-response built from a model can leak them.
+A ``User`` holds no secret at all: the statements behind it do not select the password hash
+or the Instagram token (it says ``has_instagram_token`` instead); the hash is read only by
+sign-in and the token only by ``UsersRepository.instagram_token``.  Input secrets (passwords,
+tokens) are ``SecretStr`` *and* excluded from ``repr``/``model_dump``/JSON, so neither a log
+line nor an API response built from a model can leak them.
 """
 
 from __future__ import annotations
@@ -54,9 +56,12 @@ LANGUAGE_MAX_LENGTH: Final = 5
 INSTAGRAM_USER_ID_MAX_LENGTH: Final = 100
 INSTAGRAM_USERNAME_MAX_LENGTH: Final = 255
 PASSWORD_MAX_BYTES: Final = 72  # bcrypt reads no further; we refuse instead of truncating
-# Real Instagram tokens are a few hundred characters; 4 KB leaves room for format changes and
-# keeps a caller from storing megabytes per row (CHECK instagram_access_token_max_length, 0004).
-ACCESS_TOKEN_MAX_LENGTH: Final = 4096
+# Real Instagram tokens are a few hundred characters.  The table stores the *encrypted* form
+# (dal/tokens.py: base64 plus a short prefix, about 4/3 of the UTF-8 size), capped at 4096
+# characters by CHECK instagram_access_token_max_length (0004); 2048 bytes of plaintext
+# encrypt to at most about 2,800 characters, well inside it, and leave room for format changes.
+ACCESS_TOKEN_MAX_BYTES: Final = 2048
+STORED_TOKEN_MAX_LENGTH: Final = 4096
 # The token expiries we store: [1970-01-01, 9999-12-31) UTC.  asyncpg writes datetime.max and
 # datetime.min as 'infinity'/'-infinity' and reads those back naive; later instants would not
 # fit a Python datetime once converted to UTC.  No real expiry lies outside this range.
@@ -91,8 +96,9 @@ RULE_PASSWORD_BYTES: Final = (
 RULE_NOT_NULL: Final = "must not be null"
 RULE_AWARE: Final = "must be a timezone-aware datetime"
 RULE_EXPIRY_RANGE: Final = "must be from 1970-01-01 up to (excluding) 9999-12-31 UTC"
-RULE_ACCESS_TOKEN_MAX: Final = (
-    f"must be at most {ACCESS_TOKEN_MAX_LENGTH} characters "
+RULE_ACCESS_TOKEN_MAX: Final = f"must be at most {ACCESS_TOKEN_MAX_BYTES} bytes in UTF-8"
+RULE_STORED_TOKEN_MAX: Final = (
+    f"stored (encrypted) form must be at most {STORED_TOKEN_MAX_LENGTH} characters "
     "(CHECK instagram_access_token_max_length)"
 )
 
@@ -108,7 +114,7 @@ CHECK_RULES: Final[dict[str, tuple[str, str]]] = {
     "full_name_min_length": ("full_name", RULE_FULL_NAME_MIN),
     "non_negative_failed_attempts": ("failed_login_attempts", "must not be negative"),
     "non_negative_login_count": ("login_count", "must not be negative"),
-    "instagram_access_token_max_length": ("instagram_access_token", RULE_ACCESS_TOKEN_MAX),
+    "instagram_access_token_max_length": ("instagram_access_token", RULE_STORED_TOKEN_MAX),
 }
 # Upper bounds of the text columns the DAL writes (None: unbounded TEXT).
 COLUMN_LIMITS: Final[dict[str, int | None]] = {
@@ -212,9 +218,9 @@ def _access_token(secret: SecretStr) -> SecretStr:
     value = secret.get_secret_value()
     if not value:
         raise _fail(RULE_EMPTY)
-    if len(value) > ACCESS_TOKEN_MAX_LENGTH:
-        raise _fail(RULE_ACCESS_TOKEN_MAX)
     _text(value)
+    if len(value.encode("utf-8")) > ACCESS_TOKEN_MAX_BYTES:
+        raise _fail(RULE_ACCESS_TOKEN_MAX)
     return secret
 
 
@@ -347,8 +353,16 @@ class InstagramConnection(UserInput):
     token_expires_at: TokenExpiry | None = None
 
 
+class RefreshedToken(UserInput):
+    """A token the Graph API returned (``UsersRepository.record_token_refreshed``): the same
+    rules as a connected one, and an expiry is required."""
+
+    access_token: AccessToken = Field(repr=False, exclude=True)
+    token_expires_at: TokenExpiry
+
+
 class User(BaseModel):
-    """One row of ``users``, as the database returned it (every column).
+    """One row of ``users`` as the read statements return it: every column but the secrets.
 
     Datetimes are timezone-aware UTC (asyncpg decodes ``timestamptz`` that way).  The repository
     builds instances with ``model_construct`` from rows it trusts (see ``from_record``); direct
@@ -359,14 +373,14 @@ class User(BaseModel):
 
     id: UUID
     email: str
-    hashed_password: SecretStr = Field(repr=False, exclude=True)
     full_name: str | None
     is_active: bool
     is_verified: bool
     instagram_user_id: str | None
-    instagram_access_token: SecretStr | None = Field(repr=False, exclude=True)
+    has_instagram_token: bool
     instagram_username: str | None
     token_expires_at: datetime | None
+    instagram_needs_reauth: bool
     timezone: str
     language: str
     last_login_at: datetime | None
@@ -378,7 +392,7 @@ class User(BaseModel):
 
     @classmethod
     def from_record(cls, row: Any) -> User:
-        """A ``User`` from a row selected with ``USER_COLUMNS`` (a Record or a mapping).
+        """A ``User`` from a row of the users statements' column list (a Record or a mapping).
 
         The row comes from our own statement against a table whose types and CHECKs already
         guarantee every field, so it is not validated again.  Measured on pydantic 2.14
@@ -398,10 +412,6 @@ class User(BaseModel):
             value = values[column]
             if value is not None and value.tzinfo is None:
                 values[column] = value.replace(tzinfo=UTC)
-        values["hashed_password"] = SecretStr(values["hashed_password"])
-        token = values["instagram_access_token"]
-        if token is not None:
-            values["instagram_access_token"] = SecretStr(token)
         if not _FAST_LAYOUT:
             return cls.model_validate(values)
         user = _new(cls)
@@ -418,7 +428,7 @@ class User(BaseModel):
 
     @property
     def has_instagram_connected(self) -> bool:
-        return self.instagram_user_id is not None and self.instagram_access_token is not None
+        return self.instagram_user_id is not None and self.has_instagram_token
 
     @property
     def instagram_token_expired(self) -> bool:
@@ -462,6 +472,25 @@ class UserPage(BaseModel):
 
     users: list[User]
     next_cursor: str | None
+
+
+class DueToken(BaseModel):
+    """A token leased by ``claim_tokens_due``: refresh it, then record the outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: UUID
+    token: SecretStr = Field(repr=False, exclude=True)
+    expires_at: datetime
+
+
+class TokenRefreshFailure(BaseModel):
+    """Outcome of ``record_token_refresh_failed``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    failures: int
+    needs_reauth: bool
 
 
 class LoginFailure(BaseModel):

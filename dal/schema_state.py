@@ -31,7 +31,7 @@ from dal.migrations import SQL_DIR, MigrationStatus
 from dal.queries import load
 from dal.statements import run
 
-REQUIRED_HEAD: Final = "0006_users_token_expiry_index_concurrently"
+REQUIRED_HEAD: Final = "0007_instagram_token_refresh"
 SQL = load("migrations")
 
 

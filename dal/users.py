@@ -8,16 +8,21 @@ several calls one transaction; without it the method acquires from the pool itse
 Lag-tolerant reads (``get``, ``get_by_email``, ``list``, ``expiring_instagram_tokens``) acquire
 with ``readonly=True`` so they may be served by a replica; writes and ``authenticate`` -- which
 must see the latest lockout state -- always use the primary.
+
+Secrets are never read by accident: no ``User`` carries the password hash or the Instagram
+token.  The token is encrypted on the way in (``connect_instagram``, ``record_token_refreshed``,
+``dal.tokens``) and decrypted only by ``instagram_token`` and ``claim_tokens_due``.
 """
 
 from __future__ import annotations
 
 import builtins
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 from uuid import UUID
 
 import asyncpg
+from pydantic import SecretStr
 
 from dal.arguments import expect
 from dal.cursors import decode_cursor, encode_cursor
@@ -26,9 +31,12 @@ from dal.errors import InvalidUserData, NotFound
 from dal.models import (
     TOKEN_EXPIRES_MAX,
     TOKEN_EXPIRES_MIN,
+    DueToken,
     InstagramConnection,
     LoginFailure,
     NewUser,
+    RefreshedToken,
+    TokenRefreshFailure,
     User,
     UserPage,
     UserUpdate,
@@ -36,6 +44,7 @@ from dal.models import (
 from dal.passwords import PasswordHasher
 from dal.signin import SignIn
 from dal.statements import Statements
+from dal.tokens import TokenCipher, cipher_for
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
@@ -43,6 +52,15 @@ MAX_EXPIRING: Final = 1000
 # Every storable expiry lies within this distance of any "now" inside the storable range, so a
 # longer window means nothing more -- and ``now() + window`` could overflow PostgreSQL.
 MAX_EXPIRY_WINDOW: Final = TOKEN_EXPIRES_MAX - TOKEN_EXPIRES_MIN
+# Instagram refreshes a long-lived token only once it is at least 24 hours old.
+MIN_REFRESH_AGE: Final = timedelta(hours=24)
+MAX_CLAIM: Final = 1000
+# Instagram's OAuthException code for an invalid (revoked, expired) access token.
+INVALID_TOKEN_CODE: Final = "190"  # noqa: S105 -- an error code, not a password
+# After a failed refresh the row rests for this long per consecutive failure (at most a day),
+# so a persistently failing token is retried at a falling rate rather than in a hot loop.
+RETRY_AFTER_STEP: Final = timedelta(minutes=5)
+RETRY_AFTER_MAX: Final = timedelta(days=1)
 
 
 def _required(row: asyncpg.Record | None, user_id: UUID) -> asyncpg.Record:
@@ -66,6 +84,10 @@ class UsersRepository:
         self.lockout_account_threshold = settings.lockout_account_threshold
         self.lockout_window = timedelta(seconds=settings.lockout_window)
         self.sign_in = SignIn(db, self.passwords)
+        secret = settings.token_keys
+        self.tokens: TokenCipher = cipher_for(
+            None if secret is None else secret.get_secret_value(), settings.data_dir
+        )
 
     def __repr__(self) -> str:
         return f"<UsersRepository on {self._db!r}>"
@@ -179,10 +201,11 @@ class UsersRepository:
         another user has it."""
         expect("user_id", user_id, UUID)
         expect("link", link, InstagramConnection)
+        sealed = self.tokens.encrypt(user_id, link.access_token.get_secret_value())
         values = {
             "id": user_id,
             "instagram_user_id": link.instagram_user_id,
-            "instagram_access_token": link.access_token.get_secret_value(),
+            "instagram_access_token": sealed,
             "instagram_username": link.instagram_username,
             "token_expires_at": link.token_expires_at,
         }
@@ -193,6 +216,116 @@ class UsersRepository:
         expect("user_id", user_id, UUID)
         row = await self._sql.row("disconnect_instagram", {"id": user_id}, conn)
         return _user(row, user_id)
+
+    # -- the token and its refresh ------------------------------------------------------------
+
+    async def instagram_token(
+        self, user_id: UUID, *, conn: Connection | None = None
+    ) -> SecretStr | None:
+        """The user's Instagram token, decrypted; None when none is connected.
+
+        ``NotFound`` without such a user; ``TokenUnreadable`` when the stored value does not
+        decrypt with any configured key (or was sealed for another user).  Read on the primary:
+        a replica may still hold a token the user has just replaced.
+        """
+        expect("user_id", user_id, UUID)
+        row = _required(await self._sql.row("instagram_token", {"id": user_id}, conn), user_id)
+        stored = row["instagram_access_token"]
+        if stored is None:
+            return None
+        return SecretStr(self.tokens.decrypt(user_id, stored))
+
+    async def claim_tokens_due(
+        self,
+        within: timedelta,
+        *,
+        limit: int = 100,
+        lease: timedelta = timedelta(minutes=5),
+        conn: Connection | None = None,
+    ) -> builtins.list[DueToken]:
+        """Lease up to ``limit`` tokens that are due: not expired, expiring within ``within``,
+        at least 24 h old, not ``needs_reauth``, not leased by a live worker.
+
+        One statement (FOR UPDATE SKIP LOCKED), so concurrent workers -- processes, hosts,
+        PgBouncer in transaction mode -- get disjoint sets.  A lease that runs out (its worker
+        died) makes the row claimable again.  ``TokenUnreadable`` if a claimed value does not
+        decrypt (its lease then simply runs out).
+        """
+        expect("within", within, timedelta)
+        expect("limit", limit, int)
+        expect("lease", lease, timedelta)
+        if not timedelta(0) < within <= MAX_EXPIRY_WINDOW:
+            raise InvalidUserData("within", "must be a positive duration of at most 9999 years")
+        if not timedelta(0) < lease <= timedelta(days=1):
+            raise InvalidUserData("lease", "must be a positive duration of at most one day")
+        if not 1 <= limit <= MAX_CLAIM:
+            raise InvalidUserData("limit", f"must be from 1 to {MAX_CLAIM}")
+        values = {"within": within, "min_age": MIN_REFRESH_AGE, "limit": limit, "lease": lease}
+        rows = await self._sql.rows("claim_tokens_due", values, conn)
+        return [
+            DueToken(
+                user_id=row["id"],
+                token=SecretStr(self.tokens.decrypt(row["id"], row["instagram_access_token"])),
+                expires_at=row["token_expires_at"],
+            )
+            for row in rows
+        ]
+
+    async def record_token_refreshed(
+        self,
+        user_id: UUID,
+        token: SecretStr | str,
+        expires_at: datetime,
+        *,
+        conn: Connection | None = None,
+    ) -> bool:
+        """Store a refreshed token (encrypted) and its expiry; clear failures, flag and lease.
+
+        False (nothing written) when the row is no longer leased: the user reconnected or
+        disconnected meanwhile, and that newer state wins over a refresh of the old token.
+        """
+        expect("user_id", user_id, UUID)
+        expect("expires_at", expires_at, datetime)
+        checked = RefreshedToken(access_token=token, token_expires_at=expires_at)
+        sealed = self.tokens.encrypt(user_id, checked.access_token.get_secret_value())
+        values = {"id": user_id, "token": sealed, "expires_at": checked.token_expires_at}
+        return await self._sql.row("record_token_refreshed", values, conn) is not None
+
+    async def record_token_refresh_failed(
+        self, user_id: UUID, code: str, *, conn: Connection | None = None
+    ) -> TokenRefreshFailure | None:
+        """Count a failed refresh with its ``code`` (Graph error code such as ``"190"``, or
+        ``http_429``, ``timeout``...).  ``"190"`` (invalid token) sets ``needs_reauth``: no
+        more claims until the user reconnects.  Otherwise the lease becomes a back-off of
+        5 minutes per consecutive failure (at most a day).  None when no longer leased.
+        """
+        expect("user_id", user_id, UUID)
+        expect("code", code, str)
+        if not 1 <= len(code) <= 64:
+            raise InvalidUserData("code", "must be 1 to 64 characters")
+        values = {
+            "id": user_id,
+            "code": code,
+            "needs_reauth": code == INVALID_TOKEN_CODE,
+            "retry_step": RETRY_AFTER_STEP,
+            "retry_max": RETRY_AFTER_MAX,
+        }
+        row = await self._sql.row("record_token_refresh_failed", values, conn)
+        if row is None:
+            return None
+        return TokenRefreshFailure(
+            failures=row["token_refresh_failures"], needs_reauth=row["needs_reauth"]
+        )
+
+    async def release_token_claims(
+        self, user_ids: builtins.list[UUID], *, conn: Connection | None = None
+    ) -> int:
+        """Give back leases of claimed tokens not refreshed (a stopping worker); how many."""
+        expect("user_ids", user_ids, list)
+        if not user_ids:
+            return 0
+        rows = await self._sql.rows("release_token_claims", {"ids": user_ids}, conn)
+        return len(rows)
 
     # -- sign-in -------------------------------------------------------------------------------
 

@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# A fixed, public key ring for the tests that run as staging/production (which require one).
+TEST_TOKEN_KEYS = "test:" + "dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtMzJieXQ="
 
 
 def cli_env(dsn: str, **env: str) -> dict[str, str]:
-    """This environment minus DEFEAH_* settings, pointed at ``dsn``, bcrypt at test cost."""
+    """This environment minus DEFEAH_* settings, pointed at ``dsn``, bcrypt at test cost,
+    the test key ring (``env`` may replace any of them)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DEFEAH_")}
-    environ.update(DATABASE_URL=dsn, DEFEAH_BCRYPT_ROUNDS="4", **env)
+    environ.update(DATABASE_URL=dsn, DEFEAH_BCRYPT_ROUNDS="4", DEFEAH_TOKEN_KEYS=TEST_TOKEN_KEYS)
+    environ.update(env)
     return environ
 
 

@@ -1,4 +1,5 @@
-"""Test inputs: a complete ``users`` row for model tests, and test settings."""
+"""Test inputs: a complete ``users`` row for model tests, test settings, and the two secrets
+read straight from the table, which no ``User`` carries any more."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dal.config import Settings
+from dal.database import Database
+from tests.commands import TEST_TOKEN_KEYS
 
 
 def user_row(**overrides: Any) -> dict[str, Any]:
@@ -15,14 +18,14 @@ def user_row(**overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "id": uuid.uuid4(),
         "email": "ada@example.com",
-        "hashed_password": "$2b$04$" + "h" * 53,
         "full_name": "Ada",
         "is_active": True,
         "is_verified": False,
         "instagram_user_id": None,
-        "instagram_access_token": None,
+        "has_instagram_token": False,
         "instagram_username": None,
         "token_expires_at": None,
+        "instagram_needs_reauth": False,
         "timezone": "UTC",
         "language": "en",
         "last_login_at": None,
@@ -48,5 +51,19 @@ def make_settings(dsn: str, **overrides: object) -> Settings:
         "statement_timeout": 10.0,
         "bcrypt_rounds": 4,
         "health_timeout": 1.0,
+        "token_keys": TEST_TOKEN_KEYS,  # the ring the CLI subprocesses use (tests/commands.py)
     }
     return Settings.from_env({}).replace(**{**defaults, **overrides})
+
+
+async def stored_column(db: Database, user_id: uuid.UUID, column: str) -> Any:
+    """``users.<column>`` of one user as stored (the hash, or the token's stored form)."""
+    assert column in ("hashed_password", "instagram_access_token")
+    async with db.acquire() as conn:
+        return await conn.fetchval(f"SELECT {column} FROM users WHERE id = $1", user_id)
+
+
+async def stored_hash(db: Database, user_id: uuid.UUID) -> str:
+    value = await stored_column(db, user_id, "hashed_password")
+    assert isinstance(value, str)
+    return value

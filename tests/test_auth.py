@@ -20,7 +20,7 @@ from dal.errors import AccountInactive, AccountLocked, InvalidCredentials, Inval
 from dal.passwords import DUMMY_HASHES, hash_cost
 from dal.queries import load
 from dal.users import UsersRepository
-from tests.factories import make_settings
+from tests.factories import make_settings, stored_hash
 
 PASSWORD = "correct horse battery"
 WRONG = "tr0ub4dor&3"
@@ -132,9 +132,10 @@ async def test_record_login_primitives(db: Database, ada: User) -> None:
     window = last.locked_until - datetime.now(UTC)
     assert timedelta(minutes=14) < window <= timedelta(minutes=15)
 
+    hashed = await stored_hash(db, ada.id)
     ok = await UsersRepository(db).record_login_success(ada.id)
     assert (ok.failed_login_attempts, ok.locked_until, ok.login_count) == (0, None, 1)
-    assert ok.hashed_password == ada.hashed_password
+    assert await stored_hash(db, ada.id) == hashed
 
 
 async def test_inactive_account(db: Database, ada: User) -> None:
@@ -161,13 +162,13 @@ async def test_impossible_passwords_are_refused_before_any_work(
 async def test_rehash_on_login_from_cost_4_to_5(
     clean_dsn: str, ada: User, bcrypt_calls: Counter[str]
 ) -> None:
-    assert hash_cost(ada.hashed_password.get_secret_value()) == 4
     async with Database(make_settings(clean_dsn, bcrypt_rounds=5)) as db5:
+        assert hash_cost(await stored_hash(db5, ada.id)) == 4
         bcrypt_calls.clear()
-        user = await UsersRepository(db5).authenticate("ada@example.com", PASSWORD)
+        await UsersRepository(db5).authenticate("ada@example.com", PASSWORD)
         assert bcrypt_calls == Counter(checkpw=1, hashpw=1)
-        stored = (await UsersRepository(db5).get(ada.id)).hashed_password.get_secret_value()
-        assert stored.startswith("$2b$05$") and user.hashed_password.get_secret_value() == stored
+        stored = await stored_hash(db5, ada.id)
+        assert stored.startswith("$2b$05$")
         assert bcrypt.checkpw(PASSWORD.encode(), stored.encode())
         bcrypt_calls.clear()
         await UsersRepository(db5).authenticate("ada@example.com", PASSWORD)
@@ -177,14 +178,15 @@ async def test_rehash_on_login_from_cost_4_to_5(
 async def test_rehash_never_overwrites_a_concurrent_password_change(
     db: Database, ada: User
 ) -> None:
-    verified = ada.hashed_password.get_secret_value()
-    changed = await UsersRepository(db).update(ada.id, UserUpdate(password="changed meanwhile"))
+    verified = await stored_hash(db, ada.id)
+    await UsersRepository(db).update(ada.id, UserUpdate(password="changed meanwhile"))
+    changed = await stored_hash(db, ada.id)
     async with db.acquire() as conn:
         success = load("users")["record_login_success"]
         upgraded = "$2b$05$" + "x" * 53
         values = {"id": ada.id, "upgraded_hash": upgraded, "verified_hash": verified}
         await conn.fetchrow(success.sql, *success.args(values))
-    assert (await UsersRepository(db).get(ada.id)).hashed_password == changed.hashed_password
+    assert await stored_hash(db, ada.id) == changed != verified
 
 
 async def test_64_simultaneous_wrong_passwords_count_64(clean_dsn: str) -> None:

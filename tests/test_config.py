@@ -19,6 +19,7 @@ from dal.config import (
 )
 from dal.dsn import describe_dsn, redact_dsn
 from dal.errors import ConfigError
+from tests.commands import TEST_TOKEN_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,11 +138,16 @@ def test_a_set_but_blank_health_token_is_a_config_error(blank: str) -> None:
 
 def test_an_unset_health_token_leaves_detailed_open() -> None:
     assert Settings.from_env({}).health_token is None
-    assert Settings.from_env({"DEFEAH_ENV": "production"}).health_token is None
+    production = {"DEFEAH_ENV": "production", "DEFEAH_TOKEN_KEYS": TEST_TOKEN_KEYS}
+    assert Settings.from_env(production).health_token is None
 
 
 def test_production_refuses_a_short_health_token() -> None:
-    short = {"DEFEAH_ENV": "production", "DEFEAH_HEALTH_TOKEN": "x" * 15}
+    short = {
+        "DEFEAH_ENV": "production",
+        "DEFEAH_HEALTH_TOKEN": "x" * 15,
+        "DEFEAH_TOKEN_KEYS": TEST_TOKEN_KEYS,
+    }
     with pytest.raises(ConfigError) as info:
         Settings.from_env(short)
     text = str(info.value)

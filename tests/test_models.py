@@ -142,7 +142,7 @@ def test_from_record_equals_full_validation() -> None:
     for values in (
         user_row(),
         user_row(
-            instagram_user_id="1", instagram_access_token="t", token_expires_at=datetime.now(UTC)
+            instagram_user_id="1", has_instagram_token=True, token_expires_at=datetime.now(UTC)
         ),
     ):
         fast = User.from_record(values)
@@ -151,7 +151,6 @@ def test_from_record_equals_full_validation() -> None:
         assert fast.model_dump() == validated.model_dump()
         assert fast.model_dump_json() == validated.model_dump_json()
         assert fast.model_fields_set == set(User.model_fields)
-        assert isinstance(fast.hashed_password, SecretStr)
         assert fast.model_copy(update={"login_count": 3}).login_count == 3
         assert pickle.loads(pickle.dumps(fast)) == fast  # noqa: S301 - our own object
     assert models._FAST_LAYOUT  # the fast path is the one exercised here
@@ -165,7 +164,7 @@ def test_user_properties() -> None:
 
     plain = User.from_record(user_row())
     assert not plain.has_instagram_connected and not plain.instagram_token_expired
-    linked = user_row(instagram_user_id="1", instagram_access_token="t")
+    linked = user_row(instagram_user_id="1", has_instagram_token=True)
     assert User.from_record(linked).has_instagram_connected
     assert not User.from_record(linked).instagram_token_expired  # no expiry known
     expired = User.from_record({**linked, "token_expires_at": now - timedelta(seconds=1)})
@@ -222,7 +221,7 @@ def test_token_expiry_at_the_edges_of_the_range_is_accepted(expires: datetime) -
     ],
 )
 def test_infinite_timestamps_read_back_aware(column: str, sentinel: datetime) -> None:
-    row = user_row(instagram_user_id="1", instagram_access_token="t", **{column: sentinel})
+    row = user_row(instagram_user_id="1", has_instagram_token=True, **{column: sentinel})
     user = User.from_record(row)
     value = getattr(user, column)
     assert value == sentinel.replace(tzinfo=UTC) and value.utcoffset() == timedelta(0)
@@ -282,13 +281,16 @@ def test_strict_models_still_parse_json_and_aware_datetimes() -> None:
     )
 
 
-def test_access_token_is_capped_at_4096_characters() -> None:
-    assert models.ACCESS_TOKEN_MAX_LENGTH == 4096
-    token = link(access_token="t" * 4096).access_token.get_secret_value()
-    assert len(token) == 4096
-    with pytest.raises(InvalidUserData) as caught:
-        link(access_token="t" * 4097)
-    assert caught.value.field == "access_token"
-    assert "4096" in caught.value.rule
+def test_access_token_is_capped_at_2048_bytes() -> None:
+    """2048 bytes of plaintext: its encrypted form stays inside the table's 4096-character
+    CHECK (tests/test_validation_parity.py shows the largest one stored)."""
+    assert models.ACCESS_TOKEN_MAX_BYTES == 2048
+    token = link(access_token="t" * 2048).access_token.get_secret_value()
+    assert len(token) == 2048
+    for too_long in ("t" * 2049, "é" * 1025):
+        with pytest.raises(InvalidUserData) as caught:
+            link(access_token=too_long)
+        assert caught.value.field == "access_token"
+        assert "2048 bytes" in caught.value.rule
     with pytest.raises(InvalidUserData):
         link(access_token="t" * 10_000_000)

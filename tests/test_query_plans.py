@@ -117,3 +117,39 @@ async def test_expiring_tokens_use_the_0006_partial_index(filled: asyncpg.Connec
         assert _seq_scans(before) == ["users"]
     finally:
         await undo.rollback()
+
+
+CLAIM_ROWS = 1_000_000
+
+CLAIM_FILL = f"""
+INSERT INTO users (email, hashed_password, created_at, instagram_user_id,
+                   instagram_access_token, token_expires_at, token_issued_at, needs_reauth)
+SELECT 'claim' || g || '@example.com', 'x', now() - g * interval '1 second',
+       CASE WHEN g % 4 = 0 THEN 'ig' || g END,
+       CASE WHEN g % 4 = 0 THEN 'v1:k:' || g END,
+       CASE WHEN g % 4 = 0 THEN now() + (g % 1440) * interval '1 hour' END,
+       CASE WHEN g % 4 = 0 THEN now() - interval '2 days' END,
+       g % 400 = 0
+FROM generate_series(1, {CLAIM_ROWS}) AS g
+"""
+
+
+async def test_token_claim_is_an_index_scan_at_a_million_users(fresh_dsn: str) -> None:
+    """claim_tokens_due at 1,000,000 users (250,000 connected, expiries over 60 days): the
+    window is read from users_token_expiry_idx in order -- no sequential scan, no sort."""
+    conn = await asyncpg.connect(fresh_dsn, server_settings={"timezone": "UTC"})
+    try:
+        await conn.execute(CLAIM_FILL)
+        await conn.execute("ANALYZE users")
+        claim = q(
+            "claim_tokens_due",
+            within=timedelta(days=7),
+            min_age=timedelta(hours=24),
+            limit=100,
+            lease=timedelta(minutes=10),
+        )
+        nodes = await _plan(conn, claim)
+        assert "users_token_expiry_idx" in _indexes(nodes) and not _seq_scans(nodes)
+        assert not [n for n in nodes if n["Node Type"] == "Sort"]
+    finally:
+        await conn.close()

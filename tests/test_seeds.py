@@ -137,8 +137,13 @@ def test_a_failing_seed_file_stops_psql_and_leaves_nothing(fresh_dsn: str) -> No
 
 def test_seeded_users_have_the_documented_shape(fresh_dsn: str) -> None:
     seed_with_psql(fresh_dsn)
-    rows = query(fresh_dsn, "SELECT * FROM users ORDER BY email")
-    users = {u.email: u for u in (User.from_record(r) for r in rows)}
+    rows = query(
+        fresh_dsn,
+        "SELECT *, instagram_access_token IS NOT NULL AS has_instagram_token,"
+        " needs_reauth AS instagram_needs_reauth FROM users ORDER BY email",
+    )
+    hashes = {r["email"]: r["hashed_password"] for r in rows}
+    users = {u.email: u for u in (User.model_validate(dict(r)) for r in rows)}
     admin, demo, test = (users[e] for e in SEED_EMAILS)
 
     assert admin.is_verified and admin.is_active and not admin.has_instagram_connected
@@ -151,7 +156,7 @@ def test_seeded_users_have_the_documented_shape(fresh_dsn: str) -> None:
         assert user.timezone != "UTC" and user.language
         assert not user.is_locked and user.failed_login_attempts == 0
         assert user.created_at < user.updated_at
-        assert user.hashed_password.get_secret_value().startswith("$2b$12$")
+        assert hashes[user.email].startswith("$2b$12$")
 
 
 def test_seeded_passwords_are_the_documented_ones() -> None:
@@ -181,6 +186,33 @@ async def test_seeded_users_sign_in_through_the_dal(fresh_dsn: str) -> None:
         "demo@defeah.com": (38, 1),
         "test@defeah.com": (5, 1),
     }
+
+
+async def test_seeded_demo_token_is_legacy_plaintext_the_dal_reads_until_reencrypt(
+    fresh_dsn: str,
+) -> None:
+    """The seed file stays psql-runnable, so its tokens are stored in plaintext (a psql script
+    cannot encrypt with the application's key); the DAL reads them as legacy values, and
+    `defeah-db reencrypt` seals them like any other."""
+    seed_with_psql(fresh_dsn)
+    demo_token = "IGQWRdev-seed-demo-token-not-valid-on-instagram"
+    async with Database(make_settings(fresh_dsn)) as db:
+        users = UsersRepository(db)
+        demo = await users.get_by_email("demo@defeah.com")
+        before = await users.instagram_token(demo.id)
+        assert before is not None and before.get_secret_value() == demo_token
+    done = run_cli(fresh_dsn, "reencrypt")
+    assert done.returncode == 0, done.stderr
+    assert "re-encrypted 2 token(s)" in done.stdout
+    stored = query(
+        fresh_dsn,
+        "SELECT instagram_access_token AS t FROM users WHERE instagram_access_token IS NOT NULL",
+    )
+    assert stored and all(r["t"].startswith("v1:") for r in stored)
+    assert all(demo_token not in r["t"] for r in stored)
+    async with Database(make_settings(fresh_dsn)) as db:
+        after = await UsersRepository(db).instagram_token(demo.id)
+        assert after is not None and after.get_secret_value() == demo_token
 
 
 def test_cli_seed_and_psql_produce_the_same_rows(fresh_dsn: str, second_dsn: str) -> None:

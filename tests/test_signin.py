@@ -29,6 +29,7 @@ from dal.errors import (
 )
 from dal.signin import budget_networks
 from dal.users import UsersRepository
+from tests.factories import stored_hash
 from tests.pg import query
 
 PASSWORD = "correct horse battery"
@@ -88,7 +89,7 @@ async def test_200_parallel_wrong_passwords_run_at_most_threshold_checks(
     settings = settings.replace(bcrypt_rounds=10, acquire_timeout=60.0)
     async with Database(settings) as db:
         user = await new_user(db)
-        hashed = user.hashed_password.get_secret_value().encode()
+        hashed = (await stored_hash(db, user.id)).encode()
         started = time.perf_counter()
         bcrypt.checkpw(PASSWORD.encode(), hashed)
         one_check = time.perf_counter() - started

@@ -20,7 +20,7 @@ from dal.errors import (
     NotFound,
 )
 from dal.users import MAX_EXPIRY_WINDOW, MAX_PAGE_SIZE, UsersRepository
-from tests.factories import make_settings
+from tests.factories import make_settings, stored_hash
 
 PASSWORD = "correct horse battery"
 
@@ -41,16 +41,16 @@ async def test_create_returns_every_column(db: Database) -> None:
     assert (user.timezone, user.language) == ("Europe/London", "en-GB")
     assert (user.login_count, user.failed_login_attempts) == (0, 0)
     assert user.last_login_at is None and user.locked_until is None
-    assert user.instagram_user_id is None and user.instagram_access_token is None
+    assert user.instagram_user_id is None and not user.has_instagram_token
     assert user.created_at.tzinfo is not None and user.created_at.utcoffset() == timedelta(0)
     assert abs(user.created_at - datetime.now(UTC)) < timedelta(minutes=1)
-    stored = user.hashed_password.get_secret_value()
+    stored = await stored_hash(db, user.id)
     assert stored.startswith("$2b$04$") and PASSWORD not in stored
     assert set(User.model_fields) == {
-        "id", "email", "hashed_password", "full_name", "is_active", "is_verified",
-        "instagram_user_id", "instagram_access_token", "instagram_username", "token_expires_at",
-        "timezone", "language", "last_login_at", "login_count", "failed_login_attempts",
-        "locked_until", "created_at", "updated_at",
+        "id", "email", "full_name", "is_active", "is_verified",
+        "instagram_user_id", "has_instagram_token", "instagram_username", "token_expires_at",
+        "instagram_needs_reauth", "timezone", "language", "last_login_at", "login_count",
+        "failed_login_attempts", "locked_until", "created_at", "updated_at",
     }  # fmt: skip
 
 
@@ -103,11 +103,12 @@ async def test_update_to_another_users_email_is_duplicate(db: Database) -> None:
 
 async def test_partial_update_changes_only_given_fields(db: Database) -> None:
     user = await UsersRepository(db).create(new_user(full_name="Ada"))
+    hashed = await stored_hash(db, user.id)
     changed = await UsersRepository(db).update(user.id, UserUpdate(language="fr", is_verified=True))
     assert (changed.language, changed.is_verified) == ("fr", True)
     assert changed.full_name == "Ada" and changed.email == user.email
     assert changed.timezone == user.timezone and changed.is_active is True
-    assert changed.hashed_password == user.hashed_password
+    assert await stored_hash(db, user.id) == hashed
     assert changed.updated_at > user.updated_at
 
     cleared = await UsersRepository(db).update(user.id, UserUpdate(full_name=None))
@@ -119,8 +120,9 @@ async def test_partial_update_changes_only_given_fields(db: Database) -> None:
 
 async def test_update_password_stores_a_new_hash(db: Database) -> None:
     user = await UsersRepository(db).create(new_user())
-    changed = await UsersRepository(db).update(user.id, UserUpdate(password="a new passphrase"))
-    assert changed.hashed_password != user.hashed_password
+    hashed = await stored_hash(db, user.id)
+    await UsersRepository(db).update(user.id, UserUpdate(password="a new passphrase"))
+    assert await stored_hash(db, user.id) != hashed
     assert await UsersRepository(db).authenticate(user.email, "a new passphrase")
 
 
@@ -146,8 +148,9 @@ async def test_instagram_connect_disconnect(db: Database) -> None:
     assert connected.has_instagram_connected and not connected.instagram_token_expired
     assert connected.instagram_username == "ada.codes"
     assert connected.token_expires_at == expires
-    assert connected.instagram_access_token is not None
-    assert connected.instagram_access_token.get_secret_value() == "IGQVJ-token-value"
+    assert connected.has_instagram_token and not connected.instagram_needs_reauth
+    token = await UsersRepository(db).instagram_token(user.id)
+    assert token is not None and token.get_secret_value() == "IGQVJ-token-value"
 
     other = await UsersRepository(db).create(new_user("bob@example.com"))
     with pytest.raises(DuplicateInstagramAccount) as caught:
@@ -158,7 +161,8 @@ async def test_instagram_connect_disconnect(db: Database) -> None:
 
     gone = await UsersRepository(db).disconnect_instagram(user.id)
     assert not gone.has_instagram_connected
-    assert (gone.instagram_user_id, gone.instagram_access_token) == (None, None)
+    assert (gone.instagram_user_id, gone.has_instagram_token) == (None, False)
+    assert await UsersRepository(db).instagram_token(user.id) is None
     assert (gone.instagram_username, gone.token_expires_at) == (None, None)
     # Now the account is free for another user.
     assert (await UsersRepository(db).connect_instagram(other.id, link)).has_instagram_connected

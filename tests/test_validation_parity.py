@@ -14,8 +14,10 @@ text), the same value is given to ``NewUser`` and -- bypassing pydantic with
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -23,6 +25,7 @@ from pydantic import SecretStr
 from dal import Database, InstagramConnection, NewUser
 from dal.errors import InvalidUserData
 from dal.users import UsersRepository
+from tests.factories import make_settings
 
 LOCAL = st.text(alphabet="aZ09._%+-!#'é K ", max_size=8)
 DOMAIN = st.text(alphabet="aZ9-._é", max_size=8)
@@ -119,31 +122,37 @@ async def test_full_name_rules_agree(db: Database, name: str | None) -> None:
             assert refusal.field == "full_name" and refusal.rule
 
 
-async def test_access_token_cap_agrees_at_4096_and_4097(db: Database) -> None:
-    """InstagramConnection and CHECK instagram_access_token_max_length (0004) draw the line at
-    the same length; a refusal from either names the token field and the 4096 limit."""
-    user = await UsersRepository(db).create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
-    for length, accepted in ((4096, True), (4097, False), (10_000_000, False)):
-        token = "t" * length
-        try:
-            InstagramConnection(instagram_user_id="1", access_token=token)  # type: ignore[arg-type]
-            ours = None
-        except InvalidUserData as exc:
-            ours = exc
-        unchecked = InstagramConnection.model_construct(
-            instagram_user_id="1",
-            access_token=SecretStr(token),
-            instagram_username=None,
-            token_expires_at=None,
-        )
-        try:
-            await UsersRepository(db).connect_instagram(user.id, unchecked)
-            theirs = None
-        except InvalidUserData as exc:
-            theirs = exc
-        assert (ours is None, theirs is None) == (accepted, accepted), length
-        if not accepted:
-            assert ours is not None and theirs is not None
-            assert (ours.field, theirs.field) == ("access_token", "instagram_access_token")
-            assert "4096" in ours.rule and "4096" in theirs.rule
-            assert "instagram_access_token_max_length" in theirs.rule
+async def test_access_token_cap_keeps_the_encrypted_form_inside_the_check(
+    clean_dsn: str,
+) -> None:
+    """InstagramConnection caps the plaintext at 2048 bytes; the table's CHECK
+    instagram_access_token_max_length (0004) caps the stored, encrypted form at 4096
+    characters.  The largest accepted token (2048 bytes, ASCII or not, under a 32-character key
+    id) is stored; a bypassed model with a longer token is still refused by the CHECK, which
+    names the token field -- and never quotes the value."""
+    longest_id = "k" * 32 + ":" + base64.b64encode(b"k" * 32).decode()
+    async with Database(make_settings(clean_dsn, token_keys=longest_id)) as db:
+        await _largest_tokens_fit(UsersRepository(db))
+
+
+async def _largest_tokens_fit(users: UsersRepository) -> None:
+    user = await users.create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
+    for token in ("t" * 2048, "é" * 1024, "\U0001f600" * 512):
+        link = InstagramConnection(instagram_user_id="1", access_token=token)  # type: ignore[arg-type]
+        await users.connect_instagram(user.id, link)
+        read = await users.instagram_token(user.id)
+        assert read is not None and read.get_secret_value() == token
+    with pytest.raises(InvalidUserData) as ours:
+        InstagramConnection(instagram_user_id="1", access_token="t" * 2049)  # type: ignore[arg-type]
+    assert (ours.value.field, "2048 bytes" in ours.value.rule) == ("access_token", True)
+    unchecked = InstagramConnection.model_construct(
+        instagram_user_id="1",
+        access_token=SecretStr("t" * 4000),
+        instagram_username=None,
+        token_expires_at=None,
+    )
+    with pytest.raises(InvalidUserData) as theirs:
+        await users.connect_instagram(user.id, unchecked)
+    assert theirs.value.field == "instagram_access_token"
+    assert "instagram_access_token_max_length" in theirs.value.rule
+    assert "t" * 100 not in str(theirs.value)

@@ -146,8 +146,9 @@ UPDATE users SET
     hashed_password = CASE WHEN hashed_password = :verified THEN COALESCE(:upgraded, hashed_password)
                            ELSE hashed_password END
 WHERE id = :user_id::uuid
-RETURNING id, email, hashed_password, full_name, is_active, is_verified,
-    instagram_user_id, instagram_access_token, instagram_username, token_expires_at,
+RETURNING id, email, full_name, is_active, is_verified,
+    instagram_user_id, instagram_access_token IS NOT NULL AS has_instagram_token,
+    instagram_username, token_expires_at, needs_reauth AS instagram_needs_reauth,
     timezone, language, last_login_at, login_count, failed_login_attempts, locked_until,
     created_at, updated_at;
 

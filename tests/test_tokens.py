@@ -1,0 +1,277 @@
+"""Instagram tokens at rest: encrypted, bound to their user, rotatable, never read by accident;
+and the refresh claim's rules (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from pydantic import SecretStr
+
+from dal import Database, InstagramConnection, NewUser
+from dal.config import Settings
+from dal.embedded import bundled_psql
+from dal.errors import ConfigError, TokenUnreadable
+from dal.reencrypt import reencrypt
+from dal.tokens import cipher_for, dev_key_text, new_key_entry
+from dal.users import UsersRepository
+from tests.factories import make_settings, stored_column
+
+K1 = new_key_entry("k1")
+K2 = new_key_entry("k2")
+TOKEN = "IGQWR-plaintext-token-that-must-never-be-stored-0123456789"
+
+
+def link(token: str, account: str = "1784") -> InstagramConnection:
+    return InstagramConnection(
+        instagram_user_id=account,
+        access_token=token,  # type: ignore[arg-type]
+        token_expires_at=datetime.now(UTC) + timedelta(days=50),
+    )
+
+
+async def new_user(users: UsersRepository, email: str) -> UUID:
+    created = await users.create(NewUser(email=email, password="pw"))  # type: ignore[arg-type]
+    return created.id
+
+
+def pg_dump() -> str:
+    """The machine's pg_dump when DATABASE_URL names a server, else the embedded wheel's."""
+    if os.environ.get("DATABASE_URL"):
+        return "pg_dump"
+    return str(bundled_psql().parent / "pg_dump")
+
+
+async def test_connect_stores_no_plaintext_in_the_table_or_a_dump(clean_dsn: str) -> None:
+    async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
+        users = UsersRepository(db)
+        ada = await new_user(users, "ada@example.com")
+        await users.connect_instagram(ada, link(TOKEN))
+        stored = await stored_column(db, ada, "instagram_access_token")
+        assert stored.startswith("v1:k1:") and TOKEN not in stored
+        async with db.acquire() as conn:
+            whole_table = await conn.fetchval("SELECT string_agg(users::text, '') FROM users")
+        assert TOKEN not in whole_table
+        read = await users.instagram_token(ada)
+        assert read is not None and read.get_secret_value() == TOKEN
+        # Nothing the ordinary reads return carries it either.
+        user = await users.get(ada)
+        assert user.has_instagram_connected and TOKEN not in repr(user) + user.model_dump_json()
+    dumped = await asyncio.to_thread(
+        subprocess.run,
+        [pg_dump(), "--data-only", "--table=users", clean_dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    dump = dumped.stdout
+    assert "ada@example.com" in dump and TOKEN not in dump
+
+
+async def test_a_ciphertext_copied_to_another_user_does_not_decrypt(db: Database) -> None:
+    users = UsersRepository(db)
+    ada = await new_user(users, "ada@example.com")
+    bob = await new_user(users, "bob@example.com")
+    await users.connect_instagram(ada, link(TOKEN))
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET instagram_access_token ="
+            " (SELECT instagram_access_token FROM users WHERE id = $1) WHERE id = $2",
+            ada,
+            bob,
+        )
+    with pytest.raises(TokenUnreadable) as caught:
+        await users.instagram_token(bob)
+    assert caught.value.user_id == bob
+    assert TOKEN not in str(caught.value) and "v1:" not in str(caught.value)
+
+
+async def test_legacy_plaintext_still_reads(db: Database) -> None:
+    users = UsersRepository(db)
+    ada = await new_user(users, "ada@example.com")
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET instagram_user_id = '1', instagram_access_token = $1 WHERE id = $2",
+            TOKEN,
+            ada,
+        )
+    read = await users.instagram_token(ada)
+    assert read is not None and read.get_secret_value() == TOKEN
+
+
+async def test_rotation_reencrypts_everything_then_the_old_key_can_go(clean_dsn: str) -> None:
+    async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
+        users = UsersRepository(db)
+        ids = [await new_user(users, f"u{n}@example.com") for n in range(30)]
+        for n, user_id in enumerate(ids):
+            await users.connect_instagram(user_id, link(f"token-{n}", account=f"ig{n}"))
+    async with Database(make_settings(clean_dsn, token_keys=f"{K2},{K1}")) as db:
+        result = await reencrypt(db, UsersRepository(db).tokens, batch=7)
+        assert (result.rewritten, result.unreadable) == (30, 0)
+        async with db.acquire() as conn:
+            left = await conn.fetchval(
+                "SELECT count(*) FROM users WHERE instagram_access_token NOT LIKE 'v1:k2:%'"
+            )
+        assert left == 0
+        again = await reencrypt(db, UsersRepository(db).tokens)  # resumable: nothing left
+        assert (again.rewritten, again.batches) == (0, 0)
+    async with Database(make_settings(clean_dsn, token_keys=K2)) as db:
+        users = UsersRepository(db)
+        for n, user_id in enumerate(ids):
+            token = await users.instagram_token(user_id)
+            assert token is not None and token.get_secret_value() == f"token-{n}"
+
+
+async def test_reencrypt_never_reverts_a_concurrent_connect(clean_dsn: str) -> None:
+    """Tokens are reconnected (under k2) while reencrypt rewrites k1 values: every user ends
+    with their latest token, none with a stale one."""
+    count = 200
+    async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
+        users = UsersRepository(db)
+        ids = [await new_user(users, f"u{n}@example.com") for n in range(count)]
+        for n, user_id in enumerate(ids):
+            await users.connect_instagram(user_id, link(f"old-{n}", account=f"ig{n}"))
+    async with Database(make_settings(clean_dsn, token_keys=f"{K2},{K1}")) as db:
+        users = UsersRepository(db)
+
+        async def traffic() -> None:
+            for n in reversed(range(count)):  # from the other end of the id order
+                await users.connect_instagram(ids[n], link(f"new-{n}", account=f"ig{n}"))
+                await asyncio.sleep(0)
+
+        async with asyncio.timeout(120):
+            await asyncio.gather(reencrypt(db, users.tokens, batch=10), traffic())
+        for n, user_id in enumerate(ids):
+            token = await users.instagram_token(user_id)
+            assert token is not None and token.get_secret_value() == f"new-{n}", n
+
+
+async def test_an_unknown_key_id_is_unreadable_not_a_crash(clean_dsn: str) -> None:
+    async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
+        users = UsersRepository(db)
+        ada = await new_user(users, "ada@example.com")
+        await users.connect_instagram(ada, link(TOKEN))
+    async with Database(make_settings(clean_dsn, token_keys=K2)) as db:
+        with pytest.raises(TokenUnreadable, match="key 'k1' is not in DEFEAH_TOKEN_KEYS"):
+            await UsersRepository(db).instagram_token(ada)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("", "lists no key"),
+        ("k1", "entry 1 is not id:base64key"),
+        ("k1:not base64!", "key 'k1' is not valid base64"),
+        ("k1:" + base64.b64encode(b"short").decode(), "must decode to 32 bytes, got 5"),
+        (f"{K1},{K1}", "key id 'k1' appears twice"),
+    ],
+)
+def test_a_malformed_key_ring_is_one_line_naming_the_variable(value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DEFEAH_TOKEN_KEYS": value})
+    text = str(caught.value)
+    assert text.startswith("DEFEAH_TOKEN_KEYS: ") and words in text and "\n" not in text
+    for entry in value.split(","):
+        secret = entry.partition(":")[2]
+        assert not secret or secret not in text
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_staging_and_production_refuse_to_start_without_keys(environment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DEFEAH_ENV": environment})
+    assert str(caught.value).startswith("DEFEAH_TOKEN_KEYS: must be set")
+    configured = Settings.from_env({"DEFEAH_ENV": environment, "DEFEAH_TOKEN_KEYS": K1})
+    key = K1.partition(":")[2]
+    assert key not in repr(configured) and key not in str(configured)
+    assert configured.scrub(f"oops {key}") == "oops ***"
+
+
+def test_development_generates_one_key_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "token-keys"
+    first = dev_key_text(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert dev_key_text(path) == first  # generated once, then reused
+    cipher = cipher_for(None, tmp_path / "pgdata")
+    user = UUID(int=7)
+    assert cipher.decrypt(user, cipher.encrypt(user, "t")) == "t"
+    assert cipher.active == "dev" and first.partition(":")[2] not in repr(cipher)
+
+
+async def test_claim_rules_and_bookkeeping(db: Database) -> None:
+    """Due = connected, not expired, expiring within the window, 24 h old, not flagged, not
+    leased; a token issued 2 h ago is never claimed; records clear or count as specified."""
+    users = UsersRepository(db)
+    due, young, far, flagged = [await new_user(users, f"{n}@example.com") for n in "abcd"]
+    for n, user_id in enumerate((due, young, far, flagged)):
+        await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '50 days',"
+            " token_expires_at = now() + interval '3 days' WHERE id = ANY($1::uuid[])",
+            [due, flagged],
+        )
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '2 hours',"
+            " token_expires_at = now() + interval '3 days' WHERE id = $1",
+            young,
+        )
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '5 days',"
+            " needs_reauth = id = $1 WHERE id = ANY($2::uuid[])",
+            flagged,
+            [far, flagged],
+        )
+    lease = timedelta(seconds=1)
+    claimed = await users.claim_tokens_due(timedelta(days=7), limit=10, lease=lease)
+    assert [(c.user_id, c.token.get_secret_value()) for c in claimed] == [(due, "tok-0")]
+    assert await users.claim_tokens_due(timedelta(days=7), lease=lease) == []  # leased
+    await asyncio.sleep(1.2)
+    again = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(minutes=5))
+    assert [c.user_id for c in again] == [due]  # the lease ran out: claimable again
+
+    failure = await users.record_token_refresh_failed(due, "http_500")
+    assert failure is not None and (failure.failures, failure.needs_reauth) == (1, False)
+    assert await users.claim_tokens_due(timedelta(days=7)) == []  # backing off
+    async with db.acquire() as conn:
+        await conn.execute("UPDATE users SET refresh_claimed_until = now() WHERE id = $1", due)
+    [retry] = await users.claim_tokens_due(timedelta(days=7))
+    new_expiry = datetime.now(UTC) + timedelta(days=60)
+    assert await users.record_token_refreshed(retry.user_id, SecretStr("fresh"), new_expiry)
+    assert not await users.record_token_refreshed(due, SecretStr("again"), new_expiry)  # no lease
+    fresh = await users.instagram_token(due)
+    assert fresh is not None and fresh.get_secret_value() == "fresh"
+    async with db.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT token_refresh_failures, token_refresh_error, refresh_claimed_until,"
+            " token_issued_at > now() - interval '1 minute' AS reissued FROM users WHERE id = $1",
+            due,
+        )
+    assert dict(row) == {
+        "token_refresh_failures": 0,
+        "token_refresh_error": None,
+        "refresh_claimed_until": None,
+        "reissued": True,
+    }
+    # Code 190 flags the row; only a reconnect brings it back.
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '50 days',"
+            " token_expires_at = now() + interval '1 day' WHERE id = $1",
+            due,
+        )
+    [doomed] = await users.claim_tokens_due(timedelta(days=7))
+    flag = await users.record_token_refresh_failed(doomed.user_id, "190")
+    assert flag is not None and flag.needs_reauth
+    assert (await users.get(due)).instagram_needs_reauth
+    assert await users.claim_tokens_due(timedelta(days=7)) == []
+    await users.connect_instagram(due, link("reconnected", account="ig0"))
+    assert not (await users.get(due)).instagram_needs_reauth
