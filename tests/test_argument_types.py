@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from dal.users import UsersRepository
 from tests.factories import make_settings
 
 ID = uuid.uuid4()
+SOON = datetime.now(UTC) + timedelta(days=30)
 NEW = NewUser(email="ada@example.com", password="pw")  # type: ignore[arg-type]
 CHANGES = UserUpdate(full_name="Ada")
 LINK = InstagramConnection(instagram_user_id="1", access_token="t")  # type: ignore[arg-type]
@@ -53,6 +54,15 @@ ENTRY_POINTS: list[tuple[str, str, Call]] = [
     ("record_login_failure", "user_id", lambda r, v: r.record_login_failure(v)),
     ("authenticate", "email", lambda r, v: r.authenticate(v, "pw")),
     ("authenticate", "password", lambda r, v: r.authenticate("ada@example.com", v)),
+    ("instagram_token", "user_id", lambda r, v: r.instagram_token(v)),
+    ("claim_tokens_due", "within", lambda r, v: r.claim_tokens_due(v)),
+    ("claim_tokens_due", "limit", lambda r, v: r.claim_tokens_due(timedelta(days=7), limit=v)),
+    ("claim_tokens_due", "lease", lambda r, v: r.claim_tokens_due(timedelta(days=7), lease=v)),
+    ("record_token_refreshed", "user_id", lambda r, v: r.record_token_refreshed(v, "t", SOON)),
+    ("record_token_refreshed", "expires_at", lambda r, v: r.record_token_refreshed(ID, "t", v)),
+    ("record_token_refresh_failed", "user_id", lambda r, v: r.record_token_refresh_failed(v, "1")),
+    ("record_token_refresh_failed", "code", lambda r, v: r.record_token_refresh_failed(ID, v)),
+    ("release_token_claims", "user_ids", lambda r, v: r.release_token_claims(v)),
     ("authenticate", "client_ip", lambda r, v: r.authenticate("a@b.io", "pw", client_ip=v)),
     ("authenticate", "user_agent", lambda r, v: r.authenticate("a@b.io", "pw", user_agent=v)),
     (
@@ -90,6 +100,10 @@ BAD: dict[str, list[object]] = {
     "new": [{"email": "ada@example.com", "password": "pw"}, CHANGES, None],
     "changes": [{"full_name": "Ada"}, NEW, None],
     "link": [{"instagram_user_id": "1", "access_token": "t"}, NEW, None],
+    "lease": [300, 300.0, "PT5M", None, True],
+    "expires_at": ["2030-01-01T00:00:00Z", 1893456000, None],
+    "code": [190, b"190", None],
+    "user_ids": [ID, (ID,), {ID}, None, str(ID)],
     "client_ip": [b"203.0.113.7", 3405803783, ["203.0.113.7"]],
     "user_agent": [b"curl", 1, ["curl"]],
     "ip": [b"203.0.113.7", 3405803783, None],
