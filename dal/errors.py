@@ -85,3 +85,8 @@ class TooManyAttempts(DalError):
     def __init__(self, retry_at: datetime) -> None:
         super().__init__("too many sign-in attempts from this address; try again later")
         self.retry_at = retry_at
+
+
+class Overloaded(DalError):
+    """Too much work is already waiting (say, bcrypt checks in a sign-in storm): refused now,
+    within a bounded wait, instead of answered late.  Retry later; nothing was changed."""

@@ -31,6 +31,7 @@ from dal.config import Settings
 from dal.driver import CONNECT_ERRORS, PooledConnection, describe_error
 from dal.dsn import describe_dsn
 from dal.pools import PoolMetrics, close_pool, elapsed_ms
+from dal.telemetry import ACQUIRE_TIMEOUTS, ACQUIRE_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Replica:
         self._down_until = 0.0
         self.last_error: str | None = None
         self.waiting = 0
+        self._wait = ACQUIRE_WAIT.labels(name)
+        self._timeouts = ACQUIRE_TIMEOUTS.labels(name)
 
     def __repr__(self) -> str:
         return f"<Replica {self.name} {self.target} available={self.available()}>"
@@ -118,10 +121,15 @@ class Replica:
     async def acquire(self, timeout: float) -> PooledConnection:
         pool = await self.pool()
         self.waiting += 1
+        started = time.perf_counter()
         try:
             conn: PooledConnection = await pool.acquire(timeout=timeout)
+        except TimeoutError:
+            self._timeouts.inc()
+            raise
         finally:
             self.waiting -= 1
+            self._wait.observe(time.perf_counter() - started)
         return conn
 
     async def release(self, conn: PooledConnection) -> None:
