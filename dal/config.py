@@ -339,7 +339,9 @@ class Settings(BaseSettings):
     @classmethod
     def _token(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("set but empty; unset it to leave the route open, or give it a value")
+            raise ValueError(
+                "is set but empty; unset it to leave the route open, or give it a value"
+            )
         return value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")
