@@ -176,7 +176,7 @@ async def compare(
     picks = [rng.randrange(n) for _ in range(args.ops)]
     cursors = [encode_cursor(p["created_at"], p["id"]) for p in pages]
     users = UsersRepository(db)
-    threshold, window = users.lockout_threshold, users.lockout_window
+    threshold, window = users.lockout_account_threshold, users.lockout_window
     round_no = 0
 
     async def raw_fetchrow(name: str, **values: object) -> object:

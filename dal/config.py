@@ -239,6 +239,21 @@ class Settings(BaseSettings):
         ge=4,
         le=31,
     )
+    bcrypt_queue_limit: int = setting(
+        128,
+        "DEFEAH_BCRYPT_QUEUE_LIMIT",
+        "Password checks that may wait for a bcrypt worker (one per core); more are refused "
+        "at once with `Overloaded`.",
+        ge=1,
+        le=1_000_000,
+    )
+    bcrypt_queue_timeout: Seconds = setting(
+        5.0,
+        "DEFEAH_BCRYPT_QUEUE_TIMEOUT",
+        "Seconds a password check may wait for a bcrypt worker before `Overloaded`.",
+        ge=0.001,
+        le=600,
+    )
     lockout_threshold: int = setting(
         5,
         "DEFEAH_LOCKOUT_THRESHOLD",
@@ -346,6 +361,13 @@ class Settings(BaseSettings):
         "DEFEAH_INSTAGRAM_GRAPH_URL",
         "Base URL of the Instagram Graph API that `defeah-db refresh-tokens` calls.",
     )
+    metrics_token: str | None = Field(
+        None,
+        validation_alias="DEFEAH_METRICS_TOKEN",
+        description="Bearer token required by `GET /metrics` (unset: open; set but blank: "
+        f"error; on production at least {MIN_PRODUCTION_TOKEN} characters).",
+        repr=False,
+    )
     access_log: bool = setting(
         True,
         "DEFEAH_ACCESS_LOG",
@@ -364,12 +386,12 @@ class Settings(BaseSettings):
         # No .env file or secrets folder: the environment is the one source of configuration.
         return init_settings, _EnvironSource(settings_cls, case_sensitive=True)
 
-    @field_validator("health_token", mode="before")
+    @field_validator("health_token", "metrics_token", mode="before")
     @classmethod
-    def _health_token(cls, value: object) -> object:
+    def _token(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             raise ValueError(
-                "is empty or blank; unset it to leave /detailed open, or give it a value"
+                "is empty or blank; unset it to leave the route open, or give it a value"
             )
         return value.strip() if isinstance(value, str) else value
 
@@ -393,13 +415,16 @@ class Settings(BaseSettings):
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
                 f"DEFEAH_POOL_MAX_SIZE ({self.pool_max_size})"
             )
-        token = self.health_token
-        short = token is not None and len(token) < MIN_PRODUCTION_TOKEN
-        if short and self.environment == "production":  # a guessable token protects nothing
-            raise ValueError(
-                f"DEFEAH_HEALTH_TOKEN: must be at least {MIN_PRODUCTION_TOKEN} characters on "
-                f"DEFEAH_ENV=production (got {len(token or '')})"
-            )
+        for env, token in (
+            ("DEFEAH_HEALTH_TOKEN", self.health_token),
+            ("DEFEAH_METRICS_TOKEN", self.metrics_token),
+        ):
+            short = token is not None and len(token) < MIN_PRODUCTION_TOKEN
+            if short and self.environment == "production":  # a guessable token protects nothing
+                raise ValueError(
+                    f"{env}: must be at least {MIN_PRODUCTION_TOKEN} characters on "
+                    f"DEFEAH_ENV=production (got {len(token or '')})"
+                )
         return self
 
     @property
@@ -408,8 +433,7 @@ class Settings(BaseSettings):
         found = set(dsn_secrets(self.database_url or ""))
         for url in self.replica_urls:
             found |= dsn_secrets(url)
-        if self.health_token:
-            found.add(self.health_token)
+        found |= {token for token in (self.health_token, self.metrics_token) if token}
         if self.token_keys is not None:
             for entry in self.token_keys.get_secret_value().split(","):
                 found.add(entry.partition(":")[2].strip())
@@ -453,6 +477,8 @@ class Settings(BaseSettings):
                 yield name, value
         if self.health_token is not None:
             yield "health_token", "***"
+        if self.metrics_token is not None:
+            yield "metrics_token", "***"
 
 
 def env_name(field: str) -> str:

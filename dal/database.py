@@ -36,11 +36,16 @@ from dal.dsn import describe_dsn, redact_dsn
 from dal.errors import DatabaseUnavailable
 from dal.pools import PoolMetrics, close_pool, elapsed_ms
 from dal.replicas import ReplicaHealth, ReplicaSet
+from dal.telemetry import ACQUIRE_TIMEOUTS, ACQUIRE_WAIT
 
 if TYPE_CHECKING:
     from dal.embedded import EmbeddedServer
 
 log = logging.getLogger(__name__)
+
+PRIMARY = "primary"  # the primary pool's name in metrics; replicas are named replica1, ...
+_PRIMARY_WAIT = ACQUIRE_WAIT.labels(PRIMARY)
+_PRIMARY_TIMEOUTS = ACQUIRE_TIMEOUTS.labels(PRIMARY)
 
 
 @dataclass(frozen=True)
@@ -216,9 +221,11 @@ class Database:
                     await replica.release(replica_conn)
                 return
         self._waiting += 1
+        started = time.perf_counter()
         try:
             conn = await pool.acquire(timeout=wait)
         except TimeoutError:
+            _PRIMARY_TIMEOUTS.inc()
             raise DatabaseUnavailable(
                 f"no free database connection within {wait:g}s "
                 f"(pool max {self.settings.pool_max_size})"
@@ -229,6 +236,7 @@ class Database:
             ) from None
         finally:
             self._waiting -= 1
+            _PRIMARY_WAIT.observe(time.perf_counter() - started)
         try:
             with _discard_when_cut_off(conn):
                 yield conn
@@ -292,7 +300,7 @@ class Database:
 
     def pool_metrics(self) -> dict[str, PoolMetrics]:
         """Metrics of every pool: ``primary`` first, then each replica by name."""
-        pools = {"primary": self.metrics()}
+        pools = {PRIMARY: self.metrics()}
         if self._replicas is not None:
             pools.update(self._replicas.metrics())
         return pools

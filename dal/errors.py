@@ -104,3 +104,8 @@ class TokenUnreadable(DalError):
         super().__init__(f"instagram token of user {user_id} is unreadable: {reason}")
         self.user_id = user_id
         self.reason = reason
+
+
+class Overloaded(DalError):
+    """Too much work is already waiting (say, bcrypt checks in a sign-in storm): refused now,
+    within a bounded wait, instead of answered late.  Retry later; nothing was changed."""

@@ -33,6 +33,7 @@ from dal.dsn import describe_dsn
 from dal.pools import PoolMetrics, close_pool, elapsed_ms
 from dal.queries import load
 from dal.statements import run
+from dal.telemetry import ACQUIRE_TIMEOUTS, ACQUIRE_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Replica:
         self._pool: asyncpg.Pool | None = None
         self._down_until = 0.0
         self.waiting = 0
+        self._wait = ACQUIRE_WAIT.labels(name)
+        self._timeouts = ACQUIRE_TIMEOUTS.labels(name)
 
     def __repr__(self) -> str:
         return f"<Replica {self.name} {self.target} available={self.available()}>"
@@ -106,10 +109,15 @@ class Replica:
     async def acquire(self, timeout: float) -> PooledConnection:
         pool = await self.pool()
         self.waiting += 1
+        started = time.perf_counter()
         try:
             conn: PooledConnection = await pool.acquire(timeout=timeout)
+        except TimeoutError:
+            self._timeouts.inc()
+            raise
         finally:
             self.waiting -= 1
+            self._wait.observe(time.perf_counter() - started)
         return conn
 
     async def release(self, conn: PooledConnection) -> None:

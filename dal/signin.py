@@ -42,8 +42,10 @@ from dal.errors import (
     AccountInactive,
     AccountLocked,
     DalError,
+    DatabaseUnavailable,
     InvalidCredentials,
     InvalidUserData,
+    Overloaded,
     TooManyAttempts,
 )
 from dal.models import (
@@ -58,6 +60,7 @@ from dal.passwords import PasswordHasher, validate_password
 from dal.production import guard
 from dal.queries import Query, load
 from dal.statements import run, run_count
+from dal.telemetry import LOCKOUTS, SIGN_INS
 
 if TYPE_CHECKING:
     from dal.config import Settings
@@ -70,6 +73,25 @@ MAX_EVENTS: Final = 1000
 # Which spent key speaks first when several are: the lock that is true for everyone, then
 # the address, then the (email, network) pair.
 PRIORITY: Final = ("account", "ip", "network")
+# The ``result`` label of each outcome (a fixed list: bounded cardinality).
+RESULTS: Final[dict[type[DalError], str]] = {
+    InvalidCredentials: "invalid_credentials",
+    AccountLocked: "locked",
+    TooManyAttempts: "throttled",
+    AccountInactive: "inactive",
+    Overloaded: "overloaded",
+    InvalidUserData: "invalid_input",
+    DatabaseUnavailable: "unavailable",
+}
+_COUNTERS: Final = {
+    result: SIGN_INS.labels(result) for result in ("success", "error", *RESULTS.values())
+}
+
+
+def count_result(exc: DalError | None) -> None:
+    """One sign-in outcome in ``defeah_sign_ins_total``."""
+    result = "success" if exc is None else RESULTS.get(type(exc), "error")
+    _COUNTERS[result].inc()
 
 
 def normalize_email(email: str) -> str:
@@ -190,6 +212,17 @@ class SignIn:
         user_agent: str | None = None,
     ) -> User:
         """See ``UsersRepository.authenticate``.  No pool connection is held during bcrypt."""
+        try:
+            user = await self._authenticate(email, password, client_ip, user_agent)
+        except DalError as exc:
+            count_result(exc)
+            raise
+        count_result(None)
+        return user
+
+    async def _authenticate(
+        self, email: str, password: str, client_ip: str | None, user_agent: str | None
+    ) -> User:
         validate_password(password)
         attempt = self.attempt(email, client_ip, user_agent)
         async with self._db.acquire() as conn:
@@ -201,10 +234,10 @@ class SignIn:
             )
             if spent:
                 raise refusal(spent[0]["scope"], spent[0]["until"])
-            await self._claim(conn, attempt)
+            last_unit = await self._claim(conn, attempt) >= self.limits["account"]
         right = await self._check(password, attempt)
         async with self._db.acquire() as conn:
-            return await self._settle(conn, attempt, password, right)
+            return await self._settle(conn, attempt, password, right, last_unit)
 
     async def _with_user(self, conn: Connection, attempt: Attempt) -> Attempt:
         rows = await run(conn, Q["sign_in_user"], {"email": attempt.email})
@@ -218,14 +251,15 @@ class SignIn:
             is_active=row["is_active"],
         )
 
-    async def _claim(self, conn: Connection, attempt: Attempt) -> None:
+    async def _claim(self, conn: Connection, attempt: Attempt) -> int:
         """Take one unit on every key, or -- when one is spent -- none, with the refusal logged
-        in the same transaction, which still holds the rows' locks."""
+        in the same transaction, which still holds the rows' locks.  Returns the account key's
+        units used, this one included: at the limit, a failure of this attempt locks."""
         async with conn.transaction():
             rows = await run(conn, Q["claim_attempt"], attempt.values(window=self.window))
             over = [row for row in rows if row["used"] > self.limits[row["scope"]]]
             if not over:
-                return
+                return max(int(row["used"]) for row in rows if row["scope"] == "account")
             decider = min(over, key=lambda row: PRIORITY.index(row["scope"]))
             await run(conn, Q["release_claims"], attempt.values())
             result = "locked" if decider["scope"] == "account" else "throttled"
@@ -240,10 +274,16 @@ class SignIn:
             return False
         return await self.passwords.verify_padded(password, attempt.stored_hash)
 
-    async def _settle(self, conn: Connection, attempt: Attempt, password: str, right: bool) -> User:
+    async def _settle(
+        self, conn: Connection, attempt: Attempt, password: str, right: bool, last_unit: bool
+    ) -> User:
+        """Record the outcome; ``last_unit``: this attempt took the account key's last unit, so
+        its failure is the one that locks the account (counted in ``defeah_lockouts_total``)."""
         if not right:
             limit = self.limits["account"]
             await run(conn, Q["record_failure"], attempt.values(account_limit=limit))
+            if last_unit:
+                LOCKOUTS.inc()
             raise InvalidCredentials()
         if not attempt.is_active:
             await run(conn, Q["settle_right_password"], attempt.values())

@@ -73,6 +73,16 @@ def _user(row: asyncpg.Record | None, user_id: UUID) -> User:
     return User.from_record(_required(row, user_id))
 
 
+def _check_window(within: timedelta) -> None:
+    expect("within", within, timedelta)
+    if within <= timedelta(0):
+        raise InvalidUserData("within", "must be a positive duration")
+    if within > MAX_EXPIRY_WINDOW:
+        raise InvalidUserData(
+            "within", f"must be at most {MAX_EXPIRY_WINDOW.days} days (every storable expiry)"
+        )
+
+
 class UsersRepository:
     """The users aggregate; ``UsersRepository(db)`` with a ``Database`` (or any acquirer)."""
 
@@ -80,7 +90,9 @@ class UsersRepository:
         self._db = db
         self._sql = Statements(db, "users")
         settings = db.settings
-        self.passwords = PasswordHasher(settings.bcrypt_rounds)
+        self.passwords = PasswordHasher(
+            settings.bcrypt_rounds, settings.bcrypt_queue_limit, settings.bcrypt_queue_timeout
+        )
         self.lockout_account_threshold = settings.lockout_account_threshold
         self.lockout_window = timedelta(seconds=settings.lockout_window)
         self.sign_in = SignIn(db, self.passwords)
@@ -147,19 +159,22 @@ class UsersRepository:
         self, within: timedelta, *, limit: int = MAX_EXPIRING, conn: Connection | None = None
     ) -> builtins.list[User]:
         """Connected users whose token has not expired yet but will within ``within``."""
-        expect("within", within, timedelta)
+        _check_window(within)
         expect("limit", limit, int)
-        if within <= timedelta(0):
-            raise InvalidUserData("within", "must be a positive duration")
-        if within > MAX_EXPIRY_WINDOW:
-            raise InvalidUserData(
-                "within", f"must be at most {MAX_EXPIRY_WINDOW.days} days (every storable expiry)"
-            )
         if limit < 1:
             raise InvalidUserData("limit", "must be at least 1")
         values = {"within": within, "limit": min(limit, MAX_EXPIRING)}
         rows = await self._sql.rows("expiring_instagram_tokens", values, conn, readonly=True)
         return [User.from_record(row) for row in rows]
+
+    async def count_expiring_instagram_tokens(
+        self, within: timedelta, *, conn: Connection | None = None
+    ) -> int:
+        """How many tokens ``expiring_instagram_tokens`` would find, without reading them."""
+        _check_window(within)
+        values = {"within": within}
+        row = await self._sql.row("count_expiring_instagram_tokens", values, conn, readonly=True)
+        return int(row["due"]) if row else 0
 
     # -- writes --------------------------------------------------------------------------------
 

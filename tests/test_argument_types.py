@@ -43,6 +43,11 @@ ENTRY_POINTS: list[tuple[str, str, Call]] = [
         "limit",
         lambda r, v: r.expiring_instagram_tokens(timedelta(days=1), limit=v),
     ),
+    (
+        "count_expiring_instagram_tokens",
+        "within",
+        lambda r, v: r.count_expiring_instagram_tokens(v),
+    ),
     ("create", "new", lambda r, v: r.create(v)),
     ("update", "user_id", lambda r, v: r.update(v, CHANGES)),
     ("update", "changes", lambda r, v: r.update(ID, v)),

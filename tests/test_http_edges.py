@@ -26,7 +26,7 @@ from dal.config import Settings
 from dal.errors import ConfigError
 from tests.test_web_process import ROOT, WebProcess, base_env, web_process
 from tests.test_web_routes import free_port
-from web.access_log import AccessLog
+from web.access_log import AccessLog, quoted
 from web.log_sink import LineSink
 
 HEADER_TIMEOUT = 1.0
@@ -296,3 +296,26 @@ def test_connection_timeouts_are_positive(name: str) -> None:
         Settings.from_env({name: "0"})
     assert Settings.from_env({}).http_header_timeout == 10.0
     assert Settings.from_env({}).http_keepalive_timeout == 75.0
+
+
+@pytest.mark.parametrize(
+    "text", ["/api/v1/health", 'a"b', "back\\slash", "tab\there", "caf\u00e9", "\u2028", ""]
+)
+def test_quoted_is_the_json_string(text: str) -> None:
+    assert json.loads(quoted(text)) == text
+    assert "\n" not in quoted(text) and "\u2028" not in quoted(text)
+
+
+def test_queued_lines_are_written_without_a_flush() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        sink = LineSink(write_end)
+        sink.put("one line\n")
+        received: list[bytes] = []
+        reader = threading.Thread(target=drain, args=(read_end, 2.0, received))
+        reader.start()
+        reader.join(5)
+        assert b"".join(received) == b"one line\n"
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -147,7 +147,7 @@ def test_concurrent_index_build_under_write_load(big_dsn: str, tmp_path: Path) -
         time.sleep(0.2)
         applied = pool.submit(migrations.apply, big_dsn, sources, FAST).result(timeout=120)
         time.sleep(0.2)
-    assert applied == ["0006_users_token_expiry_index_concurrently"]
+    assert applied[0] == "0006_users_token_expiry_index_concurrently"
     assert writer.count > 50
     assert writer.worst < 1.0, writer.worst
     assert _index_state(big_dsn) == [{"name": NEW_INDEX, "valid": True}]
@@ -171,12 +171,9 @@ def test_a_killed_concurrent_build_is_rebuilt_by_the_next_migrate(
             future.result(timeout=60)
         old_snapshot.rollback()
     assert {"name": NEW_INDEX, "valid": False} in _index_state(big_dsn)
-    assert migrations.status(big_dsn, sources=sources).pending == (
-        "0006_users_token_expiry_index_concurrently",
-    )
-    assert migrations.apply(big_dsn, sources=sources, policy=FAST) == [
-        "0006_users_token_expiry_index_concurrently"
-    ]
+    pending = migrations.status(big_dsn, sources=sources).pending
+    assert pending[0] == "0006_users_token_expiry_index_concurrently"  # and what depends on it
+    assert migrations.apply(big_dsn, sources=sources, policy=FAST) == list(pending)
     assert _index_state(big_dsn) == [{"name": NEW_INDEX, "valid": True}]
 
 

@@ -31,7 +31,7 @@ def test_rehearse_reports_each_statement_and_drops_its_copy(pg: PgServer, tmp_pa
     assert "held ShareUpdateExclusiveLock on users" in text
     assert "load: " in text and " 0 error(s)" in text
     # the target itself is untouched, and the scratch copy is gone
-    assert migrations.status(dsn).pending == ("0006_users_token_expiry_index_concurrently",)
+    assert migrations.status(dsn).pending[0] == "0006_users_token_expiry_index_concurrently"
     assert query(dsn, "SELECT count(*) AS n FROM users") == [{"n": 0}]
     assert query(dsn, scratch) == before
     pg.drop_database(name)

@@ -203,6 +203,9 @@ async def test_expiring_instagram_tokens(db: Database) -> None:
     ] == [ids["sooner"]]
     everyone = await UsersRepository(db).expiring_instagram_tokens(timedelta(days=30))
     assert [u.id for u in everyone] == [ids["sooner"], ids["soon"], ids["later"]]
+    # the /metrics gauge counts the same rows without reading them
+    assert await UsersRepository(db).count_expiring_instagram_tokens(timedelta(days=1)) == 2
+    assert await UsersRepository(db).count_expiring_instagram_tokens(timedelta(days=30)) == 3
     with pytest.raises(InvalidUserData) as caught:
         await UsersRepository(db).expiring_instagram_tokens(timedelta(0))
     assert caught.value.field == "within"

@@ -36,6 +36,8 @@ from web.access_log import AccessLog
 from web.health import HEALTH, HealthService, read_migration_files, routes
 from web.http_server import HttpRunner, add_security_headers
 from web.log_sink import LineSink, SinkHandler
+from web.metrics import METRICS, Metrics, metrics_middleware
+from web.metrics import routes as metrics_routes
 from web.problems import problem_middleware
 
 log = logging.getLogger("web")
@@ -45,12 +47,15 @@ DATABASE = web.AppKey("database", Database)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware])
+    # metrics first: the outermost middleware sees the status the problem middleware chose
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware])
     database = Database(settings)
     app[SETTINGS] = settings
     app[DATABASE] = database
     app[HEALTH] = HealthService(database, settings)
+    app[METRICS] = Metrics(database, app[HEALTH])
     app.add_routes(routes)
+    app.add_routes(metrics_routes)
     app.on_response_prepare.append(add_security_headers)
     app.on_startup.append(read_migration_files)
     app.cleanup_ctx.append(database_lifecycle)

@@ -18,3 +18,16 @@ WHERE a.application_name LIKE 'defeah-db migrate%'
 -- name: sample_user_ids
 -- Ids the rehearsal's light load reads and signs in, spread over the table.
 SELECT id FROM users TABLESAMPLE SYSTEM (1) LIMIT :limit;
+
+-- name: load_read
+-- The rehearsal load's read: one user by primary key, spec columns only, so the same statement
+-- runs before and after every pending migration (the DAL's own statements may need columns a
+-- pending migration has yet to add).
+SELECT id, email, is_active, locked_until FROM users WHERE id = :id;
+
+-- name: load_sign_in
+-- The rehearsal load's write: the sign-in bookkeeping a successful login does, on spec columns.
+UPDATE users SET last_login_at = now(), login_count = login_count + 1,
+                 failed_login_attempts = 0
+WHERE id = :id
+RETURNING id;

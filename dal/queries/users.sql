@@ -151,6 +151,16 @@ WHERE token_expires_at > now()
 ORDER BY token_expires_at, id
 LIMIT :limit;
 
+-- name: count_expiring_instagram_tokens
+-- How many tokens expiring_instagram_tokens would return without a limit (the metric
+-- defeah_instagram_tokens_due, cached by the web layer).  An index-only range count on
+-- users_token_expires_at_idx (0003).
+SELECT count(*) AS due
+FROM users
+WHERE token_expires_at > now()
+  AND token_expires_at <= now() + :within::interval
+  AND instagram_access_token IS NOT NULL;
+
 -- name: record_login_success
 -- Successful sign-in: stamp it, count it, clear the failure counter and any lock.  When
 -- :upgraded_hash is given it is a new hash of the same password; it replaces the stored hash

@@ -1,0 +1,203 @@
+"""Sign-in storm: sign-ins per second vs bare bcrypt, and health latency idle vs during the storm.
+
+The app and the storm share one process and one event loop, as a real service runs them: the
+aiohttp app (``web.app.create_app``) serves on a loopback port while tasks of the same loop sign
+users in through the app's own ``Database``.  ``wrk`` loads ``/api/v1/health/database``:
+
+1. bare ``bcrypt.checkpw`` on all cores (plain threads), checks per second;
+2. successful sign-ins per second at the same cost, storm alone (target >= 0.9x of 1.);
+3. health p50/p99 idle, then during the storm (target: p99 <= 2x idle).
+
+    DATABASE_URL=... .venv/bin/python -m bench.bench_signin_storm [--rounds 12] [--duration 10]
+
+``--workers``/``--niceness`` replace the bcrypt workers (default: one per core at nice 19) to
+compare the alternatives, e.g. ``--niceness 0`` is plain threads as ``asyncio.to_thread`` was.
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from uuid import uuid4
+
+import bcrypt
+from aiohttp import web
+from dal.cli import target_dsn
+
+from bench.bench_web import Run, free_port, to_ms
+from bench.scratch import create_scratch, drop_scratch
+from dal import NewUser, passwords
+from dal.config import Settings
+from dal.dsn import describe_dsn
+from dal.errors import Overloaded
+from dal.passwords import BcryptWorkers, usable_cores
+from dal.users import UsersRepository
+from web.app import DATABASE, create_app
+
+PASSWORD = "storm-password"
+EMAIL = "storm@example.com"
+
+
+def settings_for(dsn: str, rounds: int) -> Settings:
+    return Settings(
+        database_url=dsn,
+        pool_min_size=4,
+        pool_max_size=16,
+        acquire_timeout=60.0,
+        bcrypt_rounds=rounds,
+        bcrypt_queue_limit=100_000,
+        bcrypt_queue_timeout=600,
+        lockout_threshold=1000,
+        lockout_ip_threshold=1_000_000,
+        lockout_account_threshold=1_000_000,
+    )
+
+
+def bare_bcrypt(hashed: bytes, cores: int, duration: float) -> float:
+    """checkpw per second on ``cores`` plain threads for ``duration`` seconds."""
+    deadline = time.perf_counter() + duration
+
+    def loop() -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            bcrypt.checkpw(PASSWORD.encode(), hashed)
+            done += 1
+        return done
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cores) as pool:
+        total = sum(pool.map(lambda _: loop(), range(cores)))
+    return total / (time.perf_counter() - started)
+
+
+async def storm(users: UsersRepository, stop: asyncio.Event, concurrency: int) -> int:
+    """Sign in with ``concurrency`` tasks until ``stop``; successful sign-ins."""
+    count = 0
+
+    async def one(worker: int) -> None:
+        nonlocal count
+        i = 0
+        while not stop.is_set():
+            i += 1
+            ip = f"10.{worker}.{i % 250}.1"
+            with suppress(Overloaded):
+                await users.authenticate(EMAIL, PASSWORD, client_ip=ip)
+                count += 1
+
+    await asyncio.gather(*(one(w) for w in range(concurrency)))
+    return count
+
+
+async def timed_storm(users: UsersRepository, duration: float, concurrency: int) -> float:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(duration, stop.set)
+    started = time.perf_counter()
+    count = await storm(users, stop, concurrency)
+    return count / (time.perf_counter() - started)
+
+
+async def wrk(url: str, connections: int, duration: float) -> Run:
+    """``wrk`` as a subprocess, so this loop keeps serving while it runs."""
+    proc = await asyncio.create_subprocess_exec(
+        *("wrk", "-t", "1", "-c", str(connections), "-d", f"{duration:g}s", "--latency", url),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out = (await proc.communicate())[0].decode()
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if rps is None or len(latency) != 2:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    failed = int(errors[1]) if errors else 0
+    return Run(float(rps[1]), to_ms(latency["50"]), to_ms(latency["99"]), failed)
+
+
+async def health_under_storm(users: UsersRepository, url: str, args: argparse.Namespace) -> Run:
+    stop = asyncio.Event()
+    storming = asyncio.create_task(storm(users, stop, args.concurrency))
+    await asyncio.sleep(1.0)  # the storm at full speed before measuring
+    run = await wrk(url, args.connections, args.duration)
+    stop.set()
+    await storming
+    return run
+
+
+def line(label: str, run: Run, base: Run | None = None) -> str:
+    ratio = f"{run.p99_ms / base.p99_ms:.2f}x" if base else "1.00x"
+    return (
+        f"| {label} | {run.rps:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} "
+        f"| {ratio} |"
+    )
+
+
+async def bench(args: argparse.Namespace, server_dsn: str) -> None:
+    name = f"bench_storm_{uuid4().hex[:8]}"
+    dsn = await create_scratch(server_dsn, name)
+    cores = usable_cores()
+    if args.workers or args.niceness is not None:
+        niceness = passwords.NICENESS if args.niceness is None else args.niceness
+        passwords.BCRYPT = BcryptWorkers(args.workers or cores, niceness)  # type: ignore[misc]
+    app = create_app(settings_for(dsn, args.rounds))
+    runner = web.AppRunner(app, access_log=None)
+    try:
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        users = UsersRepository(app[DATABASE])
+        user = await users.create(NewUser(email=EMAIL, password=PASSWORD))  # type: ignore[arg-type]
+        hashed = user.hashed_password.get_secret_value().encode()
+        url = f"http://127.0.0.1:{port}/api/v1/health/database"
+
+        bare = await asyncio.to_thread(bare_bcrypt, hashed, cores, args.duration)
+        rate = await timed_storm(users, args.duration, args.concurrency)
+        await wrk(url, args.connections, 2)  # warm-up
+        idle = await wrk(url, args.connections, args.duration)
+        during = await health_under_storm(users, url, args)
+    finally:
+        await runner.cleanup()
+        await drop_scratch(server_dsn, name)
+
+    workers = passwords.BCRYPT
+    print(
+        f"database: {describe_dsn(server_dsn)}; {cores} cores; bcrypt cost {args.rounds}; "
+        f"bcrypt workers {workers.workers}; storm {args.concurrency} tasks; "
+        f"wrk -t1 -c{args.connections} -d{args.duration:g}s"
+    )
+    print()
+    print(
+        f"sign-ins: {rate:.2f}/s vs bare checkpw on {cores} cores {bare:.2f}/s = "
+        f"{rate / bare:.2f}x (target >= 0.9x)"
+    )
+    print()
+    print("| `/api/v1/health/database` | req/s | p50 ms | p99 ms | non-2xx | p99 vs idle |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(line("idle", idle))
+    print(line("during the storm", during, idle))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="sign-in tasks")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--workers", type=int, default=0, help="bcrypt threads (0: per core)")
+    parser.add_argument("--niceness", type=int, default=None, help="bcrypt threads' nice")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed; apt-get install -y wrk", file=sys.stderr)
+        return 2
+    with target_dsn(Settings.from_env()) as dsn:
+        asyncio.run(bench(args, dsn))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

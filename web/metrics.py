@@ -1,0 +1,220 @@
+"""``GET /metrics``: Prometheus text format, built with the official ``prometheus-client``.
+
+What it exposes: per pool (``primary``, each replica) size, in use, idle, waiting acquirers and
+the configured maximum; the DAL's acquire-wait histogram, acquire timeouts, per-query durations,
+sign-ins by result, lockouts and the bcrypt queue (``dal.telemetry``); migrations pending and
+Instagram tokens due for refresh (both cached); HTTP requests by route template, method and
+status, with a duration histogram; and the process collectors (CPU, memory, descriptors, GC).
+
+Bounded cardinality: the HTTP route label is the route's template (``/api/v1/health``), never
+the raw path, and every unmatched path is ``unmatched``; unknown methods are ``other``.
+
+Bounded cost: a scrape reads in-process counters; only two figures need the database, and they
+are refreshed by one single-flight task at most every ``TOKENS_CACHE_SECONDS`` (migrations: the
+health service's own cache), one query after the other.  So 1,000 concurrent scrapes use at
+most one pool connection, at any one time.
+
+Why ``/metrics`` has its own bearer token (``DEFEAH_METRICS_TOKEN``) instead of sharing
+``DEFEAH_HEALTH_TOKEN``: the two go to different clients.  The metrics token sits in
+Prometheus's scrape configuration (``authorization.credentials_file``), readable by whoever
+administers monitoring; the health token lets an operator see the database's identity and raw
+errors on ``/detailed``.  Separate secrets mean a leaked scrape config does not open
+``/detailed``, each can be rotated without touching the other's clients, and ``/metrics`` can
+stay open on a private network while ``/detailed`` stays closed.  Unset, the route is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dal import telemetry
+from dal.database import Database
+from dal.errors import DalError
+from dal.users import UsersRepository
+from web.health import HEALTH, HealthService, SingleFlight, authorized
+
+log = logging.getLogger(__name__)
+
+TOKENS_CACHE_SECONDS: Final = 60.0
+TOKENS_DUE_WITHIN: Final = timedelta(days=7)  # a refresh job's horizon (tokens last 60 days)
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED: Final = "unmatched"
+
+HTTP_REQUESTS: Final = Counter(
+    "defeah_http_requests",
+    "HTTP requests by route template, method and status.",
+    ["route", "method", "status"],
+    registry=None,
+)
+HTTP_DURATION: Final = Histogram(
+    "defeah_http_request_duration_seconds",
+    "Time to build each HTTP response (handler and middlewares), by route template.",
+    ["route", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=None,
+)
+# Children by label values: one dict lookup per request instead of labels()'s validation.
+_REQUESTS: dict[tuple[str, str, str], Counter] = {}
+_DURATIONS: dict[tuple[str, str], Histogram] = {}
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's template, or ``unmatched``: never the raw path."""
+    resource = request.match_info.route.resource
+    return UNMATCHED if resource is None else resource.canonical
+
+
+def observe(request: web.Request, status: int, seconds: float) -> None:
+    route = route_label(request)
+    method = request.method if request.method in METHODS else "other"
+    key = (route, method, str(status))
+    counter = _REQUESTS.get(key)
+    if counter is None:
+        counter = _REQUESTS[key] = HTTP_REQUESTS.labels(*key)
+    counter.inc()
+    timer = _DURATIONS.get(key[:2])
+    if timer is None:
+        timer = _DURATIONS[key[:2]] = HTTP_DURATION.labels(route, method)
+    timer.observe(seconds)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: sees the final status, problem documents included."""
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects the problem middleware lets through
+        observe(request, exc.status, time.perf_counter() - started)
+        raise
+    observe(request, response.status, time.perf_counter() - started)
+    return response
+
+
+class PoolCollector(Collector):
+    """Occupancy of every pool of one ``Database``, read at scrape time."""
+
+    FIGURES: Final = (
+        ("size", "Open connections of the pool."),
+        ("in_use", "Connections lent out."),
+        ("idle", "Open connections waiting to be lent."),
+        ("waiting", "Acquirers waiting for a connection."),
+        ("max_size", "Configured upper bound of the pool."),
+    )
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        pools = self.db.pool_metrics()
+        for figure, doc in self.FIGURES:
+            family = GaugeMetricFamily(f"defeah_pool_{figure}", doc, labels=["pool"])
+            for name, metrics in pools.items():
+                family.add_metric([name], getattr(metrics, figure))
+            yield family
+
+
+class CachedFigures(Collector):
+    """Migrations pending and Instagram tokens due: database figures refreshed at most every
+    ``TOKENS_CACHE_SECONDS`` by one task shared by every concurrent scrape."""
+
+    def __init__(self, db: Database, health: HealthService) -> None:
+        self.users = UsersRepository(db)
+        self.health = health
+        self.pending: int | None = None
+        self.tokens_due: int | None = None
+        self._tokens_read = -TOKENS_CACHE_SECONDS
+        self._flight = SingleFlight[None]()
+
+    async def refresh(self) -> None:
+        await self._flight.run(self._refresh)
+
+    async def _refresh(self) -> None:
+        """One query after the other, never side by side: one connection at a time."""
+        check = await self.health.migrations()
+        value = check.observed_value
+        self.pending = len(value["pending"]) if isinstance(value, dict) else None
+        if time.monotonic() - self._tokens_read < TOKENS_CACHE_SECONDS:
+            return
+        try:
+            async with asyncio.timeout(self.health.settings.health_timeout):
+                due = await self.users.count_expiring_instagram_tokens(TOKENS_DUE_WITHIN)
+        except (DalError, TimeoutError) as exc:
+            log.warning("cannot count Instagram tokens due for refresh: %s", exc or "timeout")
+            return  # the last figure stays; the next scrape tries again
+        self.tokens_due, self._tokens_read = due, time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        if self.pending is not None:
+            yield GaugeMetricFamily(
+                "defeah_migrations_pending",
+                "Migrations in sql/ not applied to the database (cached a few seconds).",
+                value=self.pending,
+            )
+        if self.tokens_due is not None:
+            yield GaugeMetricFamily(
+                "defeah_instagram_tokens_due",
+                f"Instagram tokens expiring within {TOKENS_DUE_WITHIN.days} days (cached "
+                f"{TOKENS_CACHE_SECONDS:g} s).",
+                value=self.tokens_due,
+            )
+
+
+class Metrics:
+    """One app's registry: the process-wide collectors plus this app's pools and figures."""
+
+    def __init__(self, db: Database, health: HealthService) -> None:
+        self.figures = CachedFigures(db, health)
+        self.registry = CollectorRegistry(auto_describe=True)
+        collectors: tuple[Collector, ...] = (
+            *telemetry.COLLECTORS,
+            HTTP_REQUESTS,
+            HTTP_DURATION,
+            PoolCollector(db),
+            self.figures,
+        )
+        for collector in collectors:
+            self.registry.register(collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    async def exposition(self) -> bytes:
+        await self.figures.refresh()
+        return generate_latest(self.registry)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    settings = request.app[HEALTH].settings
+    if not authorized(request, settings.metrics_token):
+        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    body = await request.app[METRICS].exposition()
+    # Text format 0.0.4, not the client's newest (1.0.0): our names are classic ones, so the
+    # bytes are the same, and every Prometheus (Debian 12 ships 2.42) negotiates 0.0.4.
+    headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"}
+    return web.Response(body=body, headers=headers)
