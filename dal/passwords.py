@@ -57,7 +57,10 @@ def validate_password(password: str) -> None:
         raise InvalidUserData("password", exc.message()) from None
 
 
-def _encoded(password: str) -> bytes:
+def encode_password(password: str) -> bytes:
+    """The password as bcrypt reads it, after the rules (``InvalidUserData`` otherwise).
+
+    Sign-in encodes once and passes the bytes on, so the rules run once per attempt."""
     validate_password(password)
     return password.encode("utf-8")
 
@@ -178,12 +181,18 @@ class PasswordHasher:
         return await BCRYPT.run(self.queue_limit, self.queue_timeout, fn, *args)
 
     async def hash(self, password: str) -> str:
-        encoded = _encoded(password)
-        return await self._run(hash_sync, encoded, self.rounds)
+        return await self.hash_encoded(encode_password(password))
+
+    async def hash_encoded(self, secret: bytes) -> str:
+        """``hash`` of a password already through ``encode_password``."""
+        return await self._run(hash_sync, secret, self.rounds)
 
     async def verify(self, password: str, hashed: str) -> bool:
-        encoded = _encoded(password)
-        return await self._run(check_sync, encoded, hashed)
+        return await self.check(encode_password(password), hashed)
+
+    async def check(self, secret: bytes, hashed: str) -> bool:
+        """``verify`` of a password already through ``encode_password``."""
+        return await self._run(check_sync, secret, hashed)
 
     def needs_rehash(self, hashed: str) -> bool:
         """True when the hash was made with another cost than the configured one."""
@@ -199,7 +208,7 @@ class PasswordHasher:
             DUMMY_HASHES[cost] = await self._run(hash_sync, b"timing-equaliser", cost)
         return DUMMY_HASHES[cost]
 
-    async def verify_dummy(self, password: str) -> None:
+    async def verify_dummy(self, secret: bytes) -> None:
         """Spend the time of one real check, for sign-ins with an unknown email.
 
         Without it, "no such user" would answer in a millisecond and "wrong password" in a
@@ -207,9 +216,9 @@ class PasswordHasher:
         configured cost, the cost every stored hash converges to (hashes are upgraded at
         login).
         """
-        await self.verify(password, await self._dummy(self.rounds))
+        await self.check(secret, await self._dummy(self.rounds))
 
-    async def verify_padded(self, password: str, hashed: str) -> bool:
+    async def verify_padded(self, secret: bytes, hashed: str) -> bool:
         """``verify``, and when it fails on a hash cheaper than the configured cost, pad the
         work up to one configured-cost check.
 
@@ -219,10 +228,10 @@ class PasswordHasher:
         whole check.  A stored cost *above* the configured one cannot be shortened; it stays
         a known residual until that user's next sign-in rehashes it.
         """
-        if await self.verify(password, hashed):
+        if await self.check(secret, hashed):
             return True
         stored = hash_cost(hashed)
         pad = [self.rounds] if stored is None else list(range(stored, self.rounds))
         for cost in pad:
-            await self.verify(password, await self._dummy(cost))
+            await self.check(secret, await self._dummy(cost))
         return False

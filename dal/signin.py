@@ -56,7 +56,7 @@ from dal.models import (
     User,
     rule_max_length,
 )
-from dal.passwords import PasswordHasher, validate_password
+from dal.passwords import PasswordHasher, encode_password
 from dal.production import guard
 from dal.queries import Query, load
 from dal.statements import run, run_count
@@ -223,7 +223,7 @@ class SignIn:
     async def _authenticate(
         self, email: str, password: str, client_ip: str | None, user_agent: str | None
     ) -> User:
-        validate_password(password)
+        secret = encode_password(password)  # the password rules, once per attempt
         attempt = self.attempt(email, client_ip, user_agent)
         async with self._db.acquire() as conn:
             attempt = await self._with_user(conn, attempt)
@@ -235,9 +235,9 @@ class SignIn:
             if spent:
                 raise refusal(spent[0]["scope"], spent[0]["until"])
             last_unit = await self._claim(conn, attempt) >= self.limits["account"]
-        right = await self._check(password, attempt)
+        right = await self._check(secret, attempt)
         async with self._db.acquire() as conn:
-            return await self._settle(conn, attempt, password, right, last_unit)
+            return await self._settle(conn, attempt, secret, right, last_unit)
 
     async def _with_user(self, conn: Connection, attempt: Attempt) -> Attempt:
         rows = await run(conn, Q["sign_in_user"], {"email": attempt.email})
@@ -267,15 +267,15 @@ class SignIn:
             await run(conn, Q["record_event"], attempt.values(result=result, decided_by=by))
         raise refusal(decider["scope"], decider["window_ends_at"])
 
-    async def _check(self, password: str, attempt: Attempt) -> bool:
+    async def _check(self, secret: bytes, attempt: Attempt) -> bool:
         """The bcrypt check; an unknown email costs the same as a wrong password."""
         if attempt.stored_hash is None:
-            await self.passwords.verify_dummy(password)
+            await self.passwords.verify_dummy(secret)
             return False
-        return await self.passwords.verify_padded(password, attempt.stored_hash)
+        return await self.passwords.verify_padded(secret, attempt.stored_hash)
 
     async def _settle(
-        self, conn: Connection, attempt: Attempt, password: str, right: bool, last_unit: bool
+        self, conn: Connection, attempt: Attempt, secret: bytes, right: bool, last_unit: bool
     ) -> User:
         """Record the outcome; ``last_unit``: this attempt took the account key's last unit, so
         its failure is the one that locks the account (counted in ``defeah_lockouts_total``)."""
@@ -291,7 +291,7 @@ class SignIn:
         assert attempt.stored_hash is not None  # right implies a stored hash
         upgraded = None
         if self.passwords.needs_rehash(attempt.stored_hash):
-            upgraded = await self.passwords.hash(password)
+            upgraded = await self.passwords.hash_encoded(secret)
         rows = await run(
             conn,
             Q["record_success"],

@@ -17,7 +17,7 @@ import bcrypt
 import pytest
 import pytest_asyncio
 
-from dal import Database, NewUser, User, UserUpdate
+from dal import Database, NewUser, User, UserUpdate, passwords
 from dal.config import Settings
 from dal.errors import (
     AccountInactive,
@@ -276,3 +276,27 @@ async def test_inactive_account_with_the_right_password_is_logged_as_inactive(
     with pytest.raises(AccountInactive):
         await UsersRepository(db).authenticate(user.email, PASSWORD, client_ip=OWNER)
     assert [r["result"] for r in events(dsn(db.settings))] == ["inactive"]
+
+
+async def test_the_password_rules_run_once_per_attempt(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong password on an old cheaper hash is padded with dummy checks: still one pass of
+    the password rules, not one per bcrypt call."""
+    user = await new_user(db)
+    cheaper = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    update = "UPDATE users SET hashed_password = %s WHERE id = %s"
+    query(dsn(db.settings), update, (cheaper, str(user.id)))
+    calls = Counter[str]()
+    real = passwords.validate_password
+
+    def counted(password: str) -> None:
+        calls["validate"] += 1
+        real(password)
+
+    monkeypatch.setattr(passwords, "validate_password", counted)
+    users = UsersRepository(db)
+    users.passwords.rounds = 5  # configured cost above the stored one: the check is padded
+    with pytest.raises(InvalidCredentials):
+        await users.authenticate(user.email, WRONG)
+    assert calls["validate"] == 1
