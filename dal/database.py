@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -185,67 +185,47 @@ class Database:
 
     # -- connections ---------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def acquire(
+    def acquire(
         self, timeout: float | None = None, *, readonly: bool = False
-    ) -> AsyncIterator[PooledConnection]:
+    ) -> AbstractAsyncContextManager[PooledConnection]:
         """A pooled connection, waiting at most ``timeout`` (default: the acquire timeout).
 
         ``readonly=True`` marks a read that tolerates replication lag; such reads may be served
         by a replica (see DATABASE_REPLICA_URL, dal.replicas); when no replica answers within
         the replica timeout they use the primary.  Everything else uses the primary.
         """
-        pool = await self._ensure_pool()
         wait = self.settings.acquire_timeout if timeout is None else timeout
+        if readonly and self._replicas:
+            return self._replica_or_primary(wait)
+        return _PrimaryLease(self, wait)
+
+    @asynccontextmanager
+    async def _replica_or_primary(self, wait: float) -> AsyncIterator[PooledConnection]:
         replicas = self._replicas
-        if readonly and replicas:
-            lease = await replicas.try_acquire(wait)
-            if lease is not None:
-                replica, replica_conn = lease
-                # A read cut off mid-way cannot be replayed here (the caller's block ran); it
-                # fails, and a replica whose connection died is skipped by the next reads.
-                try:
-                    with _discard_when_cut_off(replica_conn):
-                        yield replica_conn
-                except CONNECTION_ERRORS as exc:
-                    if _lost(replica_conn):  # not a mere statement timeout
-                        replicas.mark_down(replica, describe_error(exc))
-                    raise DatabaseUnavailable(
-                        f"lost the connection to {replica.target}: {describe_error(exc)}"
-                    ) from None
-                except DatabaseUnavailable:  # the repository already translated the error
-                    if _lost(replica_conn):
-                        replicas.mark_down(replica, "connection lost during a read")
-                    raise
-                finally:
-                    await replica.release(replica_conn)
-                return
-        self._waiting += 1
-        started = time.perf_counter()
-        try:
-            conn = await pool.acquire(timeout=wait)
-        except TimeoutError:
-            _PRIMARY_TIMEOUTS.inc()
-            raise DatabaseUnavailable(
-                f"no free database connection within {wait:g}s "
-                f"(pool max {self.settings.pool_max_size})"
-            ) from None
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to {self.describe}: {self._reason(exc)}"
-            ) from None
-        finally:
-            self._waiting -= 1
-            _PRIMARY_WAIT.observe(time.perf_counter() - started)
-        try:
-            with _discard_when_cut_off(conn):
+        assert replicas is not None
+        lease = await replicas.try_acquire(wait)
+        if lease is None:  # no replica answered in time: the primary serves the read
+            async with _PrimaryLease(self, wait) as conn:
                 yield conn
+            return
+        replica, replica_conn = lease
+        # A read cut off mid-way cannot be replayed here (the caller's block ran); it fails,
+        # and a replica whose connection died is skipped by the next reads.
+        try:
+            with _discard_when_cut_off(replica_conn):
+                yield replica_conn
         except CONNECTION_ERRORS as exc:
+            if _lost(replica_conn):  # not a mere statement timeout
+                replicas.mark_down(replica, describe_error(exc))
             raise DatabaseUnavailable(
-                f"lost the connection to {self.describe}: {self._reason(exc)}"
+                f"lost the connection to {replica.target}: {describe_error(exc)}"
             ) from None
+        except DatabaseUnavailable:  # the repository already translated the error
+            if _lost(replica_conn):
+                replicas.mark_down(replica, "connection lost during a read")
+            raise
         finally:
-            await pool.release(conn)  # returns at once for a discarded connection
+            await replica.release(replica_conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PooledConnection]:
@@ -318,6 +298,59 @@ class Database:
         return PoolMetrics.of(
             self._pool, min_size=s.pool_min_size, max_size=s.pool_max_size, waiting=self._waiting
         )
+
+
+class _PrimaryLease:
+    """``Database.acquire`` on the primary, as a plain class: the hot path of every statement.
+
+    A generator-based context manager (and a second one for the cut-off rule) cost several
+    microseconds per acquire; this does the same work in ``__aenter__``/``__aexit__``.
+    """
+
+    __slots__ = ("_conn", "_db", "_pool", "_wait")
+
+    def __init__(self, db: Database, wait: float) -> None:
+        self._db = db
+        self._wait = wait
+
+    async def __aenter__(self) -> PooledConnection:
+        db, wait = self._db, self._wait
+        self._pool = pool = await db._ensure_pool()
+        db._waiting += 1
+        started = time.perf_counter()
+        try:
+            self._conn = conn = await pool.acquire(timeout=wait)
+        except TimeoutError:
+            _PRIMARY_TIMEOUTS.inc()
+            raise DatabaseUnavailable(
+                f"no free database connection within {wait:g}s "
+                f"(pool max {db.settings.pool_max_size})"
+            ) from None
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to {db.describe}: {db._reason(exc)}"
+            ) from None
+        finally:
+            db._waiting -= 1
+            _PRIMARY_WAIT.observe(time.perf_counter() - started)
+        return conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        try:
+            if isinstance(exc, CUT_OFF):
+                conn.terminate()  # see _discard_when_cut_off: no wait for a hung server
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise DatabaseUnavailable(
+                    f"lost the connection to {self._db.describe}: {self._db._reason(exc)}"
+                ) from None
+        finally:
+            await self._pool.release(conn)  # returns at once for a discarded connection
 
 
 @contextmanager

@@ -226,30 +226,21 @@ class SignIn:
         secret = encode_password(password)  # the password rules, once per attempt
         attempt = self.attempt(email, client_ip, user_agent)
         async with self._db.acquire() as conn:
-            attempt = await self._with_user(conn, attempt)
-            spent = await run(
-                conn,
-                Q["refuse_if_spent"],
-                attempt.values(limits=[self.limits[scope] for scope, _, _ in attempt.keys]),
-            )
-            if spent:
-                raise refusal(spent[0]["scope"], spent[0]["until"])
+            limits = [self.limits[scope] for scope, _, _ in attempt.keys]
+            state = (await run(conn, Q["sign_in_state"], attempt.values(limits=limits)))[0]
+            if state["scope"] is not None:
+                raise refusal(state["scope"], state["until"])
+            if state["id"] is not None:
+                attempt = replace(
+                    attempt,
+                    user_id=state["id"],
+                    stored_hash=state["hashed_password"],
+                    is_active=state["is_active"],
+                )
             last_unit = await self._claim(conn, attempt) >= self.limits["account"]
         right = await self._check(secret, attempt)
         async with self._db.acquire() as conn:
             return await self._settle(conn, attempt, secret, right, last_unit)
-
-    async def _with_user(self, conn: Connection, attempt: Attempt) -> Attempt:
-        rows = await run(conn, Q["sign_in_user"], {"email": attempt.email})
-        if not rows:
-            return attempt
-        row = rows[0]
-        return replace(
-            attempt,
-            user_id=row["id"],
-            stored_hash=row["hashed_password"],
-            is_active=row["is_active"],
-        )
 
     async def _claim(self, conn: Connection, attempt: Attempt) -> int:
         """Take one unit on every key, or -- when one is spent -- none, with the refusal logged

@@ -5,18 +5,19 @@
 -- statement that locks budget rows takes them in that order, so concurrent sign-ins can wait
 -- for each other but never deadlock.
 
--- name: sign_in_user^
--- The account behind a normalized email, if any (users_email_lower_key).  Read before the
--- claim, without a lock: the password check below uses whatever hash this returns.
-SELECT id, hashed_password, is_active
-FROM users WHERE lower(email) = :email;
-
--- name: refuse_if_spent^
--- Fast refusal without a claim: the first spent key (account lock, then ip, then network),
--- with the event written by the same statement.  Counters only fall by a success or a new
--- window, so a stale "spent" can only refuse an attempt a moment early, never let one
--- through.  Reads the budget rows by primary key and users by users_pkey.
-WITH keys AS (
+-- name: sign_in_state^
+-- The first statement of every attempt: the account behind the normalized email (if any,
+-- through users_email_lower_key, without a lock: the password check uses whatever hash this
+-- returns) and, in the same round trip, the fast refusal without a claim -- the first spent
+-- key (account lock, then ip, then network), with its event written by this statement.
+-- Counters only fall by a success or a new window, so a stale "spent" can only refuse an
+-- attempt a moment early, never let one through.  Budget rows are read by primary key.
+-- Always one row: user columns NULL for an unknown email, scope NULL when nothing is spent.
+WITH account AS (
+    SELECT id, hashed_password, is_active, locked_until
+    FROM users WHERE lower(email) = :email
+),
+keys AS (
     SELECT k.scope, k.email, k.network, k.lim
     FROM unnest(:scopes::text[], :emails::text[], :networks::text[], :limits::int[])
         AS k(scope, email, network, lim)
@@ -32,20 +33,23 @@ spent AS (
           ON (b.scope, b.email, b.network) = (k.scope, k.email, k.network)
         WHERE b.window_ends_at > now() AND b.used >= k.lim
         UNION ALL
-        SELECT 'account', 'account', u.locked_until
-        FROM users u WHERE u.id = :user_id::uuid AND u.locked_until > now()
+        SELECT 'account', 'account', a.locked_until
+        FROM account a WHERE a.locked_until > now()
     ) candidates
     ORDER BY scope, until DESC
     LIMIT 1
 ),
 event AS (
     INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
-    SELECT :email, :user_id::uuid,
+    SELECT :email, (SELECT id FROM account),
            CASE scope WHEN 'account' THEN 'locked' ELSE 'throttled' END,
            :client_ip::inet, :user_agent, decided_by
     FROM spent
 )
-SELECT scope, decided_by, until FROM spent;
+SELECT a.id, a.hashed_password, a.is_active, s.scope, s.decided_by, s.until
+FROM (SELECT 1) AS one
+LEFT JOIN account a ON true
+LEFT JOIN spent s ON true;
 
 -- name: claim_attempt
 -- The claim: one unit on every key, in one atomic upsert.  A key whose window has ended starts
