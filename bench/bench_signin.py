@@ -61,13 +61,12 @@ async def gather_bounded(calls: list[Call], concurrency: int) -> None:
 
 async def refusals(dsn: str, ops: int) -> float:
     async with Database(settings_for(dsn, 4)) as db:
-        user = await UsersRepository(db).create(
-            NewUser(email="bench@example.com", password=PASSWORD)
-        )  # type: ignore[arg-type]
+        users = UsersRepository(db)  # one per process, as a service holds it
+        user = await users.create(NewUser(email="bench@example.com", password=PASSWORD))  # type: ignore[arg-type]
 
         async def wrong() -> None:
             with suppress(InvalidCredentials):  # the refusal is what is measured
-                await UsersRepository(db).authenticate(user.email, "wrong", client_ip="203.0.113.9")
+                await users.authenticate(user.email, "wrong", client_ip="203.0.113.9")
 
         for _ in range(db.settings.lockout_threshold):
             await wrong()
@@ -79,15 +78,14 @@ async def refusals(dsn: str, ops: int) -> float:
 async def sign_ins_vs_bcrypt(dsn: str, rounds: int, ops: int) -> tuple[float, float]:
     cores = os.cpu_count() or 1
     async with Database(settings_for(dsn, rounds)) as db:
-        user = await UsersRepository(db).create(
-            NewUser(email="fast@example.com", password=PASSWORD)
-        )  # type: ignore[arg-type]
+        users = UsersRepository(db)
+        user = await users.create(NewUser(email="fast@example.com", password=PASSWORD))  # type: ignore[arg-type]
         async with db.acquire() as conn:
             stored = await conn.fetchval("SELECT hashed_password FROM users WHERE id = $1", user.id)
         hashed = stored.encode()
 
         def sign_in(i: int) -> Call:
-            return lambda: UsersRepository(db).authenticate(
+            return lambda: users.authenticate(
                 user.email, PASSWORD, client_ip=f"10.{i % 250}.{i // 250 % 250}.1"
             )
 
