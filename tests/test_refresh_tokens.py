@@ -54,7 +54,7 @@ class FakeGraph:
 async def start(fake: FakeGraph) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/refresh_access_token", fake.handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)  # a "hang" handler is not waited for
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
