@@ -114,8 +114,9 @@ async def prune_a_month(dsn: str, events: int) -> tuple[float, int]:
                 "'u' || (i % 100000) || '@example.com', 'throttled', '203.0.113.9', "
                 "'network 203.0.113.0/24' FROM generate_series(1, $1) AS i",
                 events,
+                timeout=1800,
             )
-            await conn.execute("ANALYZE auth_events")
+            await conn.execute("ANALYZE auth_events", timeout=600)
         started = time.perf_counter()
         report = await prune_events(db, timedelta(days=90))
         elapsed = time.perf_counter() - started

@@ -153,17 +153,20 @@ class Database:
             "timeout": s.connect_timeout,
             "server_settings": server_settings,
             "statement_cache_size": 100,
+            # No session reset on release: asyncpg's default (RESET ALL, advisory unlock, CLOSE
+            # ALL, UNLISTEN) is a round trip per statement, and the DAL keeps no session state to
+            # reset (tests/scale/test_pgbouncer.py scans dal/ for any).  asyncpg still rolls back
+            # an open transaction and drops listeners.  Behind PgBouncer the reset would even hit
+            # another client's server connection.
+            "reset": _no_session_reset,
         }
         if s.pgbouncer:
             # Transaction pooling (PgBouncer 1.18): a server connection is ours for one
             # transaction only.  So: no named prepared statements (asyncpg then uses the unnamed
-            # one, parsed and executed before the Sync that ends our turn); only the startup
+            # one, parsed and executed before the Sync that ends our turn), and only the startup
             # parameters PgBouncer tracks per client (application_name, TimeZone; it refuses
-            # statement_timeout: set that on the role or database instead); and no session reset
-            # on release (RESET ALL / advisory unlock would hit whichever client's server
-            # connection it lands on, and costs a round trip per acquire).
+            # statement_timeout: set that on the role or database instead).
             options["statement_cache_size"] = 0
-            options["reset"] = _no_session_reset
         else:
             server_settings["statement_timeout"] = str(int(s.statement_timeout * 1000))
         return options
@@ -378,5 +381,5 @@ def _lost(conn: PooledConnection) -> bool:
 
 
 async def _no_session_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Pool ``reset`` behind PgBouncer: the session is not ours, so there is nothing to reset
-    (asyncpg still rolls back an open transaction before calling this)."""
+    """Pool ``reset``: nothing to reset (see ``pool_options``; asyncpg has already rolled back
+    an open transaction and dropped listeners before calling this)."""

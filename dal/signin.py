@@ -33,6 +33,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
@@ -118,8 +119,12 @@ def client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     return address
 
 
+@lru_cache(maxsize=4096)
 def budget_networks(client_ip: str | None) -> tuple[str | None, str, str | None]:
-    """(address, network key, ip key) of a client: IPv4 /24 and /32; IPv6 /64 for both."""
+    """(address, network key, ip key) of a client: IPv4 /24 and /32; IPv6 /64 for both.
+
+    Cached: parsing an address costs more than a refused attempt's whole round trip, and a
+    flood comes from few addresses."""
     if client_ip is None:
         return None, UNKNOWN_NETWORK, None
     address = client_address(client_ip)
