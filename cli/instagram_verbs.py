@@ -8,7 +8,7 @@ import signal
 import sys
 from datetime import timedelta
 
-from cli.common import EXIT_INTERRUPTED, EXIT_OK, AddVerb, say
+from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, AddVerb, say
 from dal import reencrypt
 from dal.bulk import Progress, positive_int
 from dal.config import Settings
@@ -31,17 +31,24 @@ REFRESH_HELP = (
 
 
 def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
-    async def job() -> reencrypt.ReencryptResult:
+    async def job() -> tuple[reencrypt.ReencryptResult, int]:
         local = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2)
         async with Database(local) as db:
             cipher = UsersRepository(db).tokens
             total = await reencrypt.remaining(db, cipher)
             progress = Progress(total, sys.stderr)
-            return await reencrypt.reencrypt(db, cipher, batch=args.batch, progress=progress)
+            result = await reencrypt.reencrypt(db, cipher, batch=args.batch, progress=progress)
+            return result, await reencrypt.remaining(db, cipher)
 
     with target_dsn(settings) as dsn:
-        result = asyncio.run(job())
+        result, left = asyncio.run(job())
     say(result.summary())
+    if left:
+        # Written meanwhile by a process still on the old key ring, or unreadable: keep the old
+        # key until this says 0.
+        say(f"{left} token(s) still not under the active key: keep the old key, run it again")
+        return EXIT_ERROR
+    say("every token is under the active key: the old key can go")
     return EXIT_OK
 
 

@@ -84,8 +84,13 @@ def _dsn(value: object) -> object:
         return None
     try:
         parts = split_dsn(raw)
-    except ValueError as exc:
-        raise ValueError(f"not a valid URL ({exc})") from None
+    except ValueError:
+        # urllib's own message can quote a piece of the password (an unencoded / ? or # in it
+        # makes the rest look like a port), so it is never shown.
+        raise ValueError(
+            "not a valid URL (is the port a number, and are /, ? and # in the password "
+            "percent-encoded?)"
+        ) from None
     if parts.scheme not in DSN_SCHEMES:
         raise ValueError(
             "expected a postgresql://user:password@host:port/database URL, "

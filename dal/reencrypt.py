@@ -7,7 +7,10 @@ Why it is safe to run at any time, production included, without ``--force``:
 
 * it never changes what a token *is*, only how it is sealed, and every write is a
   compare-and-swap on the exact value the batch read (``replace_tokens``): a token connected or
-  refreshed meanwhile is already under the active key and is left alone, never reverted;
+  refreshed meanwhile is left alone, never reverted.  That newer value is under the active key
+  only if its writer already had the new key ring: deploy the new ``DEFEAH_TOKEN_KEYS`` to every
+  service and refresher first, and drop the old key only once ``remaining()`` is 0 (the command
+  says so, and exits 1 otherwise);
 * a value that does not decrypt with any configured key is counted and left untouched;
 * each batch commits on its own, and finished rows no longer match the batch query, so a run
   killed half-way simply resumes where the table says it stopped.

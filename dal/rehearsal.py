@@ -37,7 +37,7 @@ from dal.database import Database
 from dal.dsn import maintenance_dsn, with_database
 from dal.errors import DalError
 from dal.queries import load
-from dal.statements import Statements
+from dal.statements import Statements, run
 
 SQL = load("rehearsal")
 ADMIN = load("migrations")
@@ -196,9 +196,7 @@ async def _rehearse(settings: Settings, dsn: str, rows: int, sources: Path) -> l
         filled = await bulk.generate(db, rows, force=True)
         async with db.acquire() as conn:
             query = SQL["sample_user_ids"]
-            ids = [
-                r["id"] for r in await conn.fetch(query.sql, *query.args({"limit": LOAD_SAMPLE}))
-            ]
+            ids = [r["id"] for r in await run(conn, query, {"limit": LOAD_SAMPLE})]
         stop, ops = asyncio.Event(), list[LoadOp]()
         load_task = asyncio.create_task(_load(db, ids, stop, ops)) if ids else None
         try:

@@ -384,7 +384,12 @@ async def prune_events(
     async with db.acquire() as conn:
         await guard(conn, db.settings, "prune sign-in events", force=force)
         cutoff = (await run(conn, load("ops")["database_now"], {}))[0]["now"] - older_than
-        dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
+        # Dropping a partition locks auth_events exclusively, and every sign-in inserts there:
+        # wait at most the migration lock timeout, never queue the sign-ins behind us.
+        async with conn.transaction():
+            timeout = f"{int(db.settings.migration_lock_timeout * 1000)}ms"
+            await run(conn, load("ops")["local_lock_timeout"], {"timeout": timeout})
+            dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
         deleted = await delete_in_batches(conn, Q["delete_events_batch"], {"cutoff": cutoff}, batch)
     return PruneReport(tuple(row["dropped"] for row in dropped), deleted)
 

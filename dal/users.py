@@ -17,6 +17,7 @@ token.  The token is encrypted on the way in (``connect_instagram``, ``record_to
 from __future__ import annotations
 
 import builtins
+import logging
 from datetime import datetime, timedelta
 from typing import Final
 from uuid import UUID
@@ -27,7 +28,7 @@ from pydantic import SecretStr
 from dal.arguments import expect
 from dal.cursors import decode_cursor, encode_cursor
 from dal.driver import Acquirer, Connection
-from dal.errors import InvalidUserData, NotFound
+from dal.errors import InvalidUserData, NotFound, TokenUnreadable
 from dal.models import (
     TOKEN_EXPIRES_MAX,
     TOKEN_EXPIRES_MIN,
@@ -46,6 +47,8 @@ from dal.signin import SignIn
 from dal.statements import Statements
 from dal.tokens import TokenCipher, cipher_for
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
 MAX_EXPIRING: Final = 1000
@@ -57,6 +60,9 @@ MIN_REFRESH_AGE: Final = timedelta(hours=24)
 MAX_CLAIM: Final = 1000
 # Instagram's OAuthException code for an invalid (revoked, expired) access token.
 INVALID_TOKEN_CODE: Final = "190"  # noqa: S105 -- an error code, not a password
+# Recorded for a stored token no configured key decrypts: like 190, only a reconnect helps.
+UNREADABLE_TOKEN_CODE: Final = "unreadable"  # noqa: S105 -- an error code, not a password
+REAUTH_CODES: Final = frozenset({INVALID_TOKEN_CODE, UNREADABLE_TOKEN_CODE})
 # After a failed refresh the row rests for this long per consecutive failure (at most a day),
 # so a persistently failing token is retried at a falling rate rather than in a hot loop.
 RETRY_AFTER_STEP: Final = timedelta(minutes=5)
@@ -263,8 +269,8 @@ class UsersRepository:
 
         One statement (FOR UPDATE SKIP LOCKED), so concurrent workers -- processes, hosts,
         PgBouncer in transaction mode -- get disjoint sets.  A lease that runs out (its worker
-        died) makes the row claimable again.  ``TokenUnreadable`` if a claimed value does not
-        decrypt (its lease then simply runs out).
+        died) makes the row claimable again.  A claimed value that does not decrypt is not
+        returned: it is recorded as a failure with code ``unreadable`` (needs_reauth).
         """
         expect("within", within, timedelta)
         expect("limit", limit, int)
@@ -277,14 +283,22 @@ class UsersRepository:
             raise InvalidUserData("limit", f"must be from 1 to {MAX_CLAIM}")
         values = {"within": within, "min_age": MIN_REFRESH_AGE, "limit": limit, "lease": lease}
         rows = await self._sql.rows("claim_tokens_due", values, conn)
-        return [
-            DueToken(
-                user_id=row["id"],
-                token=SecretStr(self.tokens.decrypt(row["id"], row["instagram_access_token"])),
-                expires_at=row["token_expires_at"],
+        due = []
+        for row in rows:
+            try:
+                token = self.tokens.decrypt(row["id"], row["instagram_access_token"])
+            except TokenUnreadable as exc:
+                # One unreadable row must not sink the batch or the worker (it would be claimed
+                # again every lease): flag it needs_reauth, as an invalid token is.
+                log.warning("%s; flagged needs_reauth", exc)
+                await self.record_token_refresh_failed(row["id"], UNREADABLE_TOKEN_CODE, conn=conn)
+                continue
+            due.append(
+                DueToken(
+                    user_id=row["id"], token=SecretStr(token), expires_at=row["token_expires_at"]
+                )
             )
-            for row in rows
-        ]
+        return due
 
     async def record_token_refreshed(
         self,
@@ -310,9 +324,10 @@ class UsersRepository:
         self, user_id: UUID, code: str, *, conn: Connection | None = None
     ) -> TokenRefreshFailure | None:
         """Count a failed refresh with its ``code`` (Graph error code such as ``"190"``, or
-        ``http_429``, ``timeout``...).  ``"190"`` (invalid token) sets ``needs_reauth``: no
-        more claims until the user reconnects.  Otherwise the lease becomes a back-off of
-        5 minutes per consecutive failure (at most a day).  None when no longer leased.
+        ``http_429``, ``timeout``...).  ``"190"`` (invalid token) and ``"unreadable"`` (no key
+        decrypts it) set ``needs_reauth``: no more claims until the user reconnects.  Otherwise
+        the lease becomes a back-off of 5 minutes per consecutive failure (at most a day).
+        None when no longer leased.
         """
         expect("user_id", user_id, UUID)
         expect("code", code, str)
@@ -321,7 +336,7 @@ class UsersRepository:
         values = {
             "id": user_id,
             "code": code,
-            "needs_reauth": code == INVALID_TOKEN_CODE,
+            "needs_reauth": code in REAUTH_CODES,
             "retry_step": RETRY_AFTER_STEP,
             "retry_max": RETRY_AFTER_MAX,
         }

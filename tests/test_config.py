@@ -157,3 +157,12 @@ def test_production_refuses_a_short_health_token() -> None:
     assert ok.health_token == "x" * 16
     staging = Settings.from_env({**short, "DEFEAH_ENV": "staging"})
     assert staging.health_token == "x" * 15  # the length rule is production's only
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "DATABASE_REPLICA_URL"])
+def test_a_malformed_url_error_never_quotes_the_password(name: str) -> None:
+    """An unencoded / in the password makes urllib read the rest as a port and quote it."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: "postgresql://app:S3cr3tPart/rest@db.example/app"})
+    assert str(info.value).startswith(f"{name}: not a valid URL")
+    assert "S3cr3t" not in str(info.value)

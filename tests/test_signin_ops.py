@@ -3,6 +3,9 @@ production guard on the destructive ones, and the 0005 catalog (comments everywh
 
 from __future__ import annotations
 
+import time
+
+import psycopg2
 import pytest
 
 from cli.data_verbs import age
@@ -134,3 +137,30 @@ def test_bad_age_is_refused(raw: str) -> None:
     # Refused while parsing arguments: the (unreachable) database is never contacted.
     done = run_cli("postgresql://nobody@127.0.0.1:1/none", "prune-events", f"--older-than={raw}")
     assert done.returncode == 2 and "expected a positive age" in done.stderr
+
+
+def test_prune_gives_up_instead_of_queueing_sign_ins_behind_its_lock(fresh_dsn: str) -> None:
+    """Dropping a partition locks auth_events exclusively; behind a reader it must give up
+    within the lock timeout (every sign-in would otherwise queue behind the waiting DROP)."""
+    query(
+        fresh_dsn,
+        "CREATE TABLE auth_events_p202001 PARTITION OF auth_events "
+        "FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-02-01 00:00+00')",
+    )
+    holder = psycopg2.connect(fresh_dsn)
+    try:
+        with holder.cursor() as cur:  # a long transaction that has read the log
+            cur.execute("SELECT count(*) FROM auth_events")
+        started = time.monotonic()
+        done = run_cli(
+            fresh_dsn, "prune-events", "--older-than", "90d", DEFEAH_MIGRATION_LOCK_TIMEOUT="0.5"
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 1, done.stdout
+    assert "55P03" in done.stderr and elapsed < 30  # lock_not_available, not a hang
+    assert query(fresh_dsn, "SELECT to_regclass('auth_events_p202001') IS NOT NULL AS t") == [
+        {"t": True}
+    ]

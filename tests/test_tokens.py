@@ -275,3 +275,35 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
     assert await users.claim_tokens_due(timedelta(days=7)) == []
     await users.connect_instagram(due, link("reconnected", account="ig0"))
     assert not (await users.get(due)).instagram_needs_reauth
+
+
+async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> None:
+    """A value no key decrypts must not sink the claim (and with it the refresher): it is
+    flagged needs_reauth with the code ``unreadable``, and the readable rows still come back."""
+    users = UsersRepository(db)
+    good, broken = [await new_user(users, f"{n}@example.com") for n in "ab"]
+    for n, user_id in enumerate((good, broken)):
+        await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '50 days',"
+            " token_expires_at = now() + interval '3 days' WHERE id = ANY($1::uuid[])",
+            [good, broken],
+        )
+        copied = await conn.fetchval(
+            "SELECT instagram_access_token FROM users WHERE id = $1", good
+        )  # sealed for another user: it does not decrypt on this row
+        await conn.execute(
+            "UPDATE users SET instagram_access_token = $1 WHERE id = $2", copied, broken
+        )
+    claimed = await users.claim_tokens_due(timedelta(days=7), limit=10)
+    assert [c.user_id for c in claimed] == [good]
+    async with db.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT needs_reauth, token_refresh_error, refresh_claimed_until FROM users"
+            " WHERE id = $1",
+            broken,
+        )
+    assert row["needs_reauth"] and row["token_refresh_error"] == "unreadable"
+    assert row["refresh_claimed_until"] is None
+    assert await users.claim_tokens_due(timedelta(days=7)) == []  # flagged: never claimed again

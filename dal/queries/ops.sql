@@ -35,6 +35,12 @@ SELECT pg_is_in_recovery() AS in_recovery,
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
        END AS lag_seconds;
 
+-- name: local_lock_timeout
+-- lock_timeout for the rest of the current transaction only (set_config(..., true) is
+-- SET LOCAL): a maintenance statement that needs an exclusive lock gives up instead of
+-- queueing every reader and writer behind it.
+SELECT set_config('lock_timeout', :timeout, true) AS lock_timeout;
+
 -- name: database_now
 -- The database clock, for cut-offs computed against timestamps the database wrote.
 SELECT now() AS now;

@@ -1,9 +1,10 @@
 -- Sign-in: attempt budgets, outcomes and the auth_events log (dal/signin.py, migration 0005).
 --
 -- A sign-in involves up to three budget keys, passed as three parallel arrays
--- (:scopes, :emails, :networks) that the DAL always sorts in primary-key order.  Every
--- statement that locks budget rows takes them in that order, so concurrent sign-ins can wait
--- for each other but never deadlock.
+-- (:scopes, :emails, :networks) in no particular order.  Every statement that locks budget
+-- rows takes them in primary-key order itself (ORDER BY, or FOR UPDATE after an ORDER BY), so
+-- concurrent sign-ins can wait for each other but never deadlock.  A new statement that locks
+-- budget rows must do the same.
 
 -- name: sign_in_state^
 -- The first statement of every attempt: the account behind the normalized email (if any,

@@ -153,8 +153,8 @@ LIMIT :limit;
 
 -- name: count_expiring_instagram_tokens
 -- How many tokens expiring_instagram_tokens would return without a limit (the metric
--- defeah_instagram_tokens_due, cached by the web layer).  An index-only range count on
--- users_token_expires_at_idx (0003).
+-- defeah_instagram_tokens_due, cached by the web layer).  A range count on
+-- users_token_expiry_idx (0006).
 SELECT count(*) AS due
 FROM users
 WHERE token_expires_at > now()
