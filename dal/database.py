@@ -35,6 +35,7 @@ from dal.driver import (
 from dal.dsn import describe_dsn, redact_dsn
 from dal.errors import DatabaseUnavailable
 from dal.pools import PoolMetrics, close_pool, elapsed_ms
+from dal.queries import load
 from dal.replicas import ReplicaHealth, ReplicaSet
 from dal.telemetry import ACQUIRE_TIMEOUTS, ACQUIRE_WAIT
 
@@ -247,10 +248,7 @@ class Database:
         queued behind a lock after the client has given up on it.  Raises ``TimeoutError``
         past the deadline, ``DatabaseUnavailable`` when there is no connection.
         """
-        ms = max(1, round(limit * 1000))
-        begin = (
-            f"BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
-        )
+        begin = load("ops")["begin_bounded"].sql.format(ms=max(1, round(limit * 1000)))
         async with asyncio.timeout(limit), self.acquire(timeout=limit) as conn:
             await conn.execute(begin)  # one round trip (simple query protocol)
             try:

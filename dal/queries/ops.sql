@@ -35,6 +35,12 @@ SELECT pg_is_in_recovery() AS in_recovery,
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
        END AS lag_seconds;
 
+-- name: begin_bounded#
+-- Opens a health check's transaction in one round trip (simple query protocol): read only,
+-- with statement_timeout and lock_timeout for this transaction only ({ms} is the health
+-- timeout in whole milliseconds, filled in by Database.bounded; SET takes no parameters).
+BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms};
+
 -- name: local_lock_timeout
 -- lock_timeout for the rest of the current transaction only (set_config(..., true) is
 -- SET LOCAL): a maintenance statement that needs an exclusive lock gives up instead of
