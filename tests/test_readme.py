@@ -6,13 +6,17 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from cli.main import build_parser
 from tests.commands import ROOT, cli_env
 from tests.test_web_process import web_process
+from tests.test_web_routes import free_port
 
 README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
@@ -76,3 +80,40 @@ def test_the_command_table_names_every_verb() -> None:
     named = {word for pair in documented for word in pair if word}
     sub = next(a for a in build_parser()._actions if a.dest == "verb")
     assert named == set(sub.choices), shlex.join(sorted(named ^ set(sub.choices)))  # type: ignore[attr-defined]
+
+
+def test_the_main_command_runs_as_written(fresh_dsn: str, tmp_path: Path) -> None:
+    """``./dev run`` (the first of the two commands): migrated, seeded, serving; Ctrl-C stops."""
+    assert "./dev run " in readme_block("## Two commands", "bash")
+    port = free_port()
+    log = tmp_path / "dev-run.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            ["bash", str(ROOT / "dev"), "run", "--port", str(port)],
+            cwd=ROOT,
+            env=cli_env(fresh_dsn),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not _answers(port):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert "seeds: 3 inserted" in output and "0 pending" in output
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
