@@ -16,12 +16,12 @@ import time
 from uuid import uuid4
 
 from aiohttp.test_utils import TestClient, TestServer
-from dal.cli import target_dsn
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import NewUser
 from dal.config import Settings
+from dal.embedded import target_dsn
 from dal.users import UsersRepository
 from web.app import DATABASE, create_app
 from web.health import MIGRATIONS_CACHE_SECONDS

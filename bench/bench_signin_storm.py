@@ -29,13 +29,13 @@ from uuid import uuid4
 
 import bcrypt
 from aiohttp import web
-from dal.cli import target_dsn
 
 from bench.bench_web import Run, free_port, to_ms
 from bench.scratch import create_scratch, drop_scratch
 from dal import NewUser, passwords
 from dal.config import Settings
 from dal.dsn import describe_dsn
+from dal.embedded import target_dsn
 from dal.errors import Overloaded
 from dal.passwords import BcryptWorkers, usable_cores
 from dal.users import UsersRepository

@@ -1,4 +1,5 @@
-"""Importing the packages and building objects opens no connection and starts no server."""
+"""Importing the packages (the benchmarks too: nothing else imports them) and building objects
+opens no connection and starts no server."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ CODE = """
 import dal, dal.config, dal.database, dal.migrations, dal.embedded
 import cli, cli.main
 import web
+import bench
 import importlib, pkgutil
-for mod in pkgutil.iter_modules(web.__path__):
-    if mod.name != "__main__":
-        importlib.import_module(f"web.{mod.name}")
-for mod in pkgutil.iter_modules(dal.__path__):
-    if mod.name != "__main__":
-        importlib.import_module(f"dal.{mod.name}")
+for package in (dal, web, cli, bench):
+    for mod in pkgutil.iter_modules(package.__path__):
+        if mod.name != "__main__":
+            importlib.import_module(f"{package.__name__}.{mod.name}")
 db = dal.Database.from_env()
 print(repr(db))
 """
