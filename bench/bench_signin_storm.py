@@ -152,7 +152,9 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         users = UsersRepository(app[DATABASE])
         user = await users.create(NewUser(email=EMAIL, password=PASSWORD))  # type: ignore[arg-type]
-        hashed = user.hashed_password.get_secret_value().encode()
+        async with app[DATABASE].acquire() as conn:  # the DAL hands out no hash: read it here
+            stored = await conn.fetchval("SELECT hashed_password FROM users WHERE id = $1", user.id)
+        hashed = stored.encode()
         url = f"http://127.0.0.1:{port}/api/v1/health/database"
 
         bare = await asyncio.to_thread(bare_bcrypt, hashed, cores, args.duration)
