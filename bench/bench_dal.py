@@ -2,11 +2,13 @@
 
 A scratch database gets the migrations and ``--users`` users (default 100,000) loaded with COPY.
 Then, for each operation, ``--concurrency`` tasks (default 32) run ``--ops`` calls per round
-through the DAL, then the same SQL (the repository's own statement constants) on a raw asyncpg
-pool created with ``Database.pool_options()``; rounds alternate DAL / raw ``--rounds`` times so
-drift (other load, caches, autovacuum) hits both sides alike.  ``create`` includes the bcrypt
-hash on both sides (cost ``--bcrypt-rounds``, default 4, in a worker thread), because the
-repository's create does it.  Target: DAL / raw >= 0.9 ops/s for every operation.
+through the DAL, then the same SQL (the repository's own statements) on a raw asyncpg pool
+created with ``Database.pool_options()``, each row turned into a dict (the baseline issue 14
+names: hand-written SQL whose caller gets plain mappings); rounds alternate DAL / raw
+``--rounds`` times so drift (other load, caches, autovacuum) hits both sides alike.
+``create`` includes the bcrypt hash on both sides (cost ``--bcrypt-rounds``, default 4, in a
+worker thread), because the repository's create does it.  Target: DAL / raw >= 0.9 ops/s
+for every operation.
 
     .venv/bin/python bench/bench_dal.py [--users 100000] [--ops 2000] [--rounds 6]
 
@@ -182,12 +184,14 @@ async def compare(
     async def raw_fetchrow(name: str, **values: object) -> object:
         query = SQL[name]
         async with raw.acquire(timeout=db.settings.acquire_timeout) as conn:
-            return await conn.fetchrow(query.sql, *query.args(values))
+            row = await conn.fetchrow(query.sql, *query.args(values))
+        return None if row is None else dict(row)
 
     async def raw_fetch(name: str, **values: object) -> object:
         query = SQL[name]
         async with raw.acquire(timeout=db.settings.acquire_timeout) as conn:
-            return await conn.fetch(query.sql, *query.args(values))
+            rows = await conn.fetch(query.sql, *query.args(values))
+        return [dict(row) for row in rows]
 
     async def raw_create(i: int) -> object:
         hashed = await asyncio.to_thread(

