@@ -1,10 +1,15 @@
 """Throughput and latency of the health routes against a minimal aiohttp + asyncpg app.
 
-Both servers run as their own process on the same database and are loaded by ``wrk`` with the
-same connection count, one after the other (never at the same time), alternating for several
-rounds; the table reports the median round.  Target: our app >= 0.8x the minimal one.
+Both servers run as their own process on the same (scratch, migrated) database and are loaded
+by ``wrk`` with the same connection count, one after the other (never at the same time).  On
+this kind of shared 2-core VM, throughput drifts by 20% from one run to the next, so the
+comparison is paired: each round runs every app back to back (the order rotating), its ratio
+to the minimal app is taken within the round, and the table reports the median over
+``--rounds`` of those ratios (and of req/s and latencies).  With ``--pin`` (the default on 2+
+cores) each server runs on CPU 0 and ``wrk`` on CPU 1 -- one event loop is one core, the load
+generator does not steal it -- through ``taskset``.  Target: our app >= 0.8x the minimal one.
 
-    .venv/bin/python bench/bench_web.py [--connections 64] [--duration 10] [--rounds 3]
+    .venv/bin/python bench/bench_web.py [--connections 32] [--duration 3] [--rounds 8]
 
 Uses DATABASE_URL, or the embedded server (DEFEAH_DATA_DIR) when unset.  Needs ``wrk``
 (Debian: ``apt-get install wrk``).  Our app runs twice: as shipped (JSON access log on, to
@@ -14,6 +19,7 @@ Uses DATABASE_URL, or the embedded server (DEFEAH_DATA_DIR) when unset.  Needs `
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import os
 import re
@@ -28,6 +34,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.scratch import create_scratch, drop_scratch
 from dal.config import Settings
 from dal.dsn import describe_dsn
 from dal.embedded import target_dsn
@@ -77,7 +84,11 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def server(command: list[str], env: dict[str, str], port: int, probe: str) -> Iterator[None]:
     proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*pinned(SERVER_CPU), *command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_ready(port, probe, proc)
@@ -91,6 +102,17 @@ def server(command: list[str], env: dict[str, str], port: int, probe: str) -> It
             proc.wait()
 
 
+@contextmanager
+def scratch_database(server_dsn: str) -> Iterator[str]:
+    """A migrated scratch database (the database route checks the schema), dropped after."""
+    name = f"bench_web_{os.getpid()}"
+    dsn = asyncio.run(create_scratch(server_dsn, name))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(drop_scratch(server_dsn, name))
+
+
 def to_ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
     if match is None:
@@ -98,9 +120,21 @@ def to_ms(text: str) -> float:
     return float(match[1]) * UNITS[match[2]]
 
 
+SERVER_CPU, WRK_CPU = "0", "1"
+PIN: list[bool] = [False]  # set by --pin
+
+
+def pinned(cpu: str) -> list[str]:
+    """``taskset -c cpu`` in front of a command when pinning, else nothing."""
+    return ["taskset", "-c", cpu] if PIN[0] else []
+
+
 def wrk(url: str, connections: int, duration: float) -> Run:
-    threads = str(min(2, connections))
-    command = ["wrk", "-t", threads, "-c", str(connections), "-d", f"{duration:g}s", "--latency"]
+    threads = "1" if PIN[0] else str(min(2, connections))
+    command = [
+        *pinned(WRK_CPU),
+        *("wrk", "-t", threads, "-c", str(connections), "-d", f"{duration:g}s", "--latency"),
+    ]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
@@ -116,17 +150,26 @@ def wrk(url: str, connections: int, duration: float) -> Run:
     return Run(float(rps[1]), to_ms(latency["50"]), to_ms(latency["99"]), failed)
 
 
-def median_run(runs: list[Run]) -> Run:
-    return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=1, help="seconds (wrk takes whole seconds)")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None,
+        help="servers on CPU 0, wrk on CPU 1 (default when there are 2+ CPUs and taskset)",
+    )
     args = parser.parse_args()
+    PIN[0] = args.pin
     if shutil.which("wrk") is None:
         print(
             "bench: wrk is not installed; on Debian/Ubuntu: apt-get install -y wrk", file=sys.stderr
@@ -134,7 +177,7 @@ def main() -> int:
         return 2
 
     settings = Settings.from_env()
-    with target_dsn(settings) as dsn:
+    with target_dsn(settings) as server_dsn, scratch_database(server_dsn) as dsn:
         env = {**os.environ, "DATABASE_URL": dsn}
         ports = {app: free_port() for app in APPS}
         commands = {
@@ -151,28 +194,35 @@ def main() -> int:
                 command = [*commands[app], str(ports[app])]
                 probe = ROUTES[app][1]
                 stack.enter_context(server(command, envs[app], ports[app], probe))
-            for _ in range(args.rounds):
+            for round_no in range(args.rounds):
+                order = APPS[round_no % len(APPS) :] + APPS[: round_no % len(APPS)]
                 for case in range(len(ROUTES["minimal"])):
-                    for app in APPS:
+                    for app in order:
                         url = f"http://127.0.0.1:{ports[app]}{ROUTES[app][case]}"
                         wrk(url, args.connections, args.warmup)
                         run = wrk(url, args.connections, args.duration)
                         results.setdefault((ROUTES["defeah-db"][case], app), []).append(run)
                         print(f"  {app:25} {url:45} {run.rps:9.0f} req/s", file=sys.stderr)
 
+    pin = "servers on CPU 0, wrk on CPU 1" if args.pin else "not pinned"
     print(f"database: {describe_dsn(dsn)}; {args.connections} connections, "
-          f"{args.duration:g}s x {args.rounds} rounds (median round shown)")  # fmt: skip
+          f"{args.duration:g}s x {args.rounds} paired rounds, {pin}; medians shown")  # fmt: skip
     print()
     print("| route | app | req/s | p50 ms | p99 ms | non-2xx/errors | vs minimal |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for route in ROUTES["defeah-db"]:
-        base = median_run(results[(route, "minimal")])
+        base = results[(route, "minimal")]
         for app in APPS:
-            run = median_run(results[(route, app)])
+            runs = results[(route, app)]
+            ratio = median([run.rps / paired.rps for run, paired in zip(runs, base, strict=True)])
             label = "minimal aiohttp+asyncpg" if app == "minimal" else app
+            rps, p50, p99 = (
+                median([getattr(r, f) for r in runs]) for f in ("rps", "p50_ms", "p99_ms")
+            )
+            errors = sum(r.errors for r in runs)
             print(
-                f"| `{route}` | {label} | {run.rps:.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} "
-                f"| {run.errors} | {run.rps / base.rps:.2f}x |"
+                f"| `{route}` | {label} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errors} "
+                f"| {ratio:.2f}x |"
             )
     return 0
 

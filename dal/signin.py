@@ -84,6 +84,7 @@ RESULTS: Final[dict[type[DalError], str]] = {
     InvalidUserData: "invalid_input",
     DatabaseUnavailable: "unavailable",
 }
+_LOCKOUTS: Final = LOCKOUTS.labels()
 _COUNTERS: Final = {
     result: SIGN_INS.labels(result) for result in ("success", "error", *RESULTS.values())
 }
@@ -279,7 +280,7 @@ class SignIn:
             limit = self.limits["account"]
             await run(conn, Q["record_failure"], attempt.values(account_limit=limit))
             if last_unit:
-                LOCKOUTS.inc()
+                _LOCKOUTS.inc()
             raise InvalidCredentials()
         if not attempt.is_active:
             await run(conn, Q["settle_right_password"], attempt.values())

@@ -13,18 +13,17 @@ import time
 from collections.abc import Mapping
 
 import asyncpg
-from prometheus_client import Histogram
 
 from dal.driver import DRIVER_ERRORS, Acquirer, Connection, row_count
 from dal.pgerrors import translate
 from dal.queries import Query, load
-from dal.telemetry import QUERY_DURATION
+from dal.telemetry import QUERY_DURATION, HistogramChild
 
 # The duration child of each query name, so a statement pays one dict lookup, not labels().
-_TIMERS: dict[str, Histogram] = {}
+_TIMERS: dict[str, HistogramChild] = {}
 
 
-def _timer(query: Query) -> Histogram:
+def _timer(query: Query) -> HistogramChild:
     timer = _TIMERS.get(query.name)
     if timer is None:
         timer = _TIMERS[query.name] = QUERY_DURATION.labels(query.name)

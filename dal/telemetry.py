@@ -9,55 +9,161 @@ service may register them elsewhere.
 Labels are bounded by construction: pool names come from the configuration (``primary``,
 ``replica1``...), query names from the ``.sql`` files, results from a fixed list.  Never a user
 id, an email or an address: each distinct label value is a time series kept forever.
+
+Why ``LoopCounter``/``LoopHistogram`` rather than prometheus_client's ``Counter``/``Histogram``
+for recording: those take a lock per observation and walk the buckets in Python -- 1.1 us per
+``observe`` on this 2-core machine, and measured with callgrind, 28,000 of the 69,000
+instructions our liveness route spent per request beyond a bare aiohttp handler went to one
+``inc`` and one ``observe``.  The DAL records twice per statement, the web layer twice per
+request.  These two keep plain numbers (an ``observe`` is one ``bisect`` and two additions,
+0.14 us) and hand them to prometheus_client's metric families at scrape time; exposition,
+registries and the text format stay the library's.  They take no lock because every
+observation is made on the event loop's thread, and so is the scrape; a program that records
+from several threads at once could lose an increment to a race, never corrupt a figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Final
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, cast
 
-from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from dal import passwords
+
+# The bucket-bound spelling of the library's own Histogram ("0.005", "1.0", "+Inf").
+go_float: Final = cast(Callable[[float], str], floatToGoString)
+
+
+class CounterChild:
+    """One label set of a ``LoopCounter``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class LoopCounter(Collector):
+    """A counter family recorded without locks (see the module docstring)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], CounterChild] = {}
+
+    def labels(self, *values: str) -> CounterChild:
+        """The child of these label values (created on first use; keep it, it is reused)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = CounterChild()
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self._children.items():
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class HistogramChild:
+    """One label set of a ``LoopHistogram``: a count per bucket (not cumulative) and a sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf's own
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        # bisect_left: the first bound >= amount, as Prometheus's "le" (less or equal) wants
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class LoopHistogram(Collector):
+    """A histogram family recorded without locks (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(sorted(float(bound) for bound in buckets))
+        self._children: dict[tuple[str, ...], HistogramChild] = {}
+
+    def labels(self, *values: str) -> HistogramChild:
+        """The child of these label values (created on first use; keep it, it is reused)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = HistogramChild(self.bounds)
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        edges = [*(go_float(bound) for bound in self.bounds), "+Inf"]
+        for values, child in self._children.items():
+            total, buckets = 0, []
+            for edge, count in zip(edges, child.counts, strict=True):
+                total += count
+                buckets.append((edge, total))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
 
 # Waits for a pooled connection: sub-millisecond when the pool has one idle, up to the acquire
 # timeout (5 s by default) when it is exhausted.
 ACQUIRE_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUERY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
-ACQUIRE_WAIT: Final = Histogram(
+ACQUIRE_WAIT: Final = LoopHistogram(
     "defeah_pool_acquire_wait_seconds",
     "Time spent waiting for a pooled connection, per pool (timeouts included).",
     ["pool"],
     buckets=ACQUIRE_BUCKETS,
-    registry=None,
 )
-ACQUIRE_TIMEOUTS: Final = Counter(
+ACQUIRE_TIMEOUTS: Final = LoopCounter(
     "defeah_pool_acquire_timeouts",
     "Acquires that found no free connection within their timeout, per pool.",
     ["pool"],
-    registry=None,
 )
-QUERY_DURATION: Final = Histogram(
+QUERY_DURATION: Final = LoopHistogram(
     "defeah_query_duration_seconds",
     "Duration of each named statement of dal/queries/*.sql, errors included.",
     ["query"],
     buckets=QUERY_BUCKETS,
-    registry=None,
 )
-SIGN_INS: Final = Counter(
+SIGN_INS: Final = LoopCounter(
     "defeah_sign_ins",
     "Sign-in attempts by result (success, invalid_credentials, locked, throttled, inactive, "
     "overloaded).",
     ["result"],
-    registry=None,
 )
-LOCKOUTS: Final = Counter(
+LOCKOUTS: Final = LoopCounter(
     "defeah_lockouts",
     "Account-wide locks taken (an email's account budget spent by a failed sign-in).",
-    registry=None,
 )
 
 

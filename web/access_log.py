@@ -14,12 +14,12 @@ dropped lines (counted in ``AccessLog.dropped``), never a frozen event loop.
 from __future__ import annotations
 
 import json
-import time
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from web.log_sink import LineSink
+from web.timestamps import log_time
 
 USER_AGENT_LIMIT = 200
 
@@ -41,20 +41,10 @@ class AccessLog:
     def __init__(self, sink: LineSink) -> None:
         self._sink = sink
         self.dropped = 0  # access lines the full sink refused
-        self._second = -1
-        self._stamp = ""
-
-    def _timestamp(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # strftime once per second, not once per request
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((now - second) * 1000):03d}"
 
     def write(self, entry: str) -> None:
         """Queue one already-serialised JSON object (dropped and counted if the sink is full)."""
-        if not self._sink.put(f"{self._timestamp()} INFO web.access: {entry}\n"):
+        if not self._sink.put(f"{log_time()} INFO web.access: {entry}\n"):
             self.dropped += 1
 
     def logger_class(self) -> type[AbstractAccessLogger]:

@@ -34,11 +34,11 @@ from dal.database import Database
 from dal.errors import DatabaseUnavailable
 from web.access_log import AccessLog
 from web.health import HEALTH, HealthService, read_migration_files, routes
-from web.http_server import HttpRunner, add_security_headers
+from web.http_server import HttpRunner
 from web.log_sink import LineSink, SinkHandler
-from web.metrics import METRICS, Metrics, metrics_middleware
+from web.metrics import METRICS, Metrics
 from web.metrics import routes as metrics_routes
-from web.problems import problem_middleware
+from web.middleware import edge_middleware
 
 log = logging.getLogger("web")
 
@@ -47,8 +47,7 @@ DATABASE = web.AppKey("database", Database)
 
 
 def create_app(settings: Settings) -> web.Application:
-    # metrics first: the outermost middleware sees the status the problem middleware chose
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware])
+    app = web.Application(middlewares=[edge_middleware])
     database = Database(settings)
     app[SETTINGS] = settings
     app[DATABASE] = database
@@ -56,7 +55,6 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(database, app[HEALTH])
     app.add_routes(routes)
     app.add_routes(metrics_routes)
-    app.on_response_prepare.append(add_security_headers)
     app.on_startup.append(read_migration_files)
     app.cleanup_ctx.append(database_lifecycle)
     return app

@@ -33,13 +33,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import asyncpg
 from aiohttp import web
+from multidict import CIMultiDict
 
 from dal import migrations, schema_state
 from dal.config import Settings
@@ -48,6 +48,8 @@ from dal.driver import describe_error
 from dal.errors import DalError
 from dal.pools import PoolMetrics
 from dal.replicas import ReplicaHealth
+from web.headers import SECURITY_HEADERS
+from web.timestamps import utc_iso
 
 HEALTH_TYPE = "application/health+json"
 PACKAGE = "defeah-db"
@@ -68,10 +70,6 @@ def service_version() -> str:
         return package_version(PACKAGE)
     except PackageNotFoundError:
         return "unknown"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ class HealthService:
 
     def uptime(self) -> Check:
         seconds = round(time.monotonic() - self.started, 3)
-        return Check("pass", seconds, "s", "system", now_iso())
+        return Check("pass", seconds, "s", "system", utc_iso())
 
     async def database(self, *, identify: bool = False) -> Check:
         check = await self._database.run(self._round_trip)
@@ -163,7 +161,7 @@ class HealthService:
     async def _round_trip(self) -> Check:
         report = await self.db.health(self.settings.health_timeout)
         status = "pass" if report.ok else "fail"
-        return Check(status, report.latency_ms, "ms", "datastore", now_iso(), report.error)
+        return Check(status, report.latency_ms, "ms", "datastore", utc_iso(), report.error)
 
     def pool(self, metrics: PoolMetrics | None = None, name: str | None = None) -> Check:
         """Occupancy of one pool (default: the primary's); ``name`` becomes its componentId."""
@@ -178,7 +176,7 @@ class HealthService:
         }
         output = f"{m.waiting} request(s) waiting for a connection" if m.waiting else None
         status = "warn" if m.waiting else "pass"
-        return Check(status, value, "connections", "component", now_iso(), output, name)
+        return Check(status, value, "connections", "component", utc_iso(), output, name)
 
     def pools(self) -> list[Check]:
         """One entry per pool (``primary``, then each replica), told apart by componentId."""
@@ -199,7 +197,7 @@ class HealthService:
             elif report.in_recovery is False:
                 status, output = "warn", f"{report.name} is not a standby (not in recovery)"
             value = report.latency_ms if report.ok else None
-            checks.append(Check(status, value, "ms", "datastore", now_iso(), output, report.target))
+            checks.append(Check(status, value, "ms", "datastore", utc_iso(), output, report.target))
         return checks
 
     async def migration_files(self) -> tuple[str, ...]:
@@ -223,9 +221,9 @@ class HealthService:
         value = {"applied": len(state.applied), "head": state.head, "pending": list(state.pending)}
         if state.pending:
             output = f"{len(state.pending)} pending: {', '.join(state.pending)}"
-            check = Check("warn", value, "migrations", "datastore", now_iso(), output)
+            check = Check("warn", value, "migrations", "datastore", utc_iso(), output)
         else:
-            check = Check("pass", value, "migrations", "datastore", now_iso())
+            check = Check("pass", value, "migrations", "datastore", utc_iso())
         self._migrations_cached = (time.monotonic(), check)
         return check
 
@@ -242,7 +240,7 @@ class HealthService:
                 return await self._schema.run(self._read_schema)
         except TimeoutError:
             return Check(
-                "fail", None, "schema", "datastore", now_iso(), f"no answer within {limit:g}s"
+                "fail", None, "schema", "datastore", utc_iso(), f"no answer within {limit:g}s"
             )
 
     async def _read_schema(self) -> Check:
@@ -250,12 +248,12 @@ class HealthService:
             async with self.db.bounded(self.settings.health_timeout) as conn:
                 state = await schema_state.read(conn)
         except DalError as exc:
-            return Check("fail", None, "schema", "datastore", now_iso(), str(exc))
+            return Check("fail", None, "schema", "datastore", utc_iso(), str(exc))
         except asyncpg.exceptions.PostgresError as exc:  # e.g. the health lock_timeout
             reason = f"cannot read the schema state: {describe_error(exc)}"
-            return Check("fail", None, "schema", "datastore", now_iso(), reason)
+            return Check("fail", None, "schema", "datastore", utc_iso(), reason)
         check = Check(
-            state.status, state.to_json(), "schema", "datastore", now_iso(), state.output()
+            state.status, state.to_json(), "schema", "datastore", utc_iso(), state.output()
         )
         self._schema_cached = (time.monotonic(), check)
         return check
@@ -291,7 +289,7 @@ class HealthService:
             self._liveness_parts = (head, middle, tail)
         head, middle, tail = self._liveness_parts
         seconds = round(time.monotonic() - self.started, 3)
-        return f"{head}{seconds}{middle}{now_iso()}{tail}".encode()
+        return f"{head}{seconds}{middle}{utc_iso()}{tail}".encode()
 
     async def readiness(self) -> dict[str, Any]:
         """503 when the database is down or *behind* the schema this code requires.
@@ -337,7 +335,7 @@ class HealthService:
 
 
 def _migrations_failed(output: str) -> Check:
-    return Check("fail", None, "migrations", "datastore", now_iso(), output)
+    return Check("fail", None, "migrations", "datastore", utc_iso(), output)
 
 
 def authorized(request: web.Request, token: str | None) -> bool:
@@ -360,10 +358,12 @@ def health_response(document: dict[str, Any]) -> web.Response:
     return health_body_response(body, 503 if document["status"] == "fail" else 200)
 
 
+# Built once: the response copies it, which costs a third of building it from a dict per probe.
+HEALTH_HEADERS: Final = CIMultiDict({**SECURITY_HEADERS, "Content-Type": HEALTH_TYPE})
+
+
 def health_body_response(body: bytes, status: int) -> web.Response:
-    return web.Response(
-        status=status, body=body, content_type=HEALTH_TYPE, headers={"Cache-Control": "no-store"}
-    )
+    return web.Response(status=status, body=body, headers=HEALTH_HEADERS)
 
 
 HEALTH = web.AppKey("health", HealthService)

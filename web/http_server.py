@@ -24,30 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web import BaseRequest, StreamResponse
 
+from web.headers import SECURITY_HEADERS
 from web.problems import DETAILS, problem_response
 
 log = logging.getLogger("web.http")
 
-# On every response: no version banner for scanners to match against, no MIME sniffing of a
-# problem document into something executable, and nothing here is meant to be cached.
-SECURITY_HEADERS: Mapping[str, str] = {
-    "Server": "defeah-db",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 LOG_INTERVAL = 10.0  # seconds between two lines of the same rate-limited warning
-
-
-async def add_security_headers(request: web.Request, response: StreamResponse) -> None:
-    """``on_response_prepare`` signal handler: the headers above on every routed response."""
-    response.headers.update(SECURITY_HEADERS)
 
 
 class RateLimitedWarning:

@@ -33,13 +33,10 @@ from datetime import timedelta
 from typing import Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
-    Counter,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -50,7 +47,9 @@ from prometheus_client.registry import Collector
 from dal import telemetry
 from dal.database import Database
 from dal.errors import DalError
+from dal.telemetry import CounterChild, HistogramChild, LoopCounter, LoopHistogram
 from dal.users import UsersRepository
+from web.headers import SECURITY_HEADERS
 from web.health import HEALTH, HealthService, SingleFlight, authorized
 
 log = logging.getLogger(__name__)
@@ -60,22 +59,20 @@ TOKENS_DUE_WITHIN: Final = timedelta(days=7)  # a refresh job's horizon (tokens 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED: Final = "unmatched"
 
-HTTP_REQUESTS: Final = Counter(
+HTTP_REQUESTS: Final = LoopCounter(
     "defeah_http_requests",
     "HTTP requests by route template, method and status.",
     ["route", "method", "status"],
-    registry=None,
 )
-HTTP_DURATION: Final = Histogram(
+HTTP_DURATION: Final = LoopHistogram(
     "defeah_http_request_duration_seconds",
     "Time to build each HTTP response (handler and middlewares), by route template.",
     ["route", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-    registry=None,
 )
-# Children by label values: one dict lookup per request instead of labels()'s validation.
-_REQUESTS: dict[tuple[str, str, str], Counter] = {}
-_DURATIONS: dict[tuple[str, str], Histogram] = {}
+# The two children of each (route, method, status): one dict lookup per request.  Bounded like
+# the labels: routes are templates, methods a fixed set, statuses three digits.
+_CHILDREN: dict[tuple[str, str, int], tuple[CounterChild, HistogramChild]] = {}
 
 
 def route_label(request: web.Request) -> str:
@@ -85,30 +82,19 @@ def route_label(request: web.Request) -> str:
 
 
 def observe(request: web.Request, status: int, seconds: float) -> None:
-    route = route_label(request)
-    method = request.method if request.method in METHODS else "other"
-    key = (route, method, str(status))
-    counter = _REQUESTS.get(key)
-    if counter is None:
-        counter = _REQUESTS[key] = HTTP_REQUESTS.labels(*key)
-    counter.inc()
-    timer = _DURATIONS.get(key[:2])
-    if timer is None:
-        timer = _DURATIONS[key[:2]] = HTTP_DURATION.labels(route, method)
-    timer.observe(seconds)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: sees the final status, problem documents included."""
-    started = time.perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects the problem middleware lets through
-        observe(request, exc.status, time.perf_counter() - started)
-        raise
-    observe(request, response.status, time.perf_counter() - started)
-    return response
+    method = request.method
+    if method not in METHODS:
+        method = "other"
+    key = (route_label(request), method, status)
+    children = _CHILDREN.get(key)
+    if children is None:
+        route = key[0]
+        children = _CHILDREN[key] = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_DURATION.labels(route, method),
+        )
+    children[0].value += 1
+    children[1].observe(seconds)
 
 
 class PoolCollector(Collector):
@@ -216,5 +202,5 @@ async def metrics(request: web.Request) -> web.Response:
     body = await request.app[METRICS].exposition()
     # Text format 0.0.4, not the client's newest (1.0.0): our names are classic ones, so the
     # bytes are the same, and every Prometheus (Debian 12 ships 2.42) negotiates 0.0.4.
-    headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, "Cache-Control": "no-store"}
+    headers = {**SECURITY_HEADERS, "Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
     return web.Response(body=body, headers=headers)

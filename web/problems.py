@@ -1,21 +1,19 @@
 """Errors as ``application/problem+json`` (RFC 9457) instead of aiohttp's HTML pages.
 
 Probes and API clients parse JSON; an HTML 404 page or a traceback in a 500 body would be noise
-for them and, for the traceback, a leak.  The middleware turns every HTTP error the router or a
-handler raises into a small problem document, and any unexpected exception into a bare 500 whose
-details stay in the server log.
+for them and, for the traceback, a leak.  The middleware (web.middleware) turns every HTTP error
+the router or a handler raises into a small problem document, and any unexpected exception into a
+bare 500 whose details stay in the server log.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-log = logging.getLogger(__name__)
+from web.headers import SECURITY_HEADERS
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -37,24 +35,9 @@ def problem_response(
         status=status,
         body=json.dumps(body).encode(),
         content_type=PROBLEM_TYPE,
-        headers={"Cache-Control": "no-store"},
+        headers=SECURITY_HEADERS,
     )
     for name, value in (headers or {}).items():
         if name.lower() not in ("content-type", "content-length"):
             response.headers[name] = value
     return response
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise  # redirects and other non-errors keep aiohttp's handling
-        return problem_response(
-            exc.status, exc.reason, DETAILS.get(exc.status), headers=dict(exc.headers)
-        )
-    except Exception:
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=True)
-        return problem_response(500, "Internal Server Error", DETAILS[500])

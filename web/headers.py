@@ -1,0 +1,19 @@
+"""The headers every response carries, whoever builds it.
+
+No version banner for scanners to match against (aiohttp's default ``Server`` names itself and
+Python), no MIME sniffing of a problem document into something executable, and nothing here is
+meant to be cached.  Our responses are built with them (``web.health``, ``web.problems``,
+``web.metrics``); ``web.middleware`` adds them to any response that lacks them, and
+``web.http_server`` to the replies aiohttp makes before routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+SECURITY_HEADERS: Final[Mapping[str, str]] = {
+    "Server": "defeah-db",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
