@@ -77,20 +77,19 @@ class LineSink:
     def _write_queued(self) -> None:
         """Everything queued now, ``BATCH_LINES`` per write; markers are set once the lines
         queued before them are written."""
-        while self._items:
-            lines: list[str] = []
-            markers: list[threading.Event] = []
-            while self._items and len(lines) < BATCH_LINES:
-                item = self._items.popleft()
-                if isinstance(item, threading.Event):
-                    markers.append(item)
-                else:
-                    lines.append(item)
+        items = self._items
+        while items:
+            # popleft is atomic; taking a batch in one comprehension keeps the GIL time per
+            # line small (this thread shares the interpreter with the event loop)
+            batch = [items.popleft() for _ in range(min(len(items), BATCH_LINES))]
+            lines = [item for item in batch if isinstance(item, str)]
             if lines:
                 self._write("".join(lines))
             self._report_drops()
-            for marker in markers:
-                marker.set()
+            if len(lines) != len(batch):
+                for item in batch:
+                    if isinstance(item, threading.Event):
+                        item.set()
 
     def _report_drops(self) -> None:
         lost = self.dropped - self._reported
