@@ -482,6 +482,9 @@ class DueToken(BaseModel):
     user_id: UUID
     token: SecretStr = Field(repr=False, exclude=True)
     expires_at: datetime
+    # When this claim's lease ends; passed back to the record methods it fences them: once
+    # the lease ran out and another worker claimed the row, this worker's writes match nothing.
+    lease_until: datetime
 
 
 class TokenRefreshFailure(BaseModel):

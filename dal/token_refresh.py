@@ -158,7 +158,7 @@ class Refresher:
         if isinstance(outcome, Refreshed):
             try:
                 kept = await self.users.record_token_refreshed(
-                    due.user_id, outcome.token, outcome.expires_at
+                    due.user_id, outcome.token, outcome.expires_at, lease_until=due.lease_until
                 )
             except InvalidUserData:  # a token or expiry we cannot store: count, do not crash
                 outcome = Failed("bad_response")
@@ -166,7 +166,9 @@ class Refresher:
                 summary.refreshed += kept
                 summary.lost_lease += not kept
                 return
-        failure = await self.users.record_token_refresh_failed(due.user_id, outcome.code)
+        failure = await self.users.record_token_refresh_failed(
+            due.user_id, outcome.code, lease_until=due.lease_until
+        )
         summary.failures[outcome.code] += 1
         if failure is None:
             summary.lost_lease += 1
@@ -183,8 +185,10 @@ class Refresher:
             summary.claimed += len(claimed)
             for index, due in enumerate(claimed):
                 if self.stop.is_set():
-                    rest = [d.user_id for d in claimed[index:]]
-                    summary.released += await self.users.release_token_claims(rest)
+                    rest = claimed[index:]
+                    summary.released += await self.users.release_token_claims(
+                        [d.user_id for d in rest], leases=[d.lease_until for d in rest]
+                    )
                     return
                 outcome = await refresh_once(session, self.config, due.token, summary)
                 await self._record(due, outcome, summary)

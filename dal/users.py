@@ -291,11 +291,16 @@ class UsersRepository:
                 # One unreadable row must not sink the batch or the worker (it would be claimed
                 # again every lease): flag it needs_reauth, as an invalid token is.
                 log.warning("%s; flagged needs_reauth", exc)
-                await self.record_token_refresh_failed(row["id"], UNREADABLE_TOKEN_CODE, conn=conn)
+                await self.record_token_refresh_failed(
+                    row["id"], UNREADABLE_TOKEN_CODE, lease_until=row["lease_until"], conn=conn
+                )
                 continue
             due.append(
                 DueToken(
-                    user_id=row["id"], token=SecretStr(token), expires_at=row["token_expires_at"]
+                    user_id=row["id"],
+                    token=SecretStr(token),
+                    expires_at=row["token_expires_at"],
+                    lease_until=row["lease_until"],
                 )
             )
         return due
@@ -306,31 +311,46 @@ class UsersRepository:
         token: SecretStr | str,
         expires_at: datetime,
         *,
+        lease_until: datetime | None = None,
         conn: Connection | None = None,
     ) -> bool:
         """Store a refreshed token (encrypted) and its expiry; clear failures, flag and lease.
 
         False (nothing written) when the row is no longer leased: the user reconnected or
         disconnected meanwhile, and that newer state wins over a refresh of the old token.
+        With ``lease_until`` (the claim's ``DueToken.lease_until``) also False when the row is
+        leased by a later claim: this worker's lease ran out and another worker owns it now.
         """
         expect("user_id", user_id, UUID)
         expect("expires_at", expires_at, datetime)
+        expect("lease_until", lease_until, datetime, optional=True)
         checked = RefreshedToken(access_token=token, token_expires_at=expires_at)
         sealed = self.tokens.encrypt(user_id, checked.access_token.get_secret_value())
-        values = {"id": user_id, "token": sealed, "expires_at": checked.token_expires_at}
+        values = {
+            "id": user_id,
+            "token": sealed,
+            "expires_at": checked.token_expires_at,
+            "lease_until": lease_until,
+        }
         return await self._sql.row("record_token_refreshed", values, conn) is not None
 
     async def record_token_refresh_failed(
-        self, user_id: UUID, code: str, *, conn: Connection | None = None
+        self,
+        user_id: UUID,
+        code: str,
+        *,
+        lease_until: datetime | None = None,
+        conn: Connection | None = None,
     ) -> TokenRefreshFailure | None:
         """Count a failed refresh with its ``code`` (Graph error code such as ``"190"``, or
         ``http_429``, ``timeout``...).  ``"190"`` (invalid token) and ``"unreadable"`` (no key
         decrypts it) set ``needs_reauth``: no more claims until the user reconnects.  Otherwise
         the lease becomes a back-off of 5 minutes per consecutive failure (at most a day).
-        None when no longer leased.
+        None when no longer leased (or, with ``lease_until``, leased by a later claim).
         """
         expect("user_id", user_id, UUID)
         expect("code", code, str)
+        expect("lease_until", lease_until, datetime, optional=True)
         if not 1 <= len(code) <= 64:
             raise InvalidUserData("code", "must be 1 to 64 characters")
         values = {
@@ -339,6 +359,7 @@ class UsersRepository:
             "needs_reauth": code in REAUTH_CODES,
             "retry_step": RETRY_AFTER_STEP,
             "retry_max": RETRY_AFTER_MAX,
+            "lease_until": lease_until,
         }
         row = await self._sql.row("record_token_refresh_failed", values, conn)
         if row is None:
@@ -348,13 +369,25 @@ class UsersRepository:
         )
 
     async def release_token_claims(
-        self, user_ids: builtins.list[UUID], *, conn: Connection | None = None
+        self,
+        user_ids: builtins.list[UUID],
+        *,
+        leases: builtins.list[datetime] | None = None,
+        conn: Connection | None = None,
     ) -> int:
-        """Give back leases of claimed tokens not refreshed (a stopping worker); how many."""
+        """Give back leases of claimed tokens not refreshed (a stopping worker); how many.
+
+        ``leases`` (parallel to ``user_ids``, each claim's ``DueToken.lease_until``) leaves alone
+        the rows another worker re-claimed after this worker's lease ran out."""
         expect("user_ids", user_ids, list)
+        expect("leases", leases, list, optional=True)
+        if leases is not None and len(leases) != len(user_ids):
+            raise InvalidUserData("leases", "must have one entry per user id")
         if not user_ids:
             return 0
-        rows = await self._sql.rows("release_token_claims", {"ids": user_ids}, conn)
+        fences: builtins.list[datetime | None] = [*leases] if leases else [None] * len(user_ids)
+        values = {"ids": user_ids, "leases": fences}
+        rows = await self._sql.rows("release_token_claims", values, conn)
         return len(rows)
 
     # -- sign-in -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from dal import Database, InstagramConnection, NewUser
 from dal.config import Settings
 from dal.embedded import bundled_psql
-from dal.errors import ConfigError, TokenUnreadable
+from dal.errors import ConfigError, InvalidUserData, TokenUnreadable
 from dal.reencrypt import reencrypt
 from dal.tokens import cipher_for, dev_key_text, new_key_entry
 from dal.users import UsersRepository
@@ -307,3 +307,33 @@ async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> N
     assert row["needs_reauth"] and row["token_refresh_error"] == "unreadable"
     assert row["refresh_claimed_until"] is None
     assert await users.claim_tokens_due(timedelta(days=7)) == []  # flagged: never claimed again
+
+
+async def test_a_lapsed_lease_fences_out_its_worker(db: Database) -> None:
+    """Worker A's lease runs out and worker B claims the row: A's late record, failure and
+    release (each given A's ``lease_until``) write nothing; B's refresh is the one kept."""
+    users = UsersRepository(db)
+    user_id = await new_user(users, "fence@example.com")
+    await users.connect_instagram(user_id, link("tok-old"))
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '50 days',"
+            " token_expires_at = now() + interval '3 days' WHERE id = $1",
+            user_id,
+        )
+    [first] = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(seconds=1))
+    await asyncio.sleep(1.2)
+    [second] = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(minutes=5))
+    assert second.user_id == user_id and second.lease_until > first.lease_until
+    expiry = datetime.now(UTC) + timedelta(days=60)
+    stale = first.lease_until
+    assert not await users.record_token_refreshed(user_id, "from-a", expiry, lease_until=stale)
+    assert await users.record_token_refresh_failed(user_id, "http_500", lease_until=stale) is None
+    assert await users.release_token_claims([user_id], leases=[stale]) == 0
+    assert await users.record_token_refreshed(
+        user_id, "from-b", expiry, lease_until=second.lease_until
+    )
+    token = await users.instagram_token(user_id)
+    assert token is not None and token.get_secret_value() == "from-b"
+    with pytest.raises(InvalidUserData, match="leases"):
+        await users.release_token_claims([user_id], leases=[])

@@ -221,12 +221,15 @@ WITH due AS (
 UPDATE users SET refresh_claimed_until = now() + :lease::interval
 FROM due
 WHERE users.id = due.id
-RETURNING users.id, users.instagram_access_token, users.token_expires_at;
+RETURNING users.id, users.instagram_access_token, users.token_expires_at,
+    users.refresh_claimed_until AS lease_until;
 
 -- name: record_token_refreshed
 -- A refresh succeeded: store the new (encrypted) token and expiry, restart the 24-hour clock,
 -- clear failures, flag and lease.  Only while the row is still leased: a reconnect meanwhile
 -- dropped the lease, and its token must not be overwritten by a refresh of the old one.
+-- :lease_until, when given, is the claim's own lease end (a fencing token): a worker whose
+-- lease ran out and was re-claimed by another worker matches no row and writes nothing.
 UPDATE users SET
     instagram_access_token = :token,
     token_expires_at = :expires_at,
@@ -236,13 +239,15 @@ UPDATE users SET
     needs_reauth = false,
     refresh_claimed_until = NULL
 WHERE id = :id AND refresh_claimed_until IS NOT NULL
+  AND (:lease_until::timestamptz IS NULL OR refresh_claimed_until = :lease_until)
 RETURNING id;
 
 -- name: record_token_refresh_failed
 -- A refresh failed: count it, remember the code, set needs_reauth for an invalid token
 -- (:needs_reauth, OAuth code 190), and replace the lease by a back-off of :retry_step per
 -- consecutive failure (at most :retry_max) so claims skip the row that long instead of
--- hammering a failing token.  Same still-leased condition as record_token_refreshed.
+-- hammering a failing token.  Same still-leased (and fencing) condition as
+-- record_token_refreshed.
 UPDATE users SET
     token_refresh_failures = token_refresh_failures + 1,
     token_refresh_error = :code,
@@ -251,6 +256,7 @@ UPDATE users SET
                                  ELSE now() + least(:retry_step::interval * (token_refresh_failures + 1),
                                                     :retry_max::interval) END
 WHERE id = :id AND refresh_claimed_until IS NOT NULL
+  AND (:lease_until::timestamptz IS NULL OR refresh_claimed_until = :lease_until)
 RETURNING token_refresh_failures, needs_reauth;
 
 -- name: tokens_to_reencrypt
@@ -282,7 +288,11 @@ WHERE users.id = batch.id AND users.instagram_access_token = batch.old;
 
 -- name: release_token_claims
 -- A stopping worker gives back the rows it claimed but did not start, instead of leaving them
--- leased until the lease runs out.  Rows that are no longer leased are left as they are.
+-- leased until the lease runs out.  Rows that are no longer leased are left as they are, and
+-- so are rows whose lease is not the one in :leases (when given, parallel to :ids): another
+-- worker re-claimed them after this worker's lease ran out.
 UPDATE users SET refresh_claimed_until = NULL
-WHERE id = ANY(:ids::uuid[]) AND refresh_claimed_until IS NOT NULL
-RETURNING id;
+FROM unnest(:ids::uuid[], :leases::timestamptz[]) AS mine(id, lease_until)
+WHERE users.id = mine.id AND refresh_claimed_until IS NOT NULL
+  AND (mine.lease_until IS NULL OR refresh_claimed_until = mine.lease_until)
+RETURNING users.id;
