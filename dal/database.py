@@ -316,7 +316,10 @@ class _PrimaryLease:
 
     async def __aenter__(self) -> PooledConnection:
         db, wait = self._db, self._wait
-        self._pool = pool = await db._ensure_pool()
+        pool = db._pool
+        if pool is None:  # not opened yet (or reopened): the only path that awaits it
+            pool = await db._ensure_pool()
+        self._pool = pool
         db._waiting += 1
         started = time.perf_counter()
         try:
@@ -343,6 +346,9 @@ class _PrimaryLease:
         tb: TracebackType | None,
     ) -> None:
         conn = self._conn
+        if exc is None:  # the usual case: nothing to decide
+            await self._pool.release(conn)
+            return
         try:
             if isinstance(exc, CUT_OFF):
                 conn.terminate()  # see _discard_when_cut_off: no wait for a hung server
