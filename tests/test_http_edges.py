@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import select
@@ -21,11 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from dal.config import Settings
 from dal.errors import ConfigError
 from tests.test_web_process import ROOT, WebProcess, base_env, web_process
 from tests.test_web_routes import free_port
+from web import access_log
 from web.access_log import AccessLog, quoted
 from web.log_sink import LineSink
 
@@ -319,3 +323,32 @@ def test_queued_lines_are_written_without_a_flush() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_access_lines_are_json_and_the_string_cache_stays_bounded() -> None:
+    """The access logger caches the JSON form of the paths, addresses and agents it sees: a
+    client sending endless distinct paths must not grow it past its limit, and a hostile path
+    (quotes, control characters) is escaped, cached or not."""
+    read_end, write_end = os.pipe()
+    received: list[bytes] = []
+    reader = threading.Thread(target=drain, args=(read_end, 30.0, received))
+    try:
+        sink = LineSink(write_end)
+        logger = AccessLog(sink).logger_class()(logging.getLogger("test.access"), "")
+        response = web.Response(body=b"ok")
+        paths = [f"/x{n}" for n in range(access_log.QUOTED_LIMIT + 500)]
+        for path in [*paths, "/q%22%0A%00", "/q%22%0A%00"]:
+            request = make_mocked_request("GET", path, headers={"User-Agent": 'ua "1"'})
+            logger.log(request, response, 0.0012)
+        assert len(access_log._QUOTED) <= access_log.QUOTED_LIMIT
+        reader.start()  # the sink's thread waits on the full pipe meanwhile, the loop never
+        assert sink.flush(timeout=10)
+        reader.join(35)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    lines = b"".join(received).decode().splitlines()
+    entries = [json.loads(line.split(" INFO web.access: ", 1)[1]) for line in lines]
+    assert [entry["path"] for entry in entries] == [*paths, '/q"\n\x00', '/q"\n\x00']
+    assert {entry["agent"] for entry in entries} == {'ua "1"'}
+    assert entries[0]["ms"] == 1.2 and entries[0]["method"] == "GET"

@@ -249,3 +249,36 @@ async def test_a_real_prometheus_scrapes_us(clean_dsn: str, tmp_path: Path) -> N
         await runner.cleanup()
     assert up[0]["value"][1] == "1"  # type: ignore[index]
     assert pool[0]["value"][1] == "7"  # type: ignore[index]
+
+
+def test_loop_recorders_expose_what_prometheus_client_would() -> None:
+    """``LoopHistogram``/``LoopCounter`` replace the library's recorders on the hot paths; for
+    the same observations (bucket edges included: ``le`` is inclusive) the exposition must
+    be the library's, sample for sample, ``_created`` aside."""
+    from prometheus_client import Counter, Histogram, generate_latest
+
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histogram = telemetry.LoopHistogram("t_seconds", "h", ["q"], buckets=buckets)
+    counter = telemetry.LoopCounter("t_events", "c", ["r"])
+    ours.register(histogram)
+    ours.register(counter)
+    reference = Histogram("t_seconds", "h", ["q"], buckets=buckets, registry=theirs)
+    reference_counter = Counter("t_events", "c", ["r"], registry=theirs)
+    for value in (0.0, 0.001, 0.0011, 0.01, 0.5, 1.0, 3.0, 1e9):
+        histogram.labels("a").observe(value)
+        reference.labels("a").observe(value)
+    histogram.labels("b").observe(0.02)
+    reference.labels("b").observe(0.02)
+    for result, n in (("ok", 3), ("no", 1)):
+        for _ in range(n):
+            counter.labels(result).inc()
+            reference_counter.labels(result).inc()
+    expected = {
+        key: value
+        for key, value in samples(generate_latest(theirs).decode()).items()
+        if not key[0].endswith("_created")
+    }
+    assert samples(generate_latest(ours).decode()) == expected
+    with pytest.raises(ValueError, match="takes labels"):
+        histogram.labels("a", "b")

@@ -375,3 +375,22 @@ async def test_access_log_is_one_json_line_per_request_without_query(
     assert [e["status"] for e in entries] == [200, 404, 200]
     assert all(e["method"] == "GET" and e["ms"] >= 0 for e in entries)
     assert "s3cret-query" not in written
+
+
+def test_timestamps_match_the_formats_they_replace() -> None:
+    """``web.timestamps`` formats the second once: the text must still be what
+    ``datetime.isoformat`` (health "time", UTC) and logging's asctime (access lines) give."""
+    from datetime import UTC, datetime
+
+    from web.timestamps import log_time, utc_iso
+
+    for _ in range(3):
+        stamp = utc_iso()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert abs((datetime.now(UTC) - parsed).total_seconds()) < 1
+        local = log_time()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", local), local
+        parsed_local = datetime.strptime(local, "%Y-%m-%d %H:%M:%S,%f")
+        assert abs((datetime.now() - parsed_local).total_seconds()) < 1
+        time.sleep(0.6)  # the next call may cross into a new second

@@ -5,7 +5,7 @@ Why one layer and not one per concern: each aiohttp middleware costs about 13,60
 instructions per request (callgrind, aiohttp 3.14), a fifth of what a bare liveness handler
 costs, and the on-response-prepare signal that used to add the headers about 11,400 more.  On
 the liveness route those layers, with prometheus_client's locking recorders, were most of the
-gap to a minimal aiohttp app (bench/bench_web.py).
+gap to a minimal aiohttp app (bench/bench_web_cost.py, docs/benchmarks.md).
 
 Order inside the layer: the handler's HTTP errors and unexpected exceptions become problem
 documents first (web.problems), so the metrics see the status the client gets.
