@@ -3,10 +3,10 @@
 Why next to bench_web.py's throughput: on this kind of shared VM, req/s of the same server
 drifts by 20% from one minute to the next, more than the differences being measured.
 ``valgrind --tool=callgrind`` counts the instructions a process executes, which does not
-depend on what else the machine is doing: the same build, requests and configuration give the
-same count to within 0.01%.  So the ratio minimal / ours of instructions per request is a
-repeatable measure of what our code adds per request (it ignores cache misses and GIL
-hand-offs, which throughput includes).
+depend on what else the machine is doing: two runs of the same build agreed within 2% (time
+stamps, ports and garbage collection still vary a little).  So the ratio minimal / ours of
+instructions per request is a repeatable measure of what our code adds per request (it ignores
+cache misses and GIL hand-offs, which throughput includes).
 
 Each server (``bench/minimal_app.py``; ``python -m web`` as shipped, access log on, to
 /dev/null; and with DEFEAH_ACCESS_LOG=false) runs under callgrind twice, serving ``--few``
