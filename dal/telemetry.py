@@ -17,9 +17,11 @@ instructions our liveness route spent per request beyond a bare aiohttp handler 
 ``inc`` and one ``observe``.  The DAL records twice per statement, the web layer twice per
 request.  These two keep plain numbers (an ``observe`` is one ``bisect`` and two additions,
 0.14 us) and hand them to prometheus_client's metric families at scrape time; exposition,
-registries and the text format stay the library's.  They take no lock because every
-observation is made on the event loop's thread, and so is the scrape; a program that records
-from several threads at once could lose an increment to a race, never corrupt a figure.
+registries and the text format stay the library's; they expose no ``_created`` series.  They
+take no lock because every observation is made on the event loop's thread, and so is the scrape
+of ``GET /metrics``.  A program that records from several threads at once could lose an
+increment to a race, and a scrape from another thread may read a histogram's buckets and sum a
+few observations apart.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class LoopCounter(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], CounterChild] = {}
+        if not self.labelnames:  # exposed as 0 from the start, like the library's counter
+            self._children[()] = CounterChild()
 
     def labels(self, *values: str) -> CounterChild:
         """The child of these label values (created on first use; keep it, it is reused)."""
@@ -75,7 +79,7 @@ class LoopCounter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in self._children.items():
+        for values, child in list(self._children.items()):  # a copy: see the module docstring
             family.add_metric(list(values), child.value)
         yield family
 
@@ -109,7 +113,8 @@ class LoopHistogram(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.bounds = tuple(sorted(float(bound) for bound in buckets))
+        # +Inf is always the last bucket, as in the library; a given inf bound would repeat it
+        self.bounds = tuple(sorted(float(bound) for bound in buckets if bound != float("inf")))
         self._children: dict[tuple[str, ...], HistogramChild] = {}
 
     def labels(self, *values: str) -> HistogramChild:
@@ -124,7 +129,7 @@ class LoopHistogram(Collector):
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         edges = [*(go_float(bound) for bound in self.bounds), "+Inf"]
-        for values, child in self._children.items():
+        for values, child in list(self._children.items()):  # a copy: see the module docstring
             total, buckets = 0, []
             for edge, count in zip(edges, child.counts, strict=True):
                 total += count

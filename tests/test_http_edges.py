@@ -190,6 +190,11 @@ def test_malformed_requests_get_a_short_problem_and_a_rate_limited_warning(
         )
         assert status == 405
         assert_hardened_headers(headers)
+        for path in ("/livez", "/missing"):  # aiohttp answers an Expect before any middleware
+            head = f"GET {path} HTTP/1.1\r\nHost: x\r\nExpect: x\r\nConnection: close\r\n\r\n"
+            status, headers, _ = raw_exchange(server.port, head.encode())
+            assert status == 417
+            assert_hardened_headers(headers)
         wait_for_line(server, "rejected a malformed request")
         assert server.stop() == 0
     output = server.output()
@@ -328,7 +333,9 @@ def test_queued_lines_are_written_without_a_flush() -> None:
 def test_access_lines_are_json_and_the_string_cache_stays_bounded() -> None:
     """The access logger caches the JSON form of the paths, addresses and agents it sees: a
     client sending endless distinct paths must not grow it past its limit, and a hostile path
-    (quotes, control characters) is escaped, cached or not."""
+    (quotes, control characters) is escaped and never cached."""
+    access_log._QUOTED.clear()  # start from an empty cache, whatever ran before
+    access_log._QUOTED[None] = "null"
     read_end, write_end = os.pipe()
     received: list[bytes] = []
     reader = threading.Thread(target=drain, args=(read_end, 30.0, received))
@@ -337,10 +344,12 @@ def test_access_lines_are_json_and_the_string_cache_stays_bounded() -> None:
         logger = AccessLog(sink).logger_class()(logging.getLogger("test.access"), "")
         response = web.Response(body=b"ok")
         paths = [f"/x{n}" for n in range(access_log.QUOTED_LIMIT + 500)]
-        for path in [*paths, "/q%22%0A%00", "/q%22%0A%00"]:
+        for path in ["/q%22%0A%00", "/q%22%0A%00", *paths]:
             request = make_mocked_request("GET", path, headers={"User-Agent": 'ua "1"'})
             logger.log(request, response, 0.0012)
-        assert len(access_log._QUOTED) <= access_log.QUOTED_LIMIT
+            assert '/q"\n\x00' not in access_log._QUOTED
+            assert len(access_log._QUOTED) <= access_log.QUOTED_LIMIT
+        assert "/x0" not in access_log._QUOTED and paths[-1] in access_log._QUOTED  # restarted
         reader.start()  # the sink's thread waits on the full pipe meanwhile, the loop never
         assert sink.flush(timeout=10)
         reader.join(35)
@@ -349,6 +358,6 @@ def test_access_lines_are_json_and_the_string_cache_stays_bounded() -> None:
         os.close(write_end)
     lines = b"".join(received).decode().splitlines()
     entries = [json.loads(line.split(" INFO web.access: ", 1)[1]) for line in lines]
-    assert [entry["path"] for entry in entries] == [*paths, '/q"\n\x00', '/q"\n\x00']
+    assert [entry["path"] for entry in entries] == ['/q"\n\x00', '/q"\n\x00', *paths]
     assert {entry["agent"] for entry in entries} == {'ua "1"'}
     assert entries[0]["ms"] == 1.2 and entries[0]["method"] == "GET"

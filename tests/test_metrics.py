@@ -282,3 +282,7 @@ def test_loop_recorders_expose_what_prometheus_client_would() -> None:
     assert samples(generate_latest(ours).decode()) == expected
     with pytest.raises(ValueError, match="takes labels"):
         histogram.labels("a", "b")
+    unlabelled = CollectorRegistry()
+    unlabelled.register(telemetry.LoopCounter("t_never", "u"))  # exposed as 0 before any inc
+    assert sample(unlabelled, "t_never_total") == 0.0
+    assert "t_never_total 0.0" in generate_latest(unlabelled).decode()

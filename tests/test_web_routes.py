@@ -377,12 +377,21 @@ async def test_access_log_is_one_json_line_per_request_without_query(
     assert "s3cret-query" not in written
 
 
-def test_timestamps_match_the_formats_they_replace() -> None:
-    """``web.timestamps`` formats the second once: the text must still be what
-    ``datetime.isoformat`` (health "time", UTC) and logging's asctime (access lines) give."""
+def test_timestamps_match_the_formats_they_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``web.timestamps`` formats the second once and the text once a millisecond: across a
+    second boundary it must still be what ``datetime.isoformat`` (health "time", UTC) gives,
+    and live it must match logging's asctime (access lines)."""
     from datetime import UTC, datetime
 
+    from web import timestamps
     from web.timestamps import log_time, utc_iso
+
+    stamper = timestamps.Stamper("%Y-%m-%dT%H:%M:%S", time.gmtime, ".", "Z")
+    for now in (1999.9991, 1999.9995, 2000.0, 2000.0012):
+        monkeypatch.setattr(timestamps.time, "time", lambda now=now: now)
+        expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        assert stamper() == expected.replace("+00:00", "Z"), now
+    monkeypatch.undo()
 
     for _ in range(3):
         stamp = utc_iso()

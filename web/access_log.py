@@ -22,9 +22,10 @@ from web.log_sink import LineSink
 from web.timestamps import log_time
 
 USER_AGENT_LIMIT = 200
-# JSON strings of the texts seen most (methods, the probes' paths, addresses and user agents):
-# a dict look-up per field instead of an escaping check.  Bounded in entries and text length,
-# so a client sending endless distinct paths only stops filling it.
+# JSON strings of recently seen texts (methods, the probes' paths, addresses and user agents): a
+# dict look-up per field instead of an escaping check.  Only texts JSON takes verbatim are kept
+# (at most QUOTED_LONGEST characters, so the cache holds a few MB at worst), and it is emptied
+# when full: a client sending endless distinct paths makes it start over, never grow.
 QUOTED_LIMIT = 4096
 QUOTED_LONGEST = 256
 
@@ -44,9 +45,12 @@ _QUOTED: dict[str | None, str] = {None: "null"}
 
 
 def quoted_seen(text: str | None) -> str:
-    """``quoted(text)``, remembered while the cache has room."""
+    """``quoted(text)``, remembered when JSON took it verbatim and it is short."""
     value = quoted(text)
-    if len(_QUOTED) < QUOTED_LIMIT and text is not None and len(text) <= QUOTED_LONGEST:
+    if text is not None and len(text) <= QUOTED_LONGEST and len(value) == len(text) + 2:
+        if len(_QUOTED) >= QUOTED_LIMIT:
+            _QUOTED.clear()
+            _QUOTED[None] = "null"
         _QUOTED[text] = value
     return value
 

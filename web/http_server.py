@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import Any
 
@@ -60,6 +61,7 @@ class RateLimitedWarning:
 
 
 _base_data_received = web.RequestHandler.data_received
+_base_finish_response = web.RequestHandler.finish_response
 
 
 class HardenedRequestHandler(web.RequestHandler):
@@ -101,6 +103,16 @@ class HardenedRequestHandler(web.RequestHandler):
                 self._head_timer = None
         elif data and self._head_timer is None and not self._request_in_progress:
             self._arm_head_timer()  # first bytes of the next request on a kept-alive socket
+
+    def finish_response(
+        self, request: BaseRequest, resp: StreamResponse, start_time: float | None
+    ) -> Coroutine[Any, Any, tuple[StreamResponse, bool]]:
+        """The security headers on what reaches the client without our middleware: aiohttp
+        answers an ``Expect`` it does not support (417) before any middleware runs.  A plain
+        method handing back the base coroutine, so no extra coroutine runs per request."""
+        if "Server" not in resp.headers:
+            resp.headers.update(SECURITY_HEADERS)
+        return _base_finish_response(self, request, resp, start_time)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.scale
 ADOPTED = (
     "test_claim_rules_and_bookkeeping",
     "test_an_unreadable_due_token_is_flagged_not_a_crash",
+    "test_a_lapsed_lease_fences_out_its_worker",
 )
 globals().update({name: getattr(test_tokens, name) for name in ADOPTED})
 
@@ -49,7 +50,9 @@ async def drain(settings: Settings, claims: Counter[UUID]) -> int:
         while claimed := await users.claim_tokens_due(timedelta(days=7), limit=10):
             for due in claimed:
                 claims[due.user_id] += 1
-                recorded += await users.record_token_refreshed(due.user_id, "fresh", expires)
+                recorded += await users.record_token_refreshed(
+                    due.user_id, "fresh", expires, lease_until=due.lease_until
+                )
     return recorded
 
 
