@@ -51,6 +51,26 @@ ROUTES = {
 }
 
 
+# What each app runs after the Python interpreter, its port appended.
+COMMANDS = {
+    "minimal": [str(ROOT / "bench" / "minimal_app.py")],
+    "defeah-db": ["-m", "web", "--port"],
+    "defeah-db, no access log": ["-m", "web", "--port"],
+}
+
+
+def app_envs(dsn: str, **extra: str) -> dict[str, dict[str, str]]:
+    """Each app's environment: the same database, our app once more with the access log off."""
+    env = {**os.environ, "DATABASE_URL": dsn, **extra}
+    return {app: env for app in APPS} | {
+        "defeah-db, no access log": {**env, "DEFEAH_ACCESS_LOG": "false"}
+    }
+
+
+def app_label(app: str) -> str:
+    return "minimal aiohttp+asyncpg" if app == "minimal" else app
+
+
 @dataclass(frozen=True)
 class Run:
     rps: float
@@ -179,20 +199,12 @@ def main() -> int:
 
     settings = Settings.from_env()
     with target_dsn(settings) as server_dsn, scratch_database(server_dsn) as dsn:
-        env = {**os.environ, "DATABASE_URL": dsn}
         ports = {app: free_port() for app in APPS}
-        commands = {
-            "minimal": [sys.executable, str(ROOT / "bench" / "minimal_app.py")],
-            "defeah-db": [sys.executable, "-m", "web", "--port"],
-            "defeah-db, no access log": [sys.executable, "-m", "web", "--port"],
-        }
-        envs = {app: env for app in APPS} | {
-            "defeah-db, no access log": {**env, "DEFEAH_ACCESS_LOG": "false"}
-        }
+        envs = app_envs(dsn)
         results: dict[tuple[str, str], list[Run]] = {}
         with ExitStack() as stack:
             for app in APPS:
-                command = [*commands[app], str(ports[app])]
+                command = [sys.executable, *COMMANDS[app], str(ports[app])]
                 probe = ROUTES[app][1]
                 stack.enter_context(server(command, envs[app], ports[app], probe))
             for round_no in range(args.rounds):
@@ -217,7 +229,7 @@ def main() -> int:
             runs = results[(route, app)]
             ratios = [run.rps / paired.rps for run, paired in zip(runs, base, strict=True)]
             ratio = median(ratios)
-            label = "minimal aiohttp+asyncpg" if app == "minimal" else app
+            label = app_label(app)
             rps, p50, p99 = (
                 median([getattr(r, f) for r in runs]) for f in ("rps", "p50_ms", "p99_ms")
             )

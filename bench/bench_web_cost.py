@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import re
 import shutil
 import signal
@@ -34,15 +33,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_web import APPS, ROOT, ROUTES, free_port, scratch_database
+from bench.bench_web import (
+    APPS,
+    COMMANDS,
+    ROOT,
+    ROUTES,
+    app_envs,
+    app_label,
+    free_port,
+    scratch_database,
+)
 from dal.config import Settings
 from dal.embedded import target_dsn
-
-COMMANDS = {
-    "minimal": [str(ROOT / "bench" / "minimal_app.py")],
-    "defeah-db": ["-m", "web", "--port"],
-    "defeah-db, no access log": ["-m", "web", "--port"],
-}
 
 
 def serve_requests(port: int, path: str, count: int) -> None:
@@ -107,10 +109,7 @@ def main() -> int:
         scratch_database(server_dsn) as dsn,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        base = {**os.environ, "DATABASE_URL": dsn, "PYTHONHASHSEED": "0"}
-        envs = {app: base for app in APPS} | {
-            "defeah-db, no access log": {**base, "DEFEAH_ACCESS_LOG": "false"}
-        }
+        envs = app_envs(dsn, PYTHONHASHSEED="0")
         per_request: dict[tuple[str, str], float] = {}
         for case in range(len(ROUTES["minimal"])):
             for app in APPS:
@@ -118,11 +117,9 @@ def main() -> int:
                 few, many = (
                     instructions(app, path, n, envs[app], Path(tmp)) for n in (args.few, args.many)
                 )
-                per_request[(ROUTES["defeah-db"][case], app)] = (many - few) / (
-                    args.many - args.few
-                )
-                print(f"  {app:25} {path:28} {per_request[(ROUTES['defeah-db'][case], app)]:,.0f}",
-                      file=sys.stderr)  # fmt: skip
+                cost = (many - few) / (args.many - args.few)
+                per_request[(ROUTES["defeah-db"][case], app)] = cost
+                print(f"  {app:25} {path:28} {cost:,.0f}", file=sys.stderr)
     print(f"callgrind, {args.many} - {args.few} requests on one connection per server")
     print()
     print("| route | app | instructions per request | minimal / this |")
@@ -131,8 +128,7 @@ def main() -> int:
         base_cost = per_request[(route, "minimal")]
         for app in APPS:
             cost = per_request[(route, app)]
-            label = "minimal aiohttp+asyncpg" if app == "minimal" else app
-            print(f"| `{route}` | {label} | {cost:,.0f} | {base_cost / cost:.2f}x |")
+            print(f"| `{route}` | {app_label(app)} | {cost:,.0f} | {base_cost / cost:.2f}x |")
     return 0
 
 
