@@ -42,6 +42,19 @@ async def new_user(users: UsersRepository, email: str) -> UUID:
     return created.id
 
 
+async def make_due(
+    db: Database, user_ids: list[UUID], expires_in: timedelta = timedelta(days=3)
+) -> None:
+    """Make these users' tokens due for a refresh: issued 50 days ago, expiring soon."""
+    async with db.acquire() as conn:
+        await conn.execute(
+            "UPDATE users SET token_issued_at = now() - interval '50 days',"
+            " token_expires_at = now() + $2::interval WHERE id = ANY($1::uuid[])",
+            user_ids,
+            expires_in,
+        )
+
+
 def pg_dump() -> str:
     """The machine's pg_dump when DATABASE_URL names a server, else the embedded wheel's."""
     if os.environ.get("DATABASE_URL"):
@@ -213,12 +226,8 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
     due, young, far, flagged = [await new_user(users, f"{n}@example.com") for n in "abcd"]
     for n, user_id in enumerate((due, young, far, flagged)):
         await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+    await make_due(db, [due, flagged])
     async with db.acquire() as conn:
-        await conn.execute(
-            "UPDATE users SET token_issued_at = now() - interval '50 days',"
-            " token_expires_at = now() + interval '3 days' WHERE id = ANY($1::uuid[])",
-            [due, flagged],
-        )
         await conn.execute(
             "UPDATE users SET token_issued_at = now() - interval '2 hours',"
             " token_expires_at = now() + interval '3 days' WHERE id = $1",
@@ -262,12 +271,7 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
         "reissued": True,
     }
     # Code 190 flags the row; only a reconnect brings it back.
-    async with db.acquire() as conn:
-        await conn.execute(
-            "UPDATE users SET token_issued_at = now() - interval '50 days',"
-            " token_expires_at = now() + interval '1 day' WHERE id = $1",
-            due,
-        )
+    await make_due(db, [due], expires_in=timedelta(days=1))
     [doomed] = await users.claim_tokens_due(timedelta(days=7))
     flag = await users.record_token_refresh_failed(doomed.user_id, "190")
     assert flag is not None and flag.needs_reauth
@@ -284,12 +288,8 @@ async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> N
     good, broken = [await new_user(users, f"{n}@example.com") for n in "ab"]
     for n, user_id in enumerate((good, broken)):
         await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+    await make_due(db, [good, broken])
     async with db.acquire() as conn:
-        await conn.execute(
-            "UPDATE users SET token_issued_at = now() - interval '50 days',"
-            " token_expires_at = now() + interval '3 days' WHERE id = ANY($1::uuid[])",
-            [good, broken],
-        )
         copied = await conn.fetchval(
             "SELECT instagram_access_token FROM users WHERE id = $1", good
         )  # sealed for another user: it does not decrypt on this row
@@ -315,12 +315,7 @@ async def test_a_lapsed_lease_fences_out_its_worker(db: Database) -> None:
     users = UsersRepository(db)
     user_id = await new_user(users, "fence@example.com")
     await users.connect_instagram(user_id, link("tok-old"))
-    async with db.acquire() as conn:
-        await conn.execute(
-            "UPDATE users SET token_issued_at = now() - interval '50 days',"
-            " token_expires_at = now() + interval '3 days' WHERE id = $1",
-            user_id,
-        )
+    await make_due(db, [user_id])
     [first] = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(seconds=1))
     await asyncio.sleep(1.2)
     [second] = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(minutes=5))
