@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final, cast
+from typing import Final, Generic, TypeVar, cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -57,33 +57,6 @@ class CounterChild:
         self.value += amount
 
 
-class LoopCounter(Collector):
-    """A counter family recorded without locks (see the module docstring)."""
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], CounterChild] = {}
-        if not self.labelnames:  # exposed as 0 from the start, like the library's counter
-            self._children[()] = CounterChild()
-
-    def labels(self, *values: str) -> CounterChild:
-        """The child of these label values (created on first use; keep it, it is reused)."""
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = CounterChild()
-        return child
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):  # a copy: see the module docstring
-            family.add_metric(list(values), child.value)
-        yield family
-
-
 class HistogramChild:
     """One label set of a ``LoopHistogram``: a count per bucket (not cumulative) and a sum."""
 
@@ -100,7 +73,54 @@ class HistogramChild:
         self.sum += amount
 
 
-class LoopHistogram(Collector):
+Child = TypeVar("Child", CounterChild, HistogramChild)
+
+
+class LoopFamily(Collector, Generic[Child]):
+    """What both recorders share: name, help, label names and a child per label set."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Child] = {}
+
+    def new_child(self) -> Child:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> Child:
+        """The child of these label values (created on first use; keep it, it is reused)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.new_child()
+        return child
+
+    def children(self) -> list[tuple[tuple[str, ...], Child]]:
+        """A copy, so a scrape never iterates while the loop adds a child (module docstring)."""
+        return list(self._children.items())
+
+
+class LoopCounter(LoopFamily[CounterChild]):
+    """A counter family recorded without locks (see the module docstring)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        super().__init__(name, documentation, labelnames)
+        if not self.labelnames:  # exposed as 0 from the start, like the library's counter
+            self.labels()
+
+    def new_child(self) -> CounterChild:
+        return CounterChild()
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children():
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class LoopHistogram(LoopFamily[HistogramChild]):
     """A histogram family recorded without locks (see the module docstring)."""
 
     def __init__(
@@ -110,26 +130,17 @@ class LoopHistogram(Collector):
         labelnames: Sequence[str],
         buckets: Sequence[float],
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
+        super().__init__(name, documentation, labelnames)
         # +Inf is always the last bucket, as in the library; a given inf bound would repeat it
         self.bounds = tuple(sorted(float(bound) for bound in buckets if bound != float("inf")))
-        self._children: dict[tuple[str, ...], HistogramChild] = {}
 
-    def labels(self, *values: str) -> HistogramChild:
-        """The child of these label values (created on first use; keep it, it is reused)."""
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = HistogramChild(self.bounds)
-        return child
+    def new_child(self) -> HistogramChild:
+        return HistogramChild(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         edges = [*(go_float(bound) for bound in self.bounds), "+Inf"]
-        for values, child in list(self._children.items()):  # a copy: see the module docstring
+        for values, child in self.children():
             total, buckets = 0, []
             for edge, count in zip(edges, child.counts, strict=True):
                 total += count
