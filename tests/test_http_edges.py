@@ -268,11 +268,13 @@ def test_a_full_sink_drops_and_counts_without_blocking(stalled_pipe: tuple[int, 
     read_end, write_end = stalled_pipe
     sink = LineSink(write_end, capacity=100)
     access = AccessLog(sink)
+    logger = access.logger_class()(logging.getLogger("test.access"), "")
+    request, response = make_mocked_request("GET", "/livez"), web.Response(body=b"ok")
     line = "x" * 1000 + "\n"
     started = time.monotonic()
     accepted = sum(sink.put(line) for _ in range(1000))  # ~1 MB into a 64 KB pipe
     for _ in range(50):
-        access.write('{"path":"/livez"}')
+        logger.log(request, response, 0.001)
     assert time.monotonic() - started < 1.0  # never waited for the stalled reader
     assert accepted < 1000
     assert access.dropped == 50

@@ -62,11 +62,6 @@ class AccessLog:
         self._sink = sink
         self.dropped = 0  # access lines the full sink refused
 
-    def write(self, entry: str) -> None:
-        """Queue one already-serialised JSON object (dropped and counted if the sink is full)."""
-        if not self._sink.put(f"{log_time()} INFO web.access: {entry}\n"):
-            self.dropped += 1
-
     def logger_class(self) -> type[AbstractAccessLogger]:
         """An aiohttp access-logger class writing through this object."""
         access, sink = self, self._sink
