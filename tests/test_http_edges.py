@@ -190,10 +190,12 @@ def test_malformed_requests_get_a_short_problem_and_a_rate_limited_warning(
         )
         assert status == 405
         assert_hardened_headers(headers)
-        for path in ("/livez", "/missing"):  # aiohttp answers an Expect before any middleware
+        for path in ("/livez", "/missing"):  # aiohttp answers an Expect before routing on
             head = f"GET {path} HTTP/1.1\r\nHost: x\r\nExpect: x\r\nConnection: close\r\n\r\n"
-            status, headers, _ = raw_exchange(server.port, head.encode())
+            status, headers, body = raw_exchange(server.port, head.encode())
             assert status == 417
+            assert headers["content-type"].startswith("application/problem+json")
+            assert json.loads(body)["status"] == 417
             assert_hardened_headers(headers)
         wait_for_line(server, "rejected a malformed request")
         assert server.stop() == 0

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from dal import migrations
 from dal.config import Settings
@@ -30,7 +31,10 @@ from tests.factories import make_settings
 from web.access_log import AccessLog
 from web.app import DATABASE, create_app
 from web.health import HEALTH, SingleFlight
+from web.http_server import HttpRunner
 from web.log_sink import LineSink
+from web.metrics import HTTP_REQUESTS
+from web.middleware import edge_middleware
 
 HEALTH_TYPE = "application/health+json"
 PROBLEM_TYPE = "application/problem+json"
@@ -50,11 +54,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class HttpTestServer(TestServer):
+    """aiohttp's test server running the app through our ``HttpRunner``, as ``serve`` does:
+    the edge layer then runs around the app's handler instead of as its middleware."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return HttpRunner(self.app, header_timeout=5.0, **kwargs)
+
+
+# The two ways the app is served: as a plain aiohttp app (tests, embedders) and by our server.
+SERVERS = {"aiohttp": TestServer, "ours": HttpTestServer}
+
+
 @asynccontextmanager
 async def serving(
-    settings: Settings, app: web.Application | None = None
+    settings: Settings, app: web.Application | None = None, server: str = "aiohttp"
 ) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(app or create_app(settings))) as client:
+    test_server: BaseTestServer = SERVERS[server](app or create_app(settings))
+    async with TestClient(test_server) as client:
         yield client
 
 
@@ -147,8 +164,9 @@ async def test_detailed_reports_pool_migrations_uptime(web_settings: Settings) -
     }
 
 
-async def test_head_requests_have_headers_and_no_body(web_settings: Settings) -> None:
-    async with serving(web_settings) as client:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_head_requests_have_headers_and_no_body(web_settings: Settings, server: str) -> None:
+    async with serving(web_settings, server=server) as client:
         for path in ROUTES:
             async with client.head(path) as resp:
                 assert resp.status == 200, path
@@ -157,8 +175,9 @@ async def test_head_requests_have_headers_and_no_body(web_settings: Settings) ->
                 assert await resp.read() == b""
 
 
-async def test_unknown_path_is_problem_json(web_settings: Settings) -> None:
-    async with serving(web_settings) as client:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_unknown_path_is_problem_json(web_settings: Settings, server: str) -> None:
+    async with serving(web_settings, server=server) as client:
         status, headers, body = await get_json(client, "/api/v1/nope")
         async with client.head("/nope") as resp:
             assert resp.status == 404
@@ -169,8 +188,9 @@ async def test_unknown_path_is_problem_json(web_settings: Settings) -> None:
     assert "<html" not in str(body).lower()
 
 
-async def test_wrong_method_is_problem_json_with_allow(web_settings: Settings) -> None:
-    async with serving(web_settings) as client:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_wrong_method_is_problem_json_with_allow(web_settings: Settings, server: str) -> None:
+    async with serving(web_settings, server=server) as client:
         for path in ROUTES:
             async with client.post(path, data=b"{}") as resp:
                 assert resp.status == 405, path
@@ -180,17 +200,55 @@ async def test_wrong_method_is_problem_json_with_allow(web_settings: Settings) -
                 assert body["status"] == 405 and body["title"] == "Method Not Allowed"
 
 
-async def test_unexpected_error_is_a_bare_500_problem(web_settings: Settings) -> None:
-    async def broken(request: web.Request) -> web.Response:
-        raise RuntimeError("internal detail s3cret-in-exception")
+async def broken(request: web.Request) -> web.Response:
+    raise RuntimeError("internal detail s3cret-in-exception")
 
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_unexpected_error_is_a_bare_500_problem(web_settings: Settings, server: str) -> None:
     app = create_app(web_settings)
-    app.router.add_get("/broken", broken)
-    async with serving(web_settings, app) as client, client.get("/broken") as resp:
+    app.router.add_get("/broken", broken)  # added after create_app, as an embedder would
+    async with serving(web_settings, app, server) as client, client.get("/broken") as resp:
         text = await resp.text()
         assert resp.status == 500
         assert resp.headers["Content-Type"] == PROBLEM_TYPE
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert "s3cret" not in text and "Traceback" not in text and "RuntimeError" not in text
+
+
+def requests_counted(route: str, method: str, status: int) -> float:
+    return HTTP_REQUESTS.labels(route, method, str(status)).value
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_the_edge_layer_runs_exactly_once_per_request(
+    web_settings: Settings, server: str
+) -> None:
+    """Our runner moves the edge middleware out of the app and calls it around the app's
+    handler; a request must then pass it once (counted once), not twice and not never."""
+    app = create_app(web_settings)
+    app.router.add_get("/broken", broken)
+    cases = [
+        ("GET", "/api/v1/health", {}, "/api/v1/health", 200),
+        ("GET", "/nope", {}, "unmatched", 404),
+        ("POST", "/livez", {}, "unmatched", 405),
+        ("GET", "/broken", {}, "/broken", 500),
+    ]
+    if server == "ours":  # aiohttp answers an unknown Expect before any middleware runs
+        cases.append(("GET", "/livez", {"Expect": "nonsense"}, "/livez", 417))
+    before = [requests_counted(route, method, status) for method, _, _, route, status in cases]
+    async with serving(web_settings, app, server) as client:
+        for _ in range(3):
+            for method, path, headers, _, status in cases:
+                async with client.request(method, path, headers=headers) as resp:
+                    assert resp.status == status, path
+                    assert resp.headers["Server"] == "defeah-db", path
+                    assert resp.headers["Cache-Control"] == "no-store", path
+                    if status >= 400:
+                        assert resp.headers["Content-Type"] == PROBLEM_TYPE, path
+        assert (edge_middleware in app.middlewares) == (server == "aiohttp")
+    after = [requests_counted(route, method, status) for method, _, _, route, status in cases]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [3.0] * len(cases)
 
 
 async def test_health_token_restricts_detailed_to_bearer(web_settings: Settings) -> None:

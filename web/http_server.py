@@ -15,6 +15,11 @@ was sent, logs it at ERROR with a traceback, and puts its and Python's versions 
 ``handle_error`` below answers with a short problem document instead and logs one rate-limited
 WARNING line: a scanner must not be able to flood the log.
 
+The security headers reach every response two ways: ``handle_error``'s replies carry them, and
+``HttpRunner`` runs the application's edge layer (web/middleware.py) around the application's
+whole handler, so also around what aiohttp answers before any middleware would run (an
+unsupported ``Expect`` gets a 417 problem document there).
+
 The hooks are a ``RequestHandler`` subclass (made by an ``aiohttp.web.Server`` subclass, which
 ``HttpRunner`` builds in the runner's ``_make_server`` step): no aiohttp global is patched.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -32,6 +37,7 @@ from aiohttp import web
 from aiohttp.web import BaseRequest, StreamResponse
 
 from web.headers import SECURITY_HEADERS
+from web.middleware import edge_middleware
 from web.problems import DETAILS, problem_response
 
 log = logging.getLogger("web.http")
@@ -61,7 +67,6 @@ class RateLimitedWarning:
 
 
 _base_data_received = web.RequestHandler.data_received
-_base_finish_response = web.RequestHandler.finish_response
 
 
 class HardenedRequestHandler(web.RequestHandler):
@@ -103,16 +108,6 @@ class HardenedRequestHandler(web.RequestHandler):
                 self._head_timer = None
         elif data and self._head_timer is None and not self._request_in_progress:
             self._arm_head_timer()  # first bytes of the next request on a kept-alive socket
-
-    def finish_response(
-        self, request: BaseRequest, resp: StreamResponse, start_time: float | None
-    ) -> Coroutine[Any, Any, tuple[StreamResponse, bool]]:
-        """The security headers on what reaches the client without our middleware: aiohttp
-        answers an ``Expect`` it does not support (417) before any middleware runs.  A plain
-        method handing back the base coroutine, so no extra coroutine runs per request."""
-        if "Server" not in resp.headers:
-            resp.headers.update(SECURITY_HEADERS)
-        return _base_finish_response(self, request, resp, start_time)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()
@@ -182,11 +177,22 @@ class HttpServer(web.Server):
 
 
 class HttpRunner(web.AppRunner):
-    """``AppRunner`` serving through ``HttpServer``.
+    """``AppRunner`` serving through ``HttpServer``, with the edge layer run by the server.
 
     ``_make_server`` is the hook aiohttp's runners override to choose their server; the base
-    implementation runs the application's start-up and returns a plain ``Server``, whose public
-    handler, request factory and cancellation flag are carried over.
+    implementation runs the application's start-up and returns a plain ``Server``, whose handler
+    and request factory are carried over (the runner's options, handler cancellation among
+    them, are passed on as they came).
+
+    When ``edge_middleware`` is the application's outermost middleware (as ``create_app`` makes
+    it), the runner takes it out of the application before it freezes and calls it around the
+    application's whole handler instead.  Why: aiohttp runs any middleware through its
+    middleware machinery (a ``partial`` per layer plus a layer of its own that tracks the
+    current sub-application), about 13,600 CPU instructions per request, a twentieth of the
+    liveness route (bench/bench_web_cost.py).  Called by the server, the same function does the
+    same work for every request, routes added after ``create_app`` and aiohttp's own 404, 405
+    and 417 included; the application itself keeps the middleware wherever it is served by
+    another runner (aiohttp's test server, an embedder's ``web.run_app``).
     """
 
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
@@ -194,11 +200,15 @@ class HttpRunner(web.AppRunner):
         self._header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:
+        middlewares = self.app.middlewares
+        edge = not middlewares.frozen and bool(middlewares) and middlewares[0] is edge_middleware
+        if edge:
+            del middlewares[0]
         plain = await super()._make_server()
+        handler = plain.request_handler
         return HttpServer(
-            plain.request_handler,
+            partial(edge_middleware, handler=handler) if edge else handler,
             request_factory=plain.request_factory,
-            handler_cancellation=plain.handler_cancellation,
             header_timeout=self._header_timeout,
             **self._kwargs,
         )
