@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from aiohttp import hdrs
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
@@ -71,7 +72,8 @@ class AccessLog:
                 # One f-string for the whole line, strings through quoted() (quotes, escapes,
                 # control characters) or its cache, numbers as they are: a whole-dict
                 # json.dumps and a LogRecord per request cost 40% of the liveness route.
-                agent = request.headers.get("User-Agent", "")[:USER_AGENT_LIMIT]
+                # hdrs.USER_AGENT is an istr: multidict skips case-folding the key
+                agent = request.headers.get(hdrs.USER_AGENT, "")[:USER_AGENT_LIMIT]
                 remote, method, path = request.remote, request.method, request.path
                 line = (
                     f"{log_time()} INFO web.access: "

@@ -1,11 +1,16 @@
-"""The one middleware every routed request passes: problem documents, security headers and
-the HTTP metrics, in a single layer.
+"""The one edge layer every request passes: problem documents, security headers and the HTTP
+metrics, in a single function.
 
 Why one layer and not one per concern: each aiohttp middleware costs about 13,600 CPU
-instructions per request (callgrind, aiohttp 3.14), a fifth of what a bare liveness handler
+instructions per request (callgrind, aiohttp 3.14), a twentieth of what the liveness route
 costs, and the on-response-prepare signal that used to add the headers about 11,400 more.  On
 the liveness route those layers, with prometheus_client's locking recorders, were most of the
 gap to a minimal aiohttp app (bench/bench_web_cost.py, docs/benchmarks.md).
+
+Where it runs: ``create_app`` installs it as the application's middleware, so any runner gets
+it; our own server (``web.http_server.HttpRunner``) takes it out of the application and calls
+it around the application's whole handler, which skips aiohttp's middleware machinery.  Hence
+a plain ``(request, handler)`` function, no per-application state.
 
 Order inside the layer: the handler's HTTP errors and unexpected exceptions become problem
 documents first (web.problems), so the metrics see the status the client gets.
