@@ -19,6 +19,7 @@ from datetime import datetime
 from importlib.metadata import version as package_version
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
@@ -249,6 +250,94 @@ async def test_the_edge_layer_runs_exactly_once_per_request(
         assert (edge_middleware in app.middlewares) == (server == "aiohttp")
     after = [requests_counted(route, method, status) for method, _, _, route, status in cases]
     assert [b - a for a, b in zip(before, after, strict=True)] == [3.0] * len(cases)
+
+
+class BrokenResolver(web.PlainResource):
+    """A resource whose routing itself fails: the request has no match info yet."""
+
+    async def resolve(self, request: web.Request) -> Any:
+        raise RuntimeError("resolver failed")
+
+
+async def test_a_failing_router_is_one_counted_500_problem(
+    web_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(web_settings)
+    app.router.register_resource(BrokenResolver("/any"))
+    before = requests_counted("unmatched", "GET", 500)
+    async with serving(web_settings, app, "ours") as client, client.get("/any") as resp:
+        assert resp.status == 500
+        assert resp.headers["Content-Type"] == PROBLEM_TYPE
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert requests_counted("unmatched", "GET", 500) == before + 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].name == "web.problems", errors
+
+
+async def serve_once(runner: HttpRunner, requests: list[tuple[str, dict[str, str]]]) -> list[Any]:
+    """Set the runner up on a free port, send each (path, headers), clean up; the replies."""
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        replies = []
+        async with aiohttp.ClientSession() as session:
+            for path, headers in requests:
+                async with session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as r:
+                    replies.append((r.status, r.headers.copy(), await r.read()))
+        return replies
+    finally:
+        await runner.cleanup()
+
+
+async def test_our_runner_keeps_the_edge_across_setups_and_a_failed_start(
+    web_settings: Settings,
+) -> None:
+    app = create_app(web_settings)
+    runner = HttpRunner(app, header_timeout=5.0)
+    for _ in range(2):  # a second setup finds the app frozen, the edge already outside it
+        [(status, headers, _)] = await serve_once(runner, [("/nope", {})])
+        assert status == 404 and headers["Content-Type"] == PROBLEM_TYPE
+        assert headers["Server"] == "defeah-db"
+
+    async def failing_start(app: web.Application) -> None:
+        raise RuntimeError("start-up failed")
+
+    app = create_app(web_settings)
+    app.on_startup.append(failing_start)
+    with pytest.raises(RuntimeError, match="start-up failed"):
+        await HttpRunner(app, header_timeout=5.0).setup()
+    assert list(app.middlewares) == [edge_middleware]  # given back for whoever serves it next
+
+
+async def test_an_app_frozen_before_our_runner_keeps_headers_on_every_reply(
+    web_settings: Settings,
+) -> None:
+    """Frozen first (as when mounted in another app), the edge stays a middleware; aiohttp's
+    417 for an unknown Expect, made before any middleware, still gets the headers."""
+    app = create_app(web_settings)
+    app.freeze()
+    replies = await serve_once(
+        HttpRunner(app, header_timeout=5.0), [("/nope", {}), ("/livez", {"Expect": "x"})]
+    )
+    assert [status for status, _, _ in replies] == [404, 417]
+    for _, headers, _ in replies:
+        assert headers["Server"] == "defeah-db" and headers["Cache-Control"] == "no-store"
+    assert edge_middleware in app.middlewares
+
+
+async def test_the_apps_handler_args_reach_our_server(web_settings: Settings) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[edge_middleware], handler_args={"max_field_size": 100})
+    app.router.add_get("/", ok)
+    replies = await serve_once(
+        HttpRunner(app, header_timeout=5.0),
+        [("/", {"X-Long": "y" * 50}), ("/", {"X-Long": "y" * 200})],
+    )
+    assert [status for status, _, _ in replies] == [200, 400]
 
 
 async def test_health_token_restricts_detailed_to_bearer(web_settings: Settings) -> None:

@@ -15,10 +15,11 @@ was sent, logs it at ERROR with a traceback, and puts its and Python's versions 
 ``handle_error`` below answers with a short problem document instead and logs one rate-limited
 WARNING line: a scanner must not be able to flood the log.
 
-The security headers reach every response two ways: ``handle_error``'s replies carry them, and
+The security headers reach every response: ``handle_error``'s replies carry them, and
 ``HttpRunner`` runs the application's edge layer (web/middleware.py) around the application's
 whole handler, so also around what aiohttp answers before any middleware would run (an
-unsupported ``Expect`` gets a 417 problem document there).
+unsupported ``Expect`` gets a 417 problem document there); where it cannot,
+``HeaderGuardRequestHandler`` adds the headers to that 417.
 
 The hooks are a ``RequestHandler`` subclass (made by an ``aiohttp.web.Server`` subclass, which
 ``HttpRunner`` builds in the runner's ``_make_server`` step): no aiohttp global is patched.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -67,6 +69,7 @@ class RateLimitedWarning:
 
 
 _base_data_received = web.RequestHandler.data_received
+_base_finish_response = web.RequestHandler.finish_response
 
 
 class HardenedRequestHandler(web.RequestHandler):
@@ -156,17 +159,43 @@ class HardenedRequestHandler(web.RequestHandler):
         return response
 
 
-class HttpServer(web.Server):
-    """aiohttp's low-level server making ``HardenedRequestHandler`` protocols."""
+class HeaderGuardRequestHandler(HardenedRequestHandler):
+    """``HardenedRequestHandler`` for an application whose edge layer stays its middleware.
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    aiohttp answers an unsupported ``Expect`` (417) before any middleware runs, so that reply
+    would leave without the security headers; they are added here.  ``HttpRunner`` uses this
+    protocol only when it cannot run the edge layer itself (see there): the check is one more
+    header look-up per response.
+    """
+
+    def finish_response(
+        self, request: BaseRequest, resp: StreamResponse, start_time: float | None
+    ) -> Coroutine[Any, Any, tuple[StreamResponse, bool]]:
+        # a plain method handing back the base coroutine: no extra coroutine per request
+        if "Server" not in resp.headers:
+            resp.headers.update(SECURITY_HEADERS)
+        return _base_finish_response(self, request, resp, start_time)
+
+
+class HttpServer(web.Server):
+    """aiohttp's low-level server making ``HardenedRequestHandler`` protocols (or ``protocol``)."""
+
+    def __init__(
+        self,
+        handler: Any,  # called with what request_factory makes: web.Request for an application
+        *,
+        header_timeout: float,
+        protocol: type[HardenedRequestHandler] = HardenedRequestHandler,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
+        self._protocol = protocol
         self._rejected = RateLimitedWarning(log)
         self._cut_off = RateLimitedWarning(log)
 
     def __call__(self) -> HardenedRequestHandler:
-        return HardenedRequestHandler(
+        return self._protocol(
             self,
             loop=self._loop,
             header_timeout=self._header_timeout,
@@ -180,35 +209,51 @@ class HttpRunner(web.AppRunner):
     """``AppRunner`` serving through ``HttpServer``, with the edge layer run by the server.
 
     ``_make_server`` is the hook aiohttp's runners override to choose their server; the base
-    implementation runs the application's start-up and returns a plain ``Server``, whose handler
-    and request factory are carried over (the runner's options, handler cancellation among
-    them, are passed on as they came).
+    implementation runs the application's start-up and returns a plain ``Server``.  Its
+    handler, request factory, cancellation flag and protocol options (the runner's and the
+    application's ``handler_args``, read from the ``_kwargs`` attribute aiohttp keeps them in)
+    are carried over.
 
     When ``edge_middleware`` is the application's outermost middleware (as ``create_app`` makes
-    it), the runner takes it out of the application before it freezes and calls it around the
-    application's whole handler instead.  Why: aiohttp runs any middleware through its
-    middleware machinery (a ``partial`` per layer plus a layer of its own that tracks the
-    current sub-application), about 13,600 CPU instructions per request, a twentieth of the
-    liveness route (bench/bench_web_cost.py).  Called by the server, the same function does the
-    same work for every request, routes added after ``create_app`` and aiohttp's own 404, 405
-    and 417 included; the application itself keeps the middleware wherever it is served by
-    another runner (aiohttp's test server, an embedder's ``web.run_app``).
+    it) and the application is not frozen yet, the runner takes it out of the application
+    before start-up and calls it around the application's whole handler instead.  Why: aiohttp
+    runs any middleware through its middleware machinery (a ``partial`` per layer plus a layer
+    of its own that tracks the current sub-application), about 12,500 CPU instructions per
+    request, 4% of the liveness route (bench/bench_web_cost.py).  Called by the server, the
+    same function does the same work for every request, routes added after ``create_app`` and
+    aiohttp's own 404, 405 and 417 included.  The runner remembers that it did so (a second
+    ``setup`` after ``cleanup`` finds the application frozen without it) and gives the
+    middleware back if start-up fails.  An application that was frozen first (or ours mounted
+    inside another) keeps its middleware and is served by ``HeaderGuardRequestHandler``.
     """
 
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
+        self._edge_outside = False  # edge_middleware taken out of the app, run by the server
 
     async def _make_server(self) -> web.Server:
         middlewares = self.app.middlewares
-        edge = not middlewares.frozen and bool(middlewares) and middlewares[0] is edge_middleware
-        if edge:
+        if not middlewares.frozen and middlewares and middlewares[0] is edge_middleware:
             del middlewares[0]
-        plain = await super()._make_server()
+            self._edge_outside = True
+            try:
+                plain = await super()._make_server()
+            except BaseException:
+                if not middlewares.frozen:  # start-up failed: the app gets its edge back
+                    middlewares.insert(0, edge_middleware)
+                    self._edge_outside = False
+                raise
+        else:
+            plain = await super()._make_server()
         handler = plain.request_handler
+        if self._edge_outside:
+            handler = partial(edge_middleware, handler=handler)
         return HttpServer(
-            partial(edge_middleware, handler=handler) if edge else handler,
+            handler,
             request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
             header_timeout=self._header_timeout,
-            **self._kwargs,
+            protocol=HardenedRequestHandler if self._edge_outside else HeaderGuardRequestHandler,
+            **plain._kwargs,
         )

@@ -66,7 +66,7 @@ HTTP_REQUESTS: Final = LoopCounter(
 )
 HTTP_DURATION: Final = LoopHistogram(
     "defeah_http_request_duration_seconds",
-    "Time to build each HTTP response (handler and middlewares), by route template.",
+    "Time to route each HTTP request and build its response, by route template.",
     ["route", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
@@ -77,7 +77,12 @@ _CHILDREN: dict[tuple[str, str, int], tuple[CounterChild, HistogramChild]] = {}
 
 def route_label(request: web.Request) -> str:
     """The matched route's template, or ``unmatched``: never the raw path."""
-    resource = request.match_info.route.resource
+    # the attribute, not the match_info property: that asserts, and routing itself may have
+    # failed (a resolver raising) before a request reaches the edge layer around the app
+    match_info = request._match_info
+    if match_info is None:
+        return UNMATCHED
+    resource = match_info.route.resource
     return UNMATCHED if resource is None else resource.canonical
 
 
