@@ -23,10 +23,12 @@ def test_rehearse_reports_each_statement_and_drops_its_copy(pg: PgServer, tmp_pa
     scratch = "SELECT datname FROM pg_database WHERE datname LIKE 'defeah\\_rehearse\\_%%'"
     before = query(dsn, scratch)
 
-    lines = rehearsal.rehearse(make_settings(dsn), dsn, 20_000)
+    # 100,000 rows: the concurrent index build then lasts ~60 ms, several lock samples (10 ms
+    # apart); on 20,000 it took 0-16 ms and one CI run sampled it not at all
+    lines = rehearsal.rehearse(make_settings(dsn), dsn, 100_000)
 
     text = "\n".join(lines)
-    assert lines[0].startswith("rehearsal on 20,000 users: applied 0006_")
+    assert lines[0].startswith("rehearsal on 100,000 users: applied 0006_")
     assert "statement: CREATE INDEX CONCURRENTLY IF NOT EXISTS users_token_expiry_idx" in text
     assert "held ShareUpdateExclusiveLock on users" in text
     assert "load: " in text and " 0 error(s)" in text
