@@ -13,6 +13,9 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser
@@ -20,7 +23,7 @@ from dal.config import Settings
 from dal.embedded import bundled_psql
 from dal.errors import ConfigError, InvalidUserData, TokenUnreadable
 from dal.reencrypt import reencrypt
-from dal.tokens import cipher_for, dev_key_text, new_key_entry
+from dal.tokens import NONCE_BYTES, TokenCipher, cipher_for, dev_key_text, new_key_entry, parse_keys
 from dal.users import UsersRepository
 from tests.factories import make_settings, stored_column
 
@@ -53,6 +56,13 @@ async def make_due(
             user_ids,
             expires_in,
         )
+
+
+def nonce(stored: str) -> bytes:
+    """The AES-GCM nonce of a stored ``v1:<key id>:<base64>`` value."""
+    version, key_id, body = stored.split(":", 2)
+    assert version == "v1" and key_id, stored
+    return base64.b64decode(body, validate=True)[:NONCE_BYTES]
 
 
 def pg_dump() -> str:
@@ -118,6 +128,56 @@ async def test_legacy_plaintext_still_reads(db: Database) -> None:
         )
     read = await users.instagram_token(ada)
     assert read is not None and read.get_secret_value() == TOKEN
+
+
+@hypothesis_settings(max_examples=50, deadline=None)
+@given(
+    sealings=st.lists(
+        st.tuples(st.sampled_from([UUID(int=1), UUID(int=2)]), st.text(max_size=24)),
+        min_size=2,
+        max_size=12,
+    )
+)
+def test_no_two_ciphertexts_of_any_tokens_share_a_nonce(
+    sealings: list[tuple[UUID, str]],
+) -> None:
+    """AES-GCM under one key must never reuse a nonce: two values sealed with the same key and
+    nonce leak the XOR of their plaintexts and the authentication key.  Whatever tokens are
+    sealed -- the same one twice for the same user included (every pair is sealed twice) --
+    every stored value has a nonce of its own, so the same token never looks the same twice,
+    and each still decrypts to its token."""
+    cipher = TokenCipher(parse_keys(K1))
+    twice = [pair for pair in sealings for _ in range(2)]
+    stored = [cipher.encrypt(user, token) for user, token in twice]
+    nonces = [nonce(value) for value in stored]
+    assert len(set(nonces)) == len(nonces), "a nonce was reused under one key"
+    assert len(set(stored)) == len(stored)
+    for (user, token), value in zip(twice, stored, strict=True):
+        assert cipher.decrypt(user, value) == token
+
+
+async def test_stored_tokens_never_share_a_nonce(clean_dsn: str) -> None:
+    """The same token connected to many users, then reconnected, then re-encrypted under a new
+    key: every value ever stored under one key has its own nonce (the repository and reencrypt
+    paths, not only the cipher)."""
+    async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
+        users = UsersRepository(db)
+        ids = [await new_user(users, f"n{n}@example.com") for n in range(12)]
+        seen: list[str] = []
+        for _ in range(2):  # connect, then reconnect with the very same token
+            for n, user_id in enumerate(ids):
+                await users.connect_instagram(user_id, link(TOKEN, account=f"ig{n}"))
+                seen.append(await stored_column(db, user_id, "instagram_access_token"))
+    async with Database(make_settings(clean_dsn, token_keys=f"{K2},{K1}")) as db:
+        result = await reencrypt(db, UsersRepository(db).tokens, batch=5)
+        assert result.rewritten == len(ids)
+        seen += [await stored_column(db, user_id, "instagram_access_token") for user_id in ids]
+    by_key: dict[str, list[bytes]] = {}
+    for value in seen:
+        by_key.setdefault(value.split(":")[1], []).append(nonce(value))
+    assert {key: len(nonces) for key, nonces in by_key.items()} == {"k1": 24, "k2": 12}
+    for key, nonces in by_key.items():
+        assert len(set(nonces)) == len(nonces), f"a nonce was reused under {key}"
 
 
 async def test_rotation_reencrypts_everything_then_the_old_key_can_go(clean_dsn: str) -> None:
