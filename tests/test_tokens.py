@@ -8,6 +8,7 @@ import base64
 import os
 import stat
 import subprocess
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -20,8 +21,10 @@ from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser
 from dal.config import Settings
+from dal.driver import Connection
 from dal.embedded import bundled_psql
 from dal.errors import ConfigError, InvalidUserData, TokenUnreadable
+from dal.models import DueToken
 from dal.reencrypt import reencrypt
 from dal.tokens import NONCE_BYTES, TokenCipher, cipher_for, dev_key_text, new_key_entry, parse_keys
 from dal.users import UsersRepository
@@ -339,6 +342,48 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
     assert await users.claim_tokens_due(timedelta(days=7)) == []
     await users.connect_instagram(due, link("reconnected", account="ig0"))
     assert not (await users.get(due)).instagram_needs_reauth
+
+
+CLAIMERS = 3  # each holds a connection in a transaction: with the free claim, PgBouncer's 4
+CLAIM_BATCH = 4
+
+
+async def claim_within_bound(
+    users: UsersRepository, limit: int, conn: Connection | None = None
+) -> list[DueToken]:
+    """``claim_tokens_due`` that fails the test, naming why, if it is still running after 5 s
+    (a claim takes milliseconds; one queued behind a row lock ends only with its holder)."""
+    try:
+        async with asyncio.timeout(5):
+            return await users.claim_tokens_due(timedelta(days=7), limit=limit, conn=conn)
+    except TimeoutError:
+        pytest.fail("a claim waited on rows another claimer holds (still waiting after 5 s)")
+
+
+async def test_a_claim_never_waits_on_another_claimers_rows(db: Database) -> None:
+    """Claimers that keep their transaction open hold the rows they leased (row locks until
+    commit).  Each next claim, made while every earlier claimer still holds its rows, returns
+    within a bounded wait with a full batch of *other* rows, and a claim once all due rows are
+    held returns nothing at once: a claim skips locked rows instead of queueing behind them, so
+    N workers run side by side, not one after another.  The bound (5 s, far above a claim's
+    milliseconds) is no speed measurement: a claim that waits on a lock only ends when the
+    holder commits, which here happens after the bound."""
+    users = UsersRepository(db)
+    ids = [await new_user(users, f"c{n}@example.com") for n in range(CLAIMERS * CLAIM_BATCH)]
+    for n, user_id in enumerate(ids):
+        await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+    await make_due(db, ids)
+    batches: list[set[UUID]] = []
+    async with AsyncExitStack() as holders:
+        for _ in range(CLAIMERS):
+            conn = await holders.enter_async_context(db.acquire())
+            await holders.enter_async_context(conn.transaction())
+            claimed = await claim_within_bound(users, CLAIM_BATCH, conn)
+            batches.append({due.user_id for due in claimed})
+        assert await claim_within_bound(users, CLAIM_BATCH) == []  # all held: none left
+    assert [len(batch) for batch in batches] == [CLAIM_BATCH] * CLAIMERS
+    assert set().union(*batches) == set(ids)  # disjoint and complete
+    assert await users.claim_tokens_due(timedelta(days=7)) == []  # committed: all leased
 
 
 async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> None:

@@ -29,6 +29,7 @@ ADOPTED = (
     "test_claim_rules_and_bookkeeping",
     "test_an_unreadable_due_token_is_flagged_not_a_crash",
     "test_a_lapsed_lease_fences_out_its_worker",
+    "test_a_claim_never_waits_on_another_claimers_rows",
 )
 globals().update({name: getattr(test_tokens, name) for name in ADOPTED})
 
