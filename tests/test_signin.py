@@ -16,6 +16,9 @@ from typing import Any
 import bcrypt
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from dal import Database, NewUser, User, UserUpdate, passwords
 from dal.config import Settings
@@ -300,3 +303,90 @@ async def test_the_password_rules_run_once_per_attempt(
     with pytest.raises(InvalidCredentials):
         await users.authenticate(user.email, WRONG)
     assert calls["validate"] == 1
+
+
+# -- one budget per key (issue 22) --------------------------------------------------------------
+
+OWNER_EMAIL = "owner@x.io"
+LIMIT = 3  # the threshold of the key under test; the other keys' are far above the attempts
+THRESHOLDS = {
+    "network": "lockout_threshold",
+    "ip": "lockout_ip_threshold",
+    "account": "lockout_account_threshold",
+}
+REFUSAL: dict[str, type[DalError]] = {
+    "network": InvalidCredentials,  # a spent (email, network) key reads like a wrong password
+    "ip": TooManyAttempts,
+    "account": AccountLocked,
+}
+
+
+def one_key(settings: Settings, scope: str) -> Settings:
+    """Settings in which only ``scope``'s key can run out: its threshold is ``LIMIT``, the
+    other two are far above anything these tests send."""
+    far = {setting: 1000 for setting in THRESHOLDS.values()}
+    return settings.replace(**{**far, THRESHOLDS[scope]: LIMIT})
+
+
+def on_one_key(scope: str, n: int) -> tuple[str, str]:
+    """(email, client address) of the n-th attempt that hits one key of ``scope`` and a fresh
+    key of every other scope: the same email and network; many emails from one address; one
+    email from many networks."""
+    if scope == "network":
+        return OWNER_EMAIL, ATTACKER
+    if scope == "ip":
+        return f"guess{n}@x.io", ATTACKER
+    return OWNER_EMAIL, f"10.{n}.0.1"
+
+
+def budget_rows(target: str) -> list[dict[str, Any]]:
+    """Every budget row with its row version (xmin: changes with any write, lock or not)."""
+    return query(
+        target,
+        "SELECT scope, email, network, used, xmin::text AS version FROM sign_in_budgets"
+        " ORDER BY scope, email, network",
+    )
+
+
+def spellings_of(email: str) -> st.SearchStrategy[str]:
+    """Spellings of ``email`` that normalize to it: each letter in either case, whitespace
+    (ASCII and Unicode, which ``str.strip`` removes too) around it."""
+    space = st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u2003", max_size=2)
+    letters = st.tuples(*(st.sampled_from(sorted({c, c.upper()})) for c in email)).map("".join)
+    return st.builds(lambda before, body, after: before + body + after, space, letters, space)
+
+
+@pytest.mark.parametrize("scope", ["network", "account"])
+@hypothesis_settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    spellings=st.lists(
+        spellings_of(OWNER_EMAIL), min_size=LIMIT + 2, max_size=LIMIT + 4, unique=True
+    )
+)
+async def test_every_spelling_of_an_email_shares_one_budget(
+    settings: Settings, bcrypt_calls: Counter[str], scope: str, spellings: list[str]
+) -> None:
+    """``Owner@x.io``, `` OWNER@X.IO``, ``owner@x.io\\t`` ... are one email: wrong passwords
+    under distinct spellings (from one network, or the account's key from a network each)
+    spend one budget -- *threshold* bcrypt checks in all, then refusals, the right password
+    under yet another spelling included -- and the table holds one key for them, under the
+    normalized email.  Case or whitespace variants must not multiply an attacker's guesses."""
+    query(dsn(settings), "TRUNCATE users, sign_in_budgets, auth_events")
+    *wrong, right = spellings
+    async with Database(one_key(settings, scope)) as db:
+        await new_user(db, OWNER_EMAIL)
+        bcrypt_calls.clear()
+        results = [
+            await outcome(db, email, WRONG, on_one_key(scope, n)[1])
+            for n, email in enumerate(wrong)
+        ]
+        last = await outcome(db, right, PASSWORD, on_one_key(scope, len(wrong))[1])
+    assert bcrypt_calls["checkpw"] == LIMIT, spellings
+    assert results == [InvalidCredentials] * LIMIT + [REFUSAL[scope]] * (len(wrong) - LIMIT)
+    assert last is REFUSAL[scope]
+    keys = [row for row in budget_rows(dsn(settings)) if row["scope"] == scope]
+    assert [(row["email"], row["used"]) for row in keys] == [(OWNER_EMAIL, LIMIT)]
