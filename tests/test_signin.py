@@ -1,4 +1,4 @@
-"""Issue 11: sign-in under attack, against a real PostgreSQL with real bcrypt.
+"""Issues 11 and 22: sign-in under attack, against a real PostgreSQL with real bcrypt.
 
 bcrypt work is counted by wrapping the library (``bcrypt_calls``, tests/conftest.py); the
 attempt budgets and the event log are read back from the database itself.
@@ -346,6 +346,90 @@ def budget_rows(target: str) -> list[dict[str, Any]]:
         "SELECT scope, email, network, used, xmin::text AS version FROM sign_in_budgets"
         " ORDER BY scope, email, network",
     )
+
+
+@pytest.mark.parametrize("scope", list(THRESHOLDS))
+async def test_exactly_threshold_checks_per_key_sequentially(
+    settings: Settings, bcrypt_calls: Counter[str], scope: str
+) -> None:
+    """Sequential attempts on one key: each of the first *threshold* runs exactly one bcrypt
+    check, each one at and past the threshold none -- the right password included.
+
+    Two statements enforce the threshold, with one rule: a key is spent when the units it had
+    used before this attempt reach its limit.  ``sign_in_state`` reads it before claiming as
+    ``used >= limit``; ``SignIn._claim`` reads it on the count that includes its own unit as
+    ``used > limit``.  Loosening the first to ``used > limit`` lets no extra attempt reach
+    bcrypt, sequential or parallel: a committed ``used`` never exceeds the limit (an over-claim
+    gives its unit back in its own transaction; a limit lowered by configuration leaves
+    ``used`` above it, which both readings refuse), so at the limit the claim still refuses.
+    That mutant passes this test; it is not harmless though -- it turns off the fast refusal,
+    and ``test_a_spent_key_refuses_in_the_first_statement`` catches it."""
+    async with Database(one_key(settings, scope)) as db:
+        await new_user(db, OWNER_EMAIL)
+        await outcome(db, "warm-up@x.io", WRONG)  # makes the dummy hash (hashpw) once
+        results, checks = [], []
+        for n in range(LIMIT + 3):
+            bcrypt_calls.clear()
+            email, client_ip = on_one_key(scope, n)
+            results.append(await outcome(db, email, WRONG, client_ip))
+            checks.append(bcrypt_calls.total())
+        bcrypt_calls.clear()
+        right = await outcome(db, OWNER_EMAIL, PASSWORD, on_one_key(scope, LIMIT + 3)[1])
+        assert bcrypt_calls.total() == 0 and right is REFUSAL[scope]
+    assert checks == [1] * LIMIT + [0] * 3
+    assert results == [InvalidCredentials] * LIMIT + [REFUSAL[scope]] * 3
+
+
+@pytest.mark.parametrize("scope", list(THRESHOLDS))
+async def test_exactly_threshold_checks_per_key_in_parallel(
+    settings: Settings, bcrypt_calls: Counter[str], scope: str
+) -> None:
+    """24 simultaneous wrong passwords on one key: exactly *threshold* bcrypt checks (the
+    threshold's worth of claims win; see the sequential test for the rule)."""
+    attempts = 24
+    async with Database(one_key(settings, scope).replace(acquire_timeout=60.0)) as db:
+        await new_user(db, OWNER_EMAIL)
+        await outcome(db, "warm-up@x.io", WRONG)
+        bcrypt_calls.clear()
+        plan = [on_one_key(scope, n) for n in range(attempts)]
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(
+                *(outcome(db, email, WRONG, client_ip) for email, client_ip in plan)
+            )
+    assert bcrypt_calls.total() == LIMIT
+    expected = Counter({InvalidCredentials: LIMIT})
+    expected[REFUSAL[scope]] += attempts - LIMIT
+    assert Counter(results) == expected
+
+
+@pytest.mark.parametrize("scope", list(THRESHOLDS))
+async def test_a_spent_key_refuses_in_the_first_statement(
+    settings: Settings, bcrypt_calls: Counter[str], scope: str
+) -> None:
+    """A key spent by *threshold* failures refuses the next attempt in ``sign_in_state``, the
+    read-only first statement, without a claim: the refusal neither waits on the key's row
+    lock nor writes a budget row.  So a flood on a spent key costs reads, not a queue of
+    writers on one row lock.  Checked with every budget row locked by another transaction
+    (the refusal must still come, within a bounded wait) and by the rows' versions (xmin)
+    before and after.  Fails if the fast check misses a key spent exactly at its limit (e.g.
+    ``used > limit`` in sign_in_state): the claim would still refuse, but only after waiting
+    for the lock and writing the row twice."""
+    async with Database(one_key(settings, scope)) as db:
+        await new_user(db, OWNER_EMAIL)
+        for n in range(LIMIT):
+            email, client_ip = on_one_key(scope, n)
+            assert await outcome(db, email, WRONG, client_ip) is InvalidCredentials
+        before = budget_rows(dsn(settings))
+        bcrypt_calls.clear()
+        async with db.acquire() as holder, holder.transaction():
+            await holder.execute("SELECT 1 FROM sign_in_budgets FOR UPDATE")
+            try:
+                async with asyncio.timeout(5):
+                    refused = await outcome(db, OWNER_EMAIL, PASSWORD, on_one_key(scope, LIMIT)[1])
+            except TimeoutError:
+                pytest.fail("the refusal of a spent key waited on a budget row lock (> 5 s)")
+        assert refused is REFUSAL[scope] and bcrypt_calls.total() == 0
+        assert budget_rows(dsn(settings)) == before  # not even written and given back
 
 
 def spellings_of(email: str) -> st.SearchStrategy[str]:
