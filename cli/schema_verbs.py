@@ -84,11 +84,16 @@ def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        differences = drift.drift(dsn)
-    for difference in differences:
+        report = drift.drift(dsn)
+    for difference in report.differences:
         say(difference.line())
-    say(f"{len(differences)} difference(s) from {drift.SNAPSHOT.name} on {describe_dsn(dsn)}")
-    return EXIT_ERROR if differences else EXIT_OK
+    for finding in report.findings:
+        say(finding.line())
+    say(
+        f"{len(report.differences)} difference(s) from {drift.SNAPSHOT.name}, "
+        f"{len(report.findings)} partition finding(s) on {describe_dsn(dsn)}"
+    )
+    return EXIT_OK if report.clean else EXIT_ERROR
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,6 +24,11 @@ class MigrationError(DalError):
     """A migration could not be applied or rolled back; nothing of it was committed."""
 
 
+class PartitionLayoutInvalid(DalError):
+    """A partitioned table breaks the partition rule (a misnamed child, bounds that do not match
+    the name, a missing default partition): partition upkeep refuses and changes nothing."""
+
+
 class ProductionRefused(DalError):
     """The target is marked as production and a destructive job was not forced."""
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from dal import checksums, drift
+from dal import checksums, drift, migrations
 from dal.database import Database
 from dal.driver import Connection, describe_error
 from dal.errors import DatabaseUnavailable
@@ -31,7 +31,9 @@ from dal.migrations import SQL_DIR, MigrationStatus
 from dal.queries import load
 from dal.statements import run
 
-REQUIRED_HEAD: Final = "0007_instagram_token_refresh"
+# The newest migration shipped beside this code: code and sql/ are released together, so the
+# code needs every migration it ships (a test keeps the docs' migration table in step).
+REQUIRED_HEAD: Final = migrations.file_ids()[-1]
 SQL = load("migrations")
 
 
@@ -41,6 +43,7 @@ class SchemaState:
     known: tuple[str, ...]
     changed: tuple[str, ...]
     drift: tuple[str, ...]
+    partitions: tuple[str, ...] = ()
 
     @property
     def head(self) -> str | None:
@@ -59,7 +62,7 @@ class SchemaState:
     def status(self) -> str:
         if self.behind:
             return "fail"
-        return "warn" if self.ahead or self.changed or self.drift else "pass"
+        return "warn" if self.ahead or self.changed or self.drift or self.partitions else "pass"
 
     def output(self) -> str | None:
         parts = []
@@ -69,6 +72,7 @@ class SchemaState:
             parts.append(f"ahead of this code by {', '.join(self.ahead)}")
         parts += [f"checksum: {c}" for c in self.changed]
         parts += [f"drift: {d}" for d in self.drift]
+        parts += [f"partition: {p}" for p in self.partitions]
         return "; ".join(parts) or None
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +83,7 @@ class SchemaState:
             "ahead": list(self.ahead),
             "checksums": "changed" if self.changed else "ok",
             "drift": len(self.drift),
+            "partitions": list(self.partitions),
         }
 
 
@@ -131,5 +136,11 @@ async def read(conn: Any) -> SchemaState:
                     m.file
                     for m in checksums.mismatches(SQL_DIR / f"{now.migration_id}.sql", was, now)
                 ]
-    differences = drift.compare(snapshot, await drift.live_catalog(conn))
-    return SchemaState(applied, tuple(files), tuple(changed), tuple(d.line() for d in differences))
+    live = await drift.read_live(conn)
+    return SchemaState(
+        applied,
+        tuple(files),
+        tuple(changed),
+        tuple(d.line() for d in live.differences(snapshot)),
+        tuple(f.text for f in live.findings),
+    )

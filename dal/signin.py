@@ -37,6 +37,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
+from dal import partitions
 from dal.arguments import expect
 from dal.driver import Acquirer, Connection
 from dal.errors import (
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from dal.config import Settings
 
 Q: Final = load("signin")
+OPS: Final = load("ops")
 
 UNKNOWN_NETWORK: Final = "unknown"
 USER_AGENT_MAX: Final = 256
@@ -349,6 +351,8 @@ class MaintenanceReport:
 
 PRUNE_BATCH: Final = 10_000
 MONTHS_AHEAD: Final = 3
+MAX_MONTHS_AHEAD: Final = 120
+EVENTS_TABLE: Final = "auth_events"
 
 
 async def delete_in_batches(
@@ -375,6 +379,20 @@ async def unlock(db: Acquirer, email: str, *, force: bool = False) -> UnlockRepo
     return UnlockReport(normalized, rows[0]["budgets"], rows[0]["user_id"])
 
 
+async def _sound_events_layout(conn: Connection) -> None:
+    """Refuse (``PartitionLayoutInvalid``, nothing changed) when auth_events breaks the
+    partition rule: the partition functions go by names, so a misnamed or wrongly bounded
+    partition would be skipped, or dropped with rows newer than the cut-off."""
+    (await partitions.read_live(conn)).layout.require_sound(EVENTS_TABLE)
+
+
+async def _limit_lock_wait(conn: Connection, settings: Settings) -> None:
+    """Inside a transaction: give up on a lock after the migration lock timeout, so that a job
+    needing auth_events exclusively never queues every sign-in behind it."""
+    timeout = f"{int(settings.migration_lock_timeout * 1000)}ms"
+    await run(conn, OPS["local_lock_timeout"], {"timeout": timeout})
+
+
 async def prune_events(
     db: Acquirer, older_than: timedelta, *, force: bool = False, batch: int = PRUNE_BATCH
 ) -> PruneReport:
@@ -384,12 +402,12 @@ async def prune_events(
         raise InvalidUserData("older_than", "must be a positive duration")
     async with db.acquire() as conn:
         await guard(conn, db.settings, "prune sign-in events", force=force)
-        cutoff = (await run(conn, load("ops")["database_now"], {}))[0]["now"] - older_than
+        cutoff = (await run(conn, OPS["database_now"], {}))[0]["now"] - older_than
         # Dropping a partition locks auth_events exclusively, and every sign-in inserts there:
         # wait at most the migration lock timeout, never queue the sign-ins behind us.
         async with conn.transaction():
-            timeout = f"{int(db.settings.migration_lock_timeout * 1000)}ms"
-            await run(conn, load("ops")["local_lock_timeout"], {"timeout": timeout})
+            await _limit_lock_wait(conn, db.settings)
+            await _sound_events_layout(conn)
             dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
         deleted = await delete_in_batches(conn, Q["delete_events_batch"], {"cutoff": cutoff}, batch)
     return PruneReport(tuple(row["dropped"] for row in dropped), deleted)
@@ -398,8 +416,17 @@ async def prune_events(
 async def maintain_events(
     db: Acquirer, *, months_ahead: int = MONTHS_AHEAD, batch: int = PRUNE_BATCH
 ) -> MaintenanceReport:
-    """Create the monthly partitions ahead and delete budget rows whose window has ended."""
+    """Create the monthly partitions from this month to ``months_ahead`` and delete budget rows
+    whose window has ended.  Idempotent, and safe to start on several hosts at once: runs take
+    turns on an advisory lock (waiting at most the migration lock timeout), so the second finds
+    the partitions the first created."""
+    if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
+        raise InvalidUserData("months_ahead", f"must be between 0 and {MAX_MONTHS_AHEAD}")
     async with db.acquire() as conn:
-        created = await run(conn, Q["ensure_partitions"], {"months_ahead": months_ahead})
+        async with conn.transaction():
+            await _limit_lock_wait(conn, db.settings)
+            await run(conn, Q["lock_event_maintenance"], {})
+            await _sound_events_layout(conn)
+            created = await run(conn, Q["ensure_partitions"], {"months_ahead": months_ahead})
         expired = await delete_in_batches(conn, Q["prune_expired_budgets"], {}, batch)
     return MaintenanceReport(tuple(row["created"] for row in created), expired)

@@ -12,7 +12,7 @@ from tests.pg import query
 
 def test_the_checked_in_snapshot_is_current(fresh_dsn: str) -> None:
     """Fails when a migration changed the schema and `defeah-db snapshot` was not re-run."""
-    assert drift.drift(fresh_dsn) == []
+    assert drift.drift(fresh_dsn).clean
     live = drift.render(drift.expected())  # canonical form of the file
     assert drift.SNAPSHOT.read_text(encoding="utf-8") == live
 
@@ -25,7 +25,7 @@ def test_hand_made_changes_are_each_reported_then_cleared(fresh_dsn: str) -> Non
     out = run_cli(fresh_dsn, "drift")
     assert out.returncode == 1
     lines = out.stdout.splitlines()
-    assert lines[-1].startswith("3 difference(s)")
+    assert lines[-1].startswith("3 difference(s) from schema.snapshot, 0 partition finding(s)")
     assert sorted(line.split(":")[0] for line in lines[:-1]) == [
         "changed column users.timezone",
         "missing comment column users.login_count",
@@ -38,7 +38,7 @@ def test_hand_made_changes_are_each_reported_then_cleared(fresh_dsn: str) -> Non
     query(fresh_dsn, "COMMENT ON COLUMN users.login_count IS 'Number of successful sign-ins.'")
     cleared = run_cli(fresh_dsn, "drift")
     assert cleared.returncode == 0, cleared.stdout
-    assert cleared.stdout.startswith("0 difference(s)")
+    assert cleared.stdout.startswith("0 difference(s) from schema.snapshot, 0 partition")
 
 
 def test_an_invalid_index_is_drift(fresh_dsn: str) -> None:
@@ -46,7 +46,7 @@ def test_an_invalid_index_is_drift(fresh_dsn: str) -> None:
         fresh_dsn,
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'users_pkey'::regclass",
     )
-    assert [d.key for d in drift.drift(fresh_dsn)] == ["index users_pkey"]
+    assert [d.key for d in drift.drift(fresh_dsn).differences] == ["index users_pkey"]
 
 
 def test_snapshot_command_regenerates_the_same_file(fresh_dsn: str, tmp_path: Path) -> None:

@@ -84,3 +84,22 @@ async def test_drift_and_changed_checksums_warn(fresh_dsn: str) -> None:
     assert schema["observedValue"]["drift"] == 1
     assert "unexpected index users_hotfix_idx" in schema["output"]
     assert "checksum: 0001_users.sql" in schema["output"]
+
+
+async def test_a_missing_month_warns_with_the_command_that_fixes_it(fresh_dsn: str) -> None:
+    month = query(
+        fresh_dsn, "SELECT 'auth_events_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMM') AS m"
+    )[0]["m"]
+    query(fresh_dsn, f"DROP TABLE {month}")
+    async with serving(make_settings(fresh_dsn, pool_max_size=4)) as client:
+        status, _, ready = await get_json(client, "/readyz")
+        _, _, detailed = await get_json(client, "/api/v1/health/detailed")
+    assert status == 200 and ready["status"] == "warn"
+    assert ready["checks"]["postgresql:schema"][0]["output"] == GENERIC_SCHEMA_WARN
+    schema = detailed["checks"]["postgresql:schema"][0]
+    assert schema["status"] == "warn" and schema["observedValue"]["drift"] == 0
+    assert schema["observedValue"]["partitions"] == [
+        f"missing {month} for the current month: its rows go to the default partition; "
+        "`defeah-db maintain-events` creates it"
+    ]
+    assert "`defeah-db maintain-events`" in schema["output"]

@@ -193,6 +193,12 @@ WHERE client_ip = :client_ip::inet
 ORDER BY occurred_at DESC, id DESC
 LIMIT :limit;
 
+-- name: lock_event_maintenance^
+-- Serialises maintain-events runs (cron or timers on several hosts at once): a transaction-
+-- level advisory lock, released at commit, so it also works behind PgBouncer in transaction
+-- mode.  Waits at most the caller's lock_timeout.  The key is a fixed hash of the job's name.
+SELECT pg_advisory_xact_lock(hashtextextended('defeah-db maintain-events', 0)) AS locked;
+
 -- name: ensure_partitions
 -- Create the monthly partitions from this month to :months_ahead (function from 0005).
 SELECT auth_events_ensure_partitions(:months_ahead) AS created;
