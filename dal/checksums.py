@@ -65,6 +65,12 @@ def ensure_table(connection: Any) -> None:
         cur.execute(SQL["create_checksum_table"].pyformat)
 
 
+def table_exists(connection: Any) -> bool:
+    with connection.cursor() as cur:
+        cur.execute(SQL["checksum_table_exists"].pyformat)
+        return bool(cur.fetchone()[0])
+
+
 def recorded(connection: Any) -> dict[str, FileHashes]:
     """Recorded hashes by migration id (empty before the first checksummed migrate)."""
     with connection.cursor() as cur:

@@ -113,11 +113,29 @@ class MigrationStatus:
         return self.applied[-1] if self.applied else None
 
 
+MIGRATION_ID = re.compile(r"[0-9]{4}_[a-z0-9_]+")
+
+
+def file_ids(sources: Path = SQL_DIR) -> tuple[str, ...]:
+    """Ids of the migration files in ``sources`` in name order, without importing yoyo; an id
+    outside ``NNNN_lowercase_words`` is refused (it ends up in SQL comments of dry runs)."""
+    if not sources.is_dir():
+        raise MigrationError(f"migrations folder not found: {sources}")
+    ids = sorted(p.name.removesuffix(".sql") for p in sources.glob("*.sql"))
+    ids = [i for i in ids if not i.endswith(".rollback")]
+    for migration_id in ids:
+        if MIGRATION_ID.fullmatch(migration_id) is None:
+            raise MigrationError(
+                f"refusing migration file {migration_id!r}.sql in {sources}: migration ids are "
+                "NNNN_lowercase_words (digits, a-z and _ only)"
+            )
+    return tuple(ids)
+
+
 def read(sources: Path) -> Any:
     from yoyo import read_migrations
 
-    if not sources.is_dir():
-        raise MigrationError(f"migrations folder not found: {sources}")
+    file_ids(sources)  # the folder exists and every id is well-formed
     return read_migrations(str(sources))
 
 
@@ -151,6 +169,121 @@ def backend_for(dsn: str) -> Iterator[Any]:
         yield backend
     finally:
         backend.connection.close()
+
+
+class _NoRows:
+    """What a recorded (not run) statement returns to yoyo: a cursor with no rows."""
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
+class _Recorder:
+    """Mixed into yoyo's backend class for dry runs: reads run, everything else is recorded.
+
+    yoyo creates its bookkeeping tables on first use (``get_backend`` and its internal schema
+    upgrade).  A dry run must write nothing, yet its plan must hold exactly that DDL, so that
+    ``psql -f plan.sql`` ends where ``migrate`` would: so this backend lets yoyo's own code run,
+    keeps its writes (and its transaction control) as SQL text, and runs only its ``SELECT``s,
+    inside a read-only transaction (a write that slipped through would fail, not land).  A read
+    of a bookkeeping table that does not exist yet (the recording "created" it) returns no rows.
+    """
+
+    recorded: list[str]
+    created: set[str]  # yoyo's bookkeeping tables absent from the database
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        from yoyo import utils
+
+        cursor = self.cursor()  # type: ignore[attr-defined]
+        text, args = utils.change_param_style("pyformat", sql, params)
+        if text.lstrip().upper().startswith("SELECT"):
+            if any(f'"{table}"' in text for table in self.created):
+                return _NoRows()
+            cursor.execute(text, args)
+            return cursor
+        self.recorded.append(cursor.mogrify(text, args).decode().strip())
+        return _NoRows()
+
+    def begin(self) -> None:
+        self._in_transaction = True
+        self.recorded.append("BEGIN")
+
+    def commit(self) -> None:
+        self._in_transaction = False
+        self.recorded.append("COMMIT")
+
+    def rollback(self) -> None:
+        self._in_transaction = False
+        self.recorded.append("ROLLBACK")
+
+    @contextmanager
+    def lock(self, timeout: float = 10) -> Iterator[None]:
+        yield  # a dry run takes no lock: yoyo_lock rows never outlive a run anyway
+
+
+@dataclass
+class ReadOnlyRun:
+    """A dry run's view of the database: yoyo's backend on a read-only transaction, the
+    bookkeeping DDL ``migrate`` would run first, and which bookkeeping tables exist."""
+
+    backend: Any
+    bookkeeping: list[str]
+    yoyo_tables: bool
+    checksum_table: bool
+
+
+@contextmanager
+def read_only(dsn: str) -> Iterator[ReadOnlyRun]:
+    """yoyo's view of ``dsn`` without writing anything (see ``_Recorder``)."""
+    import psycopg2
+    from yoyo import internalmigrations
+    from yoyo.backends.base import get_backend_class
+    from yoyo.connections import default_migration_table, parse_uri
+
+    parsed = parse_uri(dsn)
+    recorder = type("RecordingBackend", (_Recorder, get_backend_class(parsed.scheme)), {})
+    try:
+        backend = recorder(parsed, default_migration_table)
+    except psycopg2.Error as exc:
+        raise _cannot_connect(dsn, exc) from None
+    backend.recorded, backend.created = [], set()
+    try:
+        with backend.connection.cursor() as cur:
+            cur.execute(SQL["begin_read_only"].sql)
+        tables = set(backend.list_tables())
+        yoyo_own = {backend.migration_table, backend.log_table, backend.version_table}
+        backend.created = yoyo_own - tables
+        if backend.lock_table not in tables:
+            backend.recorded.append(backend.format_sql(backend.create_lock_table_sql))
+        if internalmigrations.needs_upgrading(backend):
+            internalmigrations.upgrade(backend)
+        backend._internal_schema_updated = True
+        yoyo_tables = backend.migration_table in tables
+        if not yoyo_tables:  # nothing applied yet; yoyo's read would fail on the missing table
+            backend.get_applied_migration_hashes = list
+        bookkeeping, backend.recorded = backend.recorded, []
+        yield ReadOnlyRun(
+            backend, bookkeeping, yoyo_tables, checksums.table_exists(backend.connection)
+        )
+    except psycopg2.Error as exc:
+        raise MigrationError(f"could not read the migration state: {first_line(exc)}") from None
+    finally:
+        backend.connection.close()  # ends the read-only transaction: nothing to keep
+
+
+def invalid_concurrent_indexes(connection: Any, migration: Any) -> list[str]:
+    """INVALID indexes that ``migration`` builds concurrently, left by an interrupted build:
+    ``migrate`` drops them before running it, and the dry run's plan says so."""
+    wanted = set(CONCURRENT_INDEX.findall(Path(migration.path).read_text()))
+    if not wanted:
+        return []
+    with connection.cursor() as cur:
+        cur.execute(SQL["invalid_indexes"].pyformat)
+        return [row[0] for row in cur.fetchall() if row[0] in wanted]
 
 
 def _cannot_connect(dsn: str, exc: BaseException) -> DatabaseUnavailable:
@@ -256,12 +389,8 @@ def _drop_invalid_indexes(backend: Any, migration: Any) -> None:
     """Drop INVALID indexes this migration builds concurrently (left by a killed build)."""
     from psycopg2 import sql
 
-    wanted = set(CONCURRENT_INDEX.findall(Path(migration.path).read_text()))
-    if not wanted:
-        return
+    invalid = invalid_concurrent_indexes(backend.connection, migration)
     with backend.connection.cursor() as cur:
-        cur.execute(SQL["invalid_indexes"].pyformat)
-        invalid = [row[0] for row in cur.fetchall() if row[0] in wanted]
         for name in invalid:
             log.warning(
                 "%s: dropping invalid index %s left by an interrupted build", migration.id, name

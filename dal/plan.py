@@ -1,12 +1,16 @@
 """Dry runs: the exact SQL ``migrate`` or ``rollback`` would run, as a psql-runnable plan.
 
 A DBA reviews the plan or hands it to a change board, then may run it with
-``psql -v ON_ERROR_STOP=1 -f plan.sql``: it carries the session limits, each migration file
-verbatim (inside ``BEGIN``/``COMMIT`` unless the file says ``-- transactional: false``) and the
-bookkeeping statements yoyo and our checksum table would write, so the database ends with the
-same catalog and the same ``status`` as after ``migrate``.  Building the plan only reads: it
-takes no lock and writes nothing (it needs yoyo's tables to exist, as on any database that
-was migrated once).
+``psql -v ON_ERROR_STOP=1 -f plan.sql``: it carries the session limits, the bookkeeping DDL
+yoyo and our checksum table would create on a database never migrated, the INVALID indexes an
+interrupted concurrent build left (``migrate`` drops them first), each migration file verbatim
+(inside ``BEGIN``/``COMMIT`` unless the file says ``-- transactional: false``) and the
+bookkeeping rows ``migrate`` would write, so the database ends with the same catalog and the
+same ``status`` as after ``migrate``.
+
+Building the plan writes nothing: it runs in a read-only transaction, takes no lock and creates
+no table (``dal.migrations.read_only``), on an empty database too.  Nothing to do is said in
+the plan itself ("nothing to apply").
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ def migrate_plan(
 ) -> str:
     """The plan of every pending migration, in order (refused if an applied file changed)."""
     found = migrations.read(sources)
-    with migrations.backend_for(dsn) as backend:
+    with migrations.read_only(dsn) as run:
+        backend = run.backend
         applied = tuple(m.id for m in backend.to_rollback(found))
         changed = migrations.compare_checksums(backend, found, applied, baseline=False)
         if changed:
@@ -36,13 +41,23 @@ def migrate_plan(
         todo = list(backend.to_apply(found))
         recorded = checksums.recorded(backend.connection)
         writer = _Writer(backend.connection, dsn, policy or migrations.RunPolicy(), "migrate")
-        writer.statement(SQL["create_checksum_table"].sql)
+        if run.bookkeeping:
+            writer.comment("yoyo's bookkeeping tables, as yoyo creates them on first use")
+            for statement in run.bookkeeping:
+                writer.statement(statement)
+        if not run.checksum_table:
+            writer.comment("defeah-db's migration checksums (docs/migrations.md#checksums)")
+            writer.statement(SQL["create_checksum_table"].sql)
         for m in found:  # applied before checksums existed: migrate records them first
             if m.id in applied and m.id not in recorded:
                 writer.record(checksums.file_hashes(m.id, Path(m.path)))
         for m in todo:
+            if not m.use_transactions:
+                for index in migrations.invalid_concurrent_indexes(backend.connection, m):
+                    writer.drop_invalid_index(m.id, index)
             writer.migration(m, Path(m.path), "apply")
-    return writer.text()
+        head = applied[0] if applied else None  # to_rollback lists the newest first
+    return writer.text(nothing=f"nothing to apply: the head is {head or '(none)'}")
 
 
 def rollback_plan(
@@ -55,12 +70,12 @@ def rollback_plan(
 ) -> str:
     """The plan of the rollbacks ``rollback`` would run with the same arguments."""
     found = migrations.read(sources)
-    with migrations.backend_for(dsn) as backend:
-        todo = migrations.select_rollback(backend, found, to=to, all_=all_)
-        writer = _Writer(backend.connection, dsn, policy or migrations.RunPolicy(), "rollback")
+    with migrations.read_only(dsn) as run:
+        todo = migrations.select_rollback(run.backend, found, to=to, all_=all_)
+        writer = _Writer(run.backend.connection, dsn, policy or migrations.RunPolicy(), "rollback")
         for m in todo:
             writer.migration(m, checksums.rollback_path(Path(m.path)), "rollback")
-    return writer.text()
+    return writer.text(nothing="nothing to roll back")
 
 
 class _Writer:
@@ -68,16 +83,21 @@ class _Writer:
 
     def __init__(self, connection: Any, dsn: str, policy: migrations.RunPolicy, verb: str):
         self._conn = connection
-        self._lines = [
+        self._head = [
             f"-- defeah-db {verb} --dry-run for {describe_dsn(dsn)}, "
             f"{datetime.now(UTC).isoformat(timespec='seconds')}",
-            "-- Apply with: psql -v ON_ERROR_STOP=1 -f <this file>",
+        ]
+        self._limits = (
             SQL["plan_session_limits"].sql.format(
                 lock_timeout=_quoted_ms(policy.lock_timeout),
                 statement_timeout=_quoted_ms(policy.statement_timeout),
             )
-            + ";",
-        ]
+            + ";"
+        )
+        self._lines: list[str] = []
+
+    def comment(self, text: str) -> None:
+        self._lines.append(f"\n-- {text}")
 
     def statement(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._conn.cursor() as cur:
@@ -87,9 +107,16 @@ class _Writer:
     def record(self, hashes: checksums.FileHashes) -> None:
         self.statement(SQL["record_checksum"].pyformat, hashes.__dict__)
 
+    def drop_invalid_index(self, migration_id: str, index: str) -> None:
+        from psycopg2 import sql
+
+        self.comment(f"{migration_id}: an interrupted concurrent build left {index} INVALID")
+        drop = sql.SQL(SQL["drop_index_concurrently"].sql).format(index=sql.Identifier(index))
+        self._lines.append(drop.as_string(self._conn).rstrip().removesuffix(";") + ";")
+
     def migration(self, migration: Any, path: Path, direction: str) -> None:
         transactional = migration.use_transactions
-        self._lines.append(f"\n-- {direction} {migration.id} ({path.name})")
+        self.comment(f"{direction} {migration.id} ({path.name})")
         if transactional:
             self._lines.append("BEGIN;")
         else:
@@ -108,8 +135,11 @@ class _Writer:
         if transactional:
             self._lines.append("COMMIT;")
 
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
+    def text(self, nothing: str) -> str:
+        if not self._lines:
+            return "\n".join([*self._head, f"-- {nothing}"]) + "\n"
+        head = [*self._head, "-- Apply with: psql -v ON_ERROR_STOP=1 -f <this file>", self._limits]
+        return "\n".join([*head, *self._lines]) + "\n"
 
 
 def _quoted_ms(seconds: float) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dal import migrations
+from dal.errors import MigrationError
 from tests.commands import run_cli
 from tests.pg import PgServer, catalog, query
 
@@ -96,3 +97,86 @@ def test_a_rollback_plan_run_by_psql_equals_rollback(
     assert _state(planned) == _state(rolled)
     assert _state(planned)[1] == ("0001_users",)
     assert query(planned, BOOKKEEPING) == query(rolled, BOOKKEEPING)
+
+
+RELATIONS = "SELECT count(*) AS n FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+
+
+def test_a_dry_run_on_an_empty_database_writes_nothing_and_its_plan_equals_migrate(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """yoyo creates its bookkeeping tables on first use; the dry run only prints them."""
+    planned = pg.dsn(pg.create_database("defeah_plan"))
+    migrated = pg.dsn(pg.create_database("defeah_mig"))
+    out = run_cli(planned, "migrate", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert query(planned, RELATIONS) == [{"n": 0}]  # no yoyo table, no checksum table
+    for bookkeeping in ('CREATE TABLE "yoyo_lock"', 'CREATE TABLE "_yoyo_version"'):
+        assert bookkeeping in out.stdout
+    rolled = run_cli(planned, "rollback", "--dry-run", "--all")
+    assert rolled.returncode == 0, rolled.stderr
+    assert rolled.stdout.splitlines()[-1] == "-- nothing to roll back"
+    assert query(planned, RELATIONS) == [{"n": 0}]
+
+    plan = tmp_path / "plan.sql"
+    plan.write_text(out.stdout)
+    ran = _psql(planned, plan)
+    assert ran.returncode == 0, ran.stderr
+    assert run_cli(migrated, "migrate").returncode == 0
+    tables = "SELECT relname, relkind FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+    assert query(planned, tables + " ORDER BY 1") == query(migrated, tables + " ORDER BY 1")
+    assert _state(planned) == _state(migrated)
+    assert query(planned, BOOKKEEPING) == query(migrated, BOOKKEEPING)
+    assert query(planned, CHECKSUMS) == query(migrated, CHECKSUMS)
+    version = "SELECT version FROM _yoyo_version ORDER BY 1"
+    assert query(planned, version) == query(migrated, version)
+
+
+def test_an_up_to_date_database_has_nothing_to_apply(fresh_dsn: str) -> None:
+    run_cli(fresh_dsn, "migrate")  # records the checksums
+    out = run_cli(fresh_dsn, "migrate", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("-- defeah-db migrate --dry-run for ")
+    assert lines[1] == f"-- nothing to apply: the head is {migrations.file_ids()[-1]}"
+
+
+def test_the_plan_drops_an_index_an_interrupted_concurrent_build_left_invalid(
+    fresh_dsn: str, tmp_path: Path
+) -> None:
+    """``migrate`` drops the INVALID index before re-running 0006; a plan that did not would
+    leave only the INVALID index behind while ``status`` says up to date."""
+    migrations.rollback(fresh_dsn, to="0005_sign_in_budgets")
+    query(fresh_dsn, "CREATE INDEX users_token_expiry_idx ON users (token_expires_at, id)")
+    query(
+        fresh_dsn,
+        "UPDATE pg_index SET indisvalid = false "
+        "WHERE indexrelid = 'users_token_expiry_idx'::regclass",
+    )
+    out = run_cli(fresh_dsn, "migrate", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    drop = 'DROP INDEX CONCURRENTLY IF EXISTS "users_token_expiry_idx";'
+    assert drop in out.stdout
+    assert out.stdout.index(drop) < out.stdout.index("-- apply 0006_")
+    plan = tmp_path / "plan.sql"
+    plan.write_text(out.stdout)
+    ran = _psql(fresh_dsn, plan)
+    assert ran.returncode == 0, ran.stderr
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_token_expiry_idx'::regclass"
+    assert query(fresh_dsn, valid) == [{"indisvalid": True}]
+
+
+@pytest.mark.parametrize(
+    "name", ["0099_bad\n\\! touch pwned.sql", "0099_Upper.sql", "99_short.sql"]
+)
+def test_a_migration_id_outside_the_pattern_is_refused(
+    fresh_dsn: str, tmp_path: Path, name: str
+) -> None:
+    """A newline in a file name would turn the plan's comment into a psql meta-command."""
+    sources = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sources)
+    (sources / (name if name.endswith(".sql") else name + ".sql")).write_text("SELECT 1;\n")
+    with pytest.raises(MigrationError) as caught:
+        migrations.read(sources)
+    assert "migration ids are NNNN_lowercase_words" in str(caught.value)
+    assert "\n" not in str(caught.value)

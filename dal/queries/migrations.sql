@@ -52,6 +52,11 @@ ORDER BY 1;
 -- (an identifier cannot be a bind parameter).
 DROP INDEX CONCURRENTLY IF EXISTS {index};
 
+-- name: begin_read_only#
+-- Dry runs: everything yoyo reads happens in one read-only transaction, so a write that slipped
+-- past the recording backend would fail instead of landing (dal/migrations.py read_only).
+BEGIN READ ONLY;
+
 -- name: plan_mark_applied!
 -- Dry-run plans only: what yoyo's mark_one writes once a migration has run.
 INSERT INTO _yoyo_migration (migration_hash, migration_id, applied_at_utc)
