@@ -31,6 +31,8 @@ REFRESH_HELP = (
 
 
 def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("defeah-db reencrypt", "token_keys")
+
     async def job() -> tuple[reencrypt.ReencryptResult, int]:
         local = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2)
         async with Database(local) as db:
@@ -53,6 +55,7 @@ def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_refresh_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("defeah-db refresh-tokens", "token_keys")
     config = RefreshConfig(
         graph_url=settings.instagram_graph_url,
         concurrency=args.concurrency,

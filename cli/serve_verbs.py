@@ -22,6 +22,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     One embedded server (if any) lives for the whole run: the HTTP server gets its DSN, and
     ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
     """
+    settings.require("defeah-db up", "token_keys")
     if settings.database_url is None:
         say(f"embedded PostgreSQL in {settings.data_dir}")
     with target_dsn(settings) as dsn:
@@ -52,6 +53,7 @@ def _seed_step(settings: Settings, dsn: str) -> str:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the health routes on the database as it is (no migration, no seeding)."""
+    settings.require("defeah-db serve", "token_keys")
     return run_server(settings, args.host, args.port, "defeah-db")
 
 

@@ -44,6 +44,10 @@ from dal.errors import ConfigError
 from dal.tokens import parse_keys
 
 ENVIRONMENTS = ("development", "test", "staging", "production")
+# Where a secret's development fallback (a generated key file) is not acceptable.
+SECRET_ENVIRONMENTS = ("staging", "production")
+# What a required secret must look like, for the error that says it is missing.
+REQUIRED_FORMAT = {"token_keys": "id:base64key,..., 32-byte AES keys; the first encrypts"}
 MIN_PRODUCTION_TOKEN = 16  # characters of DEFEAH_HEALTH_TOKEN on production
 Environment = Literal["development", "test", "staging", "production"]
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -358,7 +362,8 @@ class Settings(BaseSettings):
         validation_alias="DEFEAH_TOKEN_KEYS",
         description="Instagram token keys, `id:base64key,...` (AES-256: 32 bytes each); the "
         "first encrypts, all decrypt. Unset: a key generated once into `.defeah/token-keys` "
-        "(mode 0600) on development/test; required on staging/production.",
+        "(mode 0600) on development/test; on staging/production required by what reads or "
+        "writes tokens (`up`, `serve`, `refresh-tokens`, `reencrypt`), not by the DBA's verbs.",
         repr=False,
     )
     instagram_graph_url: Text = setting(
@@ -410,11 +415,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.token_keys is None and self.environment in ("staging", "production"):
-            raise ValueError(
-                f"DEFEAH_TOKEN_KEYS: must be set on DEFEAH_ENV={self.environment} "
-                "(id:base64key, 32-byte AES keys; the first encrypts)"
-            )
         if self.pool_min_size > self.pool_max_size:
             raise ValueError(
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
@@ -431,6 +431,22 @@ class Settings(BaseSettings):
                     f"DEFEAH_ENV=production (got {len(token or '')})"
                 )
         return self
+
+    def require(self, purpose: str, *fields: str) -> None:
+        """Refuse ``purpose`` on staging/production when a secret it needs is unset.
+
+        Secrets are checked where they are used, not when settings load: a DBA migrating,
+        checking drift or unlocking an account needs database credentials only (least
+        privilege), while serving or touching Instagram tokens needs the key ring too.
+        """
+        if self.environment not in SECRET_ENVIRONMENTS:
+            return
+        for name in fields:
+            if getattr(self, name) is None:
+                raise ConfigError(
+                    f"{purpose} needs {env_name(name)} on DEFEAH_ENV={self.environment} "
+                    f"({REQUIRED_FORMAT[name]})"
+                )
 
     @property
     def secrets(self) -> frozenset[str]:

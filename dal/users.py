@@ -17,6 +17,7 @@ token.  The token is encrypted on the way in (``connect_instagram``, ``record_to
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 from datetime import datetime, timedelta
 from typing import Final
@@ -102,10 +103,16 @@ class UsersRepository:
         self.lockout_account_threshold = settings.lockout_account_threshold
         self.lockout_window = timedelta(seconds=settings.lockout_window)
         self.sign_in = SignIn(db, self.passwords)
+        self._settings = settings
+
+    @functools.cached_property
+    def tokens(self) -> TokenCipher:
+        """The token cipher, built on first use: only reading or writing a token needs the key
+        ring (on staging/production ``DEFEAH_TOKEN_KEYS``; refused here when unset)."""
+        settings = self._settings
+        settings.require("reading or writing an Instagram token", "token_keys")
         secret = settings.token_keys
-        self.tokens: TokenCipher = cipher_for(
-            None if secret is None else secret.get_secret_value(), settings.data_dir
-        )
+        return cipher_for(None if secret is None else secret.get_secret_value(), settings.data_dir)
 
     def __repr__(self) -> str:
         return f"<UsersRepository on {self._db!r}>"

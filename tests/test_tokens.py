@@ -261,10 +261,22 @@ def test_a_malformed_key_ring_is_one_line_naming_the_variable(value: str, words:
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
-def test_staging_and_production_refuse_to_start_without_keys(environment: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"DEFEAH_ENV": environment})
-    assert str(caught.value).startswith("DEFEAH_TOKEN_KEYS: must be set")
+async def test_staging_and_production_refuse_tokens_without_keys(
+    environment: str, clean_dsn: str
+) -> None:
+    """Settings load without keys (the DBA's verbs need none); reading or writing a token is
+    refused, naming the variable, and the configured key never shows in a repr."""
+    bare = make_settings(clean_dsn, environment=environment, token_keys=None)
+    async with Database(bare) as db:
+        users = UsersRepository(db)
+        user_id = await new_user(users, "ada@example.com")
+        with pytest.raises(ConfigError) as caught:
+            await users.connect_instagram(user_id, link("tok-a"))
+        assert str(caught.value) == (
+            f"reading or writing an Instagram token needs DEFEAH_TOKEN_KEYS on "
+            f"DEFEAH_ENV={environment} (id:base64key,..., 32-byte AES keys; the first encrypts)"
+        )
+        assert (await users.get(user_id)).has_instagram_connected is False
     configured = Settings.from_env({"DEFEAH_ENV": environment, "DEFEAH_TOKEN_KEYS": K1})
     key = K1.partition(":")[2]
     assert key not in repr(configured) and key not in str(configured)

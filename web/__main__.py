@@ -20,7 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_address_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run_server(Settings.from_env(), args.host, args.port, "web")
+        settings = Settings.from_env()
+        settings.require("python -m web", "token_keys")
+        return run_server(settings, args.host, args.port, "web")
     except DalError as exc:
         print(f"web: error: {exc}", file=sys.stderr, flush=True)
         return 1
