@@ -36,11 +36,12 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scratch import create_scratch, drop_scratch
-from dal import bulk
-from dal.config import Settings
-from dal.database import Database
-from dal.dsn import describe_dsn, maintenance_dsn
-from dal.embedded import target_dsn
+from cli.progress import positive_int
+from dal.db.database import Database
+from dal.db.dsn import describe_dsn, maintenance_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
+from dal.devdata import bulk
 
 
 def psql_binary() -> Path:
@@ -122,9 +123,9 @@ async def one_round(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=bulk.positive_int, default=1_000_000)
-    parser.add_argument("--batch-size", type=bulk.positive_int, default=bulk.DEFAULT_BATCH_SIZE)
-    parser.add_argument("--rounds", type=bulk.positive_int, default=2, help="order alternates")
+    parser.add_argument("--rows", type=positive_int, default=1_000_000)
+    parser.add_argument("--batch-size", type=positive_int, default=bulk.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--rounds", type=positive_int, default=2, help="order alternates")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     args = parser.parse_args()
 

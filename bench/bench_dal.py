@@ -37,17 +37,13 @@ import bcrypt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scratch import create_scratch, drop_scratch
-from dal import (
-    Database,
-    NewUser,
-    User,
-)
-from dal.config import Settings
-from dal.cursors import decode_cursor, encode_cursor
-from dal.dsn import describe_dsn
-from dal.embedded import target_dsn
+from dal import Database, NewUser, User
+from dal.db.dsn import describe_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
 from dal.queries import load as load_queries
-from dal.users import UsersRepository
+from dal.users.cursors import decode_cursor, encode_cursor
+from dal.users.repository import UsersRepository
 
 Call = Callable[[int], Awaitable[object]]
 

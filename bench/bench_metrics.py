@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import NewUser
-from dal.config import Settings
-from dal.embedded import target_dsn
-from dal.users import UsersRepository
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
+from dal.users.repository import UsersRepository
 from web.app import DATABASE, create_app
 from web.health import MIGRATIONS_CACHE_SECONDS
 from web.metrics import METRICS, TOKENS_CACHE_SECONDS

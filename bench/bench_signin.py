@@ -26,12 +26,12 @@ import bcrypt
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import Database, NewUser
-from dal.config import Settings
-from dal.dsn import describe_dsn
-from dal.embedded import target_dsn
+from dal.db.dsn import describe_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
 from dal.errors import InvalidCredentials
-from dal.signin import prune_events
-from dal.users import UsersRepository
+from dal.users.repository import UsersRepository
+from dal.users.signin_jobs import prune_events
 
 PASSWORD = "bench-password"
 

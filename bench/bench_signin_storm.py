@@ -32,13 +32,14 @@ from aiohttp import web
 
 from bench.bench_web import Run, free_port, to_ms
 from bench.scratch import create_scratch, drop_scratch
-from dal import NewUser, passwords
-from dal.config import Settings
-from dal.dsn import describe_dsn
-from dal.embedded import target_dsn
+from dal import NewUser
+from dal.db.dsn import describe_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
 from dal.errors import Overloaded
-from dal.passwords import BcryptWorkers, usable_cores
-from dal.users import UsersRepository
+from dal.users import passwords
+from dal.users.passwords import BcryptWorkers, usable_cores
+from dal.users.repository import UsersRepository
 from web.app import DATABASE, create_app
 
 PASSWORD = "storm-password"

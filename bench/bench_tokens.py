@@ -32,11 +32,12 @@ from aiohttp import web
 
 from bench.scratch import create_scratch, drop_scratch
 from dal import Database
-from dal.config import Settings
-from dal.embedded import target_dsn
-from dal.token_refresh import RefreshConfig, Refresher
-from dal.tokens import TokenCipher, parse_keys
-from dal.users import UsersRepository
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
+from dal.instagram.keyring import TokenCipher, parse_keys
+from dal.instagram.refresher import RefreshConfig, Refresher
+from dal.instagram.repository import InstagramRepository
+from dal.users.repository import UsersRepository
 
 KEYS = "bench:" + "YmVuY2gtb25seS1rZXktbm90LWEtc2VjcmV0LTMyYnk="
 
@@ -63,15 +64,15 @@ async def _work(dsn: str, seconds: float, batch: int) -> float:
     done = 0
     async with Database(settings_for(dsn)) as db:
         started = time.perf_counter()
-        users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         expires = datetime.now(UTC) + timedelta(days=60)
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            claimed = await users.claim_tokens_due(timedelta(days=7), limit=batch)
+            claimed = await instagram.claim_due(timedelta(days=7), limit=batch)
             if not claimed:
                 break
             for due in claimed:
-                await users.record_token_refreshed(due.user_id, "IGQWRrefreshed", expires)
+                await instagram.record_refreshed(due.user_id, "IGQWRrefreshed", expires)
                 done += 1
         return done / (time.perf_counter() - started)
 

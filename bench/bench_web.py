@@ -51,9 +51,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.scratch import create_scratch, drop_scratch
-from dal.config import Settings
-from dal.dsn import describe_dsn
-from dal.embedded import target_dsn
+from dal.db.dsn import describe_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}

@@ -43,8 +43,8 @@ from bench.bench_web import (
     free_port,
     scratch_database,
 )
-from dal.config import Settings
-from dal.embedded import target_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
 
 
 def serve_requests(port: int, path: str, count: int) -> None:

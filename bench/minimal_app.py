@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from dal.config import Settings
-from dal.database import Database
+from dal.db.database import Database
+from dal.db.settings import Settings
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from dal import migrations
-from dal.dsn import maintenance_dsn
+from dal.db.dsn import maintenance_dsn
+from dal.migrations import runner as migrations
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from dal.config import Settings
-from dal.database import Database
+from dal.db.database import Database
+from dal.db.settings import Settings
 
 Verb = Callable[[argparse.Namespace, Settings], int]
 AddVerb = Callable[[str, Verb, str], argparse.ArgumentParser]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import signal
+import sys
 from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TextIO
 
 from cli.common import (
     EXIT_INTERRUPTED,
@@ -15,19 +19,21 @@ from cli.common import (
     say,
     with_database,
 )
-from dal import bulk, seeding, signin
-from dal.config import Settings
-from dal.database import Database
-from dal.embedded import target_dsn
+from cli.progress import Progress, positive_int
+from dal.db.database import Database
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
+from dal.devdata import bulk, seeds
+from dal.users import signin_jobs
 
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     async def job(db: Database) -> list[str]:
         lines = []
         if args.clear:
-            cleared = await seeding.clear_seeds(db, force=args.force)
+            cleared = await seeds.clear_seeds(db, force=args.force)
             lines.append(f"removed {cleared.seed_users} seed user(s)")
-        report = await seeding.apply_seeds(db, force=args.force)
+        report = await seeds.apply_seeds(db, force=args.force)
         return lines + report.lines()
 
     with target_dsn(settings) as dsn:
@@ -37,27 +43,63 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
-    async def job(db: Database) -> seeding.ClearReport:
-        return await seeding.clear_seeds(db, force=args.force, generated=args.generated)
+    async def job(db: Database) -> seeds.ClearReport:
+        return await seeds.clear_seeds(db, force=args.force, generated=args.generated)
 
     with target_dsn(settings) as dsn:
         cleared = with_database(settings, dsn, job)
     say(f"removed {cleared.seed_users} seed user(s)")
     if args.generated:
-        say(f"removed {cleared.generated_users} generated user(s) (@{seeding.BULK_EMAIL_DOMAIN})")
+        say(f"removed {cleared.generated_users} generated user(s) (@{seeds.BULK_EMAIL_DOMAIN})")
     return EXIT_OK
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        result = bulk.run(
-            settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2),
-            args.count,
-            batch_size=args.batch_size,
-            force=args.force,
-        )
+        local = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2)
+        result = asyncio.run(_generate(local, args.count, args.batch_size, args.force, sys.stderr))
     say(result.summary())
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+async def _generate(
+    settings: Settings, count: int, batch_size: int, force: bool, stream: TextIO
+) -> bulk.BulkResult:
+    """``bulk.generate`` with a progress bar, and Ctrl-C: the first stops between batches, the
+    second abandons the batch in flight (the server rolls it back)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stop = asyncio.Event()
+    result = bulk.BulkResult(requested=count)
+
+    def on_sigint() -> None:
+        if stop.is_set() and task is not None:
+            task.cancel()  # second Ctrl-C: abandon the batch in flight
+            return
+        stop.set()
+        stream.write("\nstopping after the current batch (Ctrl-C again to abandon it)\n")
+        stream.flush()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        async with Database(settings) as db:
+            await bulk.generate(
+                db,
+                count,
+                batch_size=batch_size,
+                force=force,
+                stop=stop,
+                progress=Progress(count, stream),
+                result=result,
+            )
+    except asyncio.CancelledError:
+        # Only our own second-Ctrl-C handler cancels this task; the server has rolled the
+        # unfinished COPY back, and ``result`` counts the committed batches only.
+        result.interrupted = True
+        result.abandoned_batch = True
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return result
 
 
 _AGE = re.compile(r"(\d+)([dhms])")
@@ -75,7 +117,7 @@ def age(raw: str) -> timedelta:
 def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
         report = with_database(
-            settings, dsn, lambda db: signin.unlock(db, args.email, force=args.force)
+            settings, dsn, lambda db: signin_jobs.unlock(db, args.email, force=args.force)
         )
     account = "its account lock lifted" if report.user_id else "no account has this email"
     say(f"unlocked {report.email}: {report.budgets_cleared} budget(s) cleared, {account}")
@@ -83,8 +125,10 @@ def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_prune_events(args: argparse.Namespace, settings: Settings) -> int:
-    def job(db: Database) -> Awaitable[signin.PruneReport]:
-        return signin.prune_events(db, args.older_than, force=args.force, batch=args.batch_size)
+    def job(db: Database) -> Awaitable[signin_jobs.PruneReport]:
+        return signin_jobs.prune_events(
+            db, args.older_than, force=args.force, batch=args.batch_size
+        )
 
     with target_dsn(settings) as dsn:
         report = with_database(settings, dsn, job)
@@ -96,7 +140,9 @@ def cmd_prune_events(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_maintain_events(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
         report = with_database(
-            settings, dsn, lambda db: signin.maintain_events(db, months_ahead=args.months_ahead)
+            settings,
+            dsn,
+            lambda db: signin_jobs.maintain_events(db, months_ahead=args.months_ahead),
         )
     created = ", ".join(report.created_partitions) or "none (all present)"
     say(f"created partitions: {created}; removed {report.expired_budgets} expired budget row(s)")
@@ -111,14 +157,14 @@ def register(verb: AddVerb) -> None:
     cl.add_argument(
         "--generated",
         action="store_true",
-        help=f"also remove the bulk generator's users (@{seeding.BULK_EMAIL_DOMAIN})",
+        help=f"also remove the bulk generator's users (@{seeds.BULK_EMAIL_DOMAIN})",
     )
     cl.add_argument("--force", action="store_true", help=FORCE_HELP)
     gen = verb("generate", cmd_generate, "insert N synthetic users with COPY (for benchmarks)")
-    gen.add_argument("count", type=bulk.positive_int, metavar="N", help="number of users")
+    gen.add_argument("count", type=positive_int, metavar="N", help="number of users")
     gen.add_argument(
         "--batch-size",
-        type=bulk.positive_int,
+        type=positive_int,
         default=bulk.DEFAULT_BATCH_SIZE,
         metavar="B",
         help=f"rows per COPY, each batch its own transaction (default {bulk.DEFAULT_BATCH_SIZE})",
@@ -139,10 +185,10 @@ def register_sign_in(verb: AddVerb) -> None:
     )
     pr.add_argument(
         "--batch-size",
-        type=bulk.positive_int,
-        default=signin.PRUNE_BATCH,
+        type=positive_int,
+        default=signin_jobs.PRUNE_BATCH,
         metavar="B",
-        help=f"rows per DELETE outside dropped partitions (default {signin.PRUNE_BATCH})",
+        help=f"rows per DELETE outside dropped partitions (default {signin_jobs.PRUNE_BATCH})",
     )
     pr.add_argument("--force", action="store_true", help=FORCE_HELP)
     mt = verb(
@@ -152,8 +198,8 @@ def register_sign_in(verb: AddVerb) -> None:
     )
     mt.add_argument(
         "--months-ahead",
-        type=bulk.positive_int,
-        default=signin.MONTHS_AHEAD,
+        type=positive_int,
+        default=signin_jobs.MONTHS_AHEAD,
         metavar="N",
-        help=f"months of partitions to keep ready (default {signin.MONTHS_AHEAD})",
+        help=f"months of partitions to keep ready (default {signin_jobs.MONTHS_AHEAD})",
     )

@@ -9,13 +9,14 @@ import sys
 from datetime import timedelta
 
 from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, AddVerb, say
-from dal import reencrypt
-from dal.bulk import Progress, positive_int
-from dal.config import Settings
-from dal.database import Database
-from dal.embedded import target_dsn
-from dal.token_refresh import RefreshConfig, Refresher
-from dal.users import UsersRepository
+from cli.progress import Progress, positive_int
+from dal.db.database import Database
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
+from dal.instagram import reencrypt
+from dal.instagram.keyring import settings_cipher
+from dal.instagram.refresher import RefreshConfig, Refresher
+from dal.instagram.repository import InstagramRepository
 
 REENCRYPT_HELP = (
     "rewrite every stored Instagram token under the first key of DEFEAH_TOKEN_KEYS and encrypt "
@@ -31,12 +32,12 @@ REFRESH_HELP = (
 
 
 def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
-    settings.require("defeah-db reencrypt", "token_keys")
+    settings_cipher(settings, "defeah-db reencrypt")
 
     async def job() -> tuple[reencrypt.ReencryptResult, int]:
         local = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2)
         async with Database(local) as db:
-            cipher = UsersRepository(db).tokens
+            cipher = InstagramRepository(db).cipher
             total = await reencrypt.remaining(db, cipher)
             progress = Progress(total, sys.stderr)
             result = await reencrypt.reencrypt(db, cipher, batch=args.batch, progress=progress)
@@ -55,7 +56,7 @@ def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_refresh_tokens(args: argparse.Namespace, settings: Settings) -> int:
-    settings.require("defeah-db refresh-tokens", "token_keys")
+    settings_cipher(settings, "defeah-db refresh-tokens")
     config = RefreshConfig(
         graph_url=settings.instagram_graph_url,
         concurrency=args.concurrency,
@@ -75,7 +76,7 @@ def cmd_refresh_tokens(args: argparse.Namespace, settings: Settings) -> int:
         pool = max(2, min(args.concurrency + 1, 50))
         local = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=pool)
         async with Database(local) as db:
-            await Refresher(UsersRepository(db), config, stop, say).run(once=args.once)
+            await Refresher(InstagramRepository(db), config, stop, say).run(once=args.once)
         return stop.is_set()
 
     with target_dsn(settings) as dsn:

@@ -5,7 +5,7 @@ code.  Expected failures (``DalError``: bad configuration, database down, migrat
 print one line on stderr and exit non-zero; ``--traceback`` shows the Python traceback.
 Without ``DATABASE_URL`` every verb runs against the embedded server, started for the duration
 of the command.  Every verb that deletes data refuses a production target with exit 2 unless
-given ``--force`` (``dal.production``).
+given ``--force`` (``dal.db.production_guard``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from cli import data_verbs, instagram_verbs, schema_verbs, serve_verbs
 from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED, Verb
-from dal.config import Settings
+from dal.db.settings import Settings
 from dal.errors import DalError, ProductionRefused
 
 

@@ -1,4 +1,4 @@
-"""Verbs for the schema: migrate, roll back, inspect, check, rehearse (docs/migrations.md)."""
+"""Verbs for the schema: migrate, roll back, inspect, check, rehearse (docs/runner.md)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,24 @@ import argparse
 from collections.abc import Awaitable
 
 from cli.common import EXIT_ERROR, EXIT_OK, FORCE_HELP, AddVerb, say, with_database
-from dal import bulk, drift, migrations, plan, production, rehearsal
-from dal.config import Settings
-from dal.database import Database
-from dal.dsn import database_name, describe_dsn
-from dal.embedded import target_dsn
+from cli.progress import positive_int
+from dal.db import admin, production_guard
+from dal.db.database import Database
+from dal.db.dsn import database_name, describe_dsn
+from dal.db.embedded import target_dsn
+from dal.db.settings import Settings
+from dal.migrations import drift, dry_run, rehearsal, runner
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    policy = migrations.RunPolicy.from_settings(settings)
+    policy = runner.RunPolicy.from_settings(settings)
     if args.dry_run:
         with target_dsn(settings) as dsn:
-            print(plan.migrate_plan(dsn, policy=policy), end="", flush=True)
+            print(dry_run.migrate_plan(dsn, policy=policy), end="", flush=True)
         return EXIT_OK
     with target_dsn(settings) as dsn:
-        applied = migrations.apply(dsn, policy=policy)
-        head = migrations.status(dsn).head
+        applied = runner.apply(dsn, policy=policy)
+        head = runner.status(dsn).head
     if applied:
         say(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     else:
@@ -37,12 +39,12 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         return _rollback_dry_run(args, settings)
 
     def check(db: Database) -> Awaitable[None]:
-        return production.guard_database(db, "roll back migrations", force=args.force)
+        return production_guard.guard_database(db, "roll back migrations", force=args.force)
 
     with target_dsn(settings) as dsn:
         with_database(settings, dsn, check)
-        undone = migrations.rollback(dsn, to=args.to, all_=args.all)
-        head = migrations.status(dsn).head
+        undone = runner.rollback(dsn, to=args.to, all_=args.all)
+        head = runner.status(dsn).head
     if undone:
         say(f"rolled back {len(undone)} migration(s): {', '.join(undone)}")
     else:
@@ -52,16 +54,16 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollback_dry_run(args: argparse.Namespace, settings: Settings) -> int:
-    policy = migrations.RunPolicy.from_settings(settings)
+    policy = runner.RunPolicy.from_settings(settings)
     with target_dsn(settings) as dsn:
-        text = plan.rollback_plan(dsn, to=args.to, all_=args.all, policy=policy)
+        text = dry_run.rollback_plan(dsn, to=args.to, all_=args.all, policy=policy)
     print(text, end="", flush=True)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        state = migrations.status(dsn)
+        state = runner.status(dsn)
     say(f"database: {describe_dsn(dsn)}")
     for mid in state.applied:
         say(f"  applied  {mid}")
@@ -75,7 +77,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        hashes = migrations.accept_checksum(dsn, args.id)
+        hashes = runner.accept_checksum(dsn, args.id)
     say(
         f"recorded {hashes.migration_id}: sha256 {hashes.sha256}, rollback {hashes.rollback_sha256}"
     )
@@ -113,10 +115,10 @@ def cmd_rehearse(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_createdb(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        created = migrations.ensure_database(dsn)
+        created = admin.ensure_database(dsn)
         name = database_name(dsn)
         say(f"created database {name}" if created else f"database {name} already exists")
-        applied = migrations.apply(dsn, policy=migrations.RunPolicy.from_settings(settings))
+        applied = runner.apply(dsn, policy=runner.RunPolicy.from_settings(settings))
     say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
     return EXIT_OK
 
@@ -154,6 +156,6 @@ def register(verb: AddVerb) -> None:
         "run the pending migrations on a filled scratch copy under load; report locks, p99",
     )
     rh.add_argument(
-        "--rows", type=bulk.positive_int, default=100_000, metavar="N", help="users to generate"
+        "--rows", type=positive_int, default=100_000, metavar="N", help="users to generate"
     )
     verb("createdb", cmd_createdb, "create the target database if missing, then migrate")

@@ -8,11 +8,14 @@ import subprocess
 import sys
 
 from cli.common import EXIT_OK, AddVerb, say, with_database
-from dal import migrations, seeding
-from dal.config import Settings
-from dal.dsn import describe_dsn, redact_dsn
-from dal.embedded import bundled_psql, target_dsn
+from dal.db import admin
+from dal.db.dsn import describe_dsn, redact_dsn
+from dal.db.embedded import bundled_psql, target_dsn
+from dal.db.settings import Settings
+from dal.devdata import seeds
 from dal.errors import ProductionRefused
+from dal.instagram.keyring import settings_cipher
+from dal.migrations import runner
 from web.app import add_address_arguments, run_server
 
 
@@ -22,11 +25,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     One embedded server (if any) lives for the whole run: the HTTP server gets its DSN, and
     ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
     """
-    settings.require("defeah-db up", "token_keys")
+    settings_cipher(settings, "defeah-db up")
     if settings.database_url is None:
         say(f"embedded PostgreSQL in {settings.data_dir}")
     with target_dsn(settings) as dsn:
-        _migrate_step(dsn, migrations.RunPolicy.from_settings(settings))
+        _migrate_step(dsn, runner.RunPolicy.from_settings(settings))
         say(_seed_step(settings, dsn))
         if args.no_serve:
             return EXIT_OK
@@ -34,10 +37,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         return run_server(served, args.host, args.port, "defeah-db")
 
 
-def _migrate_step(dsn: str, policy: migrations.RunPolicy) -> None:
-    migrations.ensure_database(dsn)
-    applied = migrations.apply(dsn, policy=policy)
-    state = migrations.status(dsn)
+def _migrate_step(dsn: str, policy: runner.RunPolicy) -> None:
+    admin.ensure_database(dsn)
+    applied = runner.apply(dsn, policy=policy)
+    state = runner.status(dsn)
     say(f"database: {describe_dsn(dsn)}")
     say(f"migrations: {len(applied)} applied now, head {state.head}, {len(state.pending)} pending")
 
@@ -45,7 +48,7 @@ def _migrate_step(dsn: str, policy: migrations.RunPolicy) -> None:
 def _seed_step(settings: Settings, dsn: str) -> str:
     """``up`` seeds development databases; on production it skips, never forces."""
     try:
-        report = with_database(settings, dsn, seeding.apply_seeds)
+        report = with_database(settings, dsn, seeds.apply_seeds)
     except ProductionRefused:
         return "seeds: skipped (the target is production)"
     return report.lines()[-1]
@@ -53,7 +56,7 @@ def _seed_step(settings: Settings, dsn: str) -> str:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the health routes on the database as it is (no migration, no seeding)."""
-    settings.require("defeah-db serve", "token_keys")
+    settings_cipher(settings, "defeah-db serve")
     return run_server(settings, args.host, args.port, "defeah-db")
 
 

@@ -1,10 +1,10 @@
-"""Prometheus metrics the data access layer records: pool acquires, named queries, sign-ins and
-the bcrypt queue.
+"""Prometheus metrics the data access layer records: pool acquires, named queries and sign-ins
+(the bcrypt queue's gauges are read by ``dal.users.passwords.BcryptCollector``).
 
 The objects are process-wide (the pools, queries and bcrypt workers they describe are) and
 registered in no registry: ``dal`` records, it does not serve.  The web layer registers
-``COLLECTORS`` in its own registry for ``GET /metrics`` (web/metrics.py), and a test or another
-service may register them elsewhere.
+``dal.COLLECTORS`` (these and the bcrypt collector) in its own registry for ``GET /metrics``
+(web/metrics.py), and a test or another service may register them elsewhere.
 
 Labels are bounded by construction: pool names come from the configuration (``primary``,
 ``replica1``...), query names from the ``.sql`` files, results from a fixed list.  Never a user
@@ -32,14 +32,11 @@ from typing import Final, Generic, TypeVar, cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-
-from dal import passwords
 
 # The bucket-bound spelling of the library's own Histogram ("0.005", "1.0", "+Inf").
 go_float: Final = cast(Callable[[float], str], floatToGoString)
@@ -183,31 +180,10 @@ LOCKOUTS: Final = LoopCounter(
 )
 
 
-class BcryptCollector(Collector):
-    """The bcrypt workers' queue, read at scrape time (``passwords.BCRYPT``)."""
-
-    def collect(self) -> Iterator[Metric]:
-        workers = passwords.BCRYPT
-        yield GaugeMetricFamily(
-            "defeah_bcrypt_queue_depth",
-            "Password checks waiting for a bcrypt worker.",
-            value=workers.queued,
-        )
-        yield GaugeMetricFamily(
-            "defeah_bcrypt_workers", "bcrypt worker threads (one per core).", value=workers.workers
-        )
-        yield CounterMetricFamily(
-            "defeah_bcrypt_refused",
-            "Password checks refused with Overloaded (queue full or waited too long).",
-            value=workers.refused,
-        )
-
-
 COLLECTORS: Final[tuple[Collector, ...]] = (
     ACQUIRE_WAIT,
     ACQUIRE_TIMEOUTS,
     QUERY_DURATION,
     SIGN_INS,
     LOCKOUTS,
-    BcryptCollector(),
 )

@@ -13,10 +13,10 @@ import bcrypt
 import pytest
 import pytest_asyncio
 
-from dal import migrations
-from dal.config import Settings
-from dal.database import Database
-from dal.dsn import maintenance_dsn
+from dal.db.database import Database
+from dal.db.dsn import maintenance_dsn
+from dal.db.settings import Settings
+from dal.migrations import runner as migrations
 from tests.factories import make_settings
 from tests.pg import PgServer, query
 
@@ -31,7 +31,7 @@ def pg() -> Iterator[PgServer]:
         server = PgServer(admin_dsn=maintenance_dsn(url))
         yield server
     else:
-        from dal.embedded import EmbeddedServer
+        from dal.db.embedded import EmbeddedServer
 
         data_dir = Path(os.environ.get("DEFEAH_DATA_DIR", ROOT / ".defeah" / "test-pgdata"))
         embedded = EmbeddedServer(data_dir.resolve(), "defeah_test")

@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from dal.config import Settings
-from dal.database import Database
+from dal.db.database import Database
+from dal.db.settings import Settings
 from tests.commands import TEST_TOKEN_KEYS
 
 

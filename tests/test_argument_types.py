@@ -1,15 +1,17 @@
-"""Every public ``UsersRepository`` method refuses an argument of the wrong type with
-``InvalidUserData`` naming the argument -- before any database work.
+"""Every public ``UsersRepository`` and ``InstagramRepository`` method refuses an argument of
+the wrong type with ``InvalidUserData`` naming the argument -- before any database work.
 
-The repository here points at a port nothing listens on: a check that let the value through
+The repositories here point at a port nothing listens on: a check that let the value through
 would reach the pool and fail with ``DatabaseUnavailable`` (or a raw ``TypeError`` /
 ``AttributeError`` on the way), never with the ``InvalidUserData`` asserted.
 """
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +20,8 @@ import pytest_asyncio
 
 from dal import Database, InstagramConnection, NewUser, UserUpdate
 from dal.errors import DatabaseUnavailable, InvalidUserData
-from dal.users import UsersRepository
+from dal.instagram.repository import InstagramRepository
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings
 
 ID = uuid.uuid4()
@@ -27,68 +30,107 @@ NEW = NewUser(email="ada@example.com", password="pw")  # type: ignore[arg-type]
 CHANGES = UserUpdate(full_name="Ada")
 LINK = InstagramConnection(instagram_user_id="1", access_token="t")  # type: ignore[arg-type]
 
-Call = Callable[[UsersRepository, Any], Awaitable[object]]
+
+@dataclass(frozen=True)
+class Repositories:
+    users: UsersRepository
+    instagram: InstagramRepository
+
+
+Call = Callable[[Repositories, Any], Awaitable[object]]
 
 # (method, argument, call with the bad value in that argument and good values elsewhere)
 ENTRY_POINTS: list[tuple[str, str, Call]] = [
-    ("get", "user_id", lambda r, v: r.get(v)),
-    ("get_by_email", "email", lambda r, v: r.get_by_email(v)),
-    ("list", "active", lambda r, v: r.list(active=v)),
-    ("list", "verified", lambda r, v: r.list(verified=v)),
-    ("list", "limit", lambda r, v: r.list(limit=v)),
-    ("list", "cursor", lambda r, v: r.list(cursor=v)),
-    ("expiring_instagram_tokens", "within", lambda r, v: r.expiring_instagram_tokens(v)),
+    ("users.get", "user_id", lambda r, v: r.users.get(v)),
+    ("users.get_by_email", "email", lambda r, v: r.users.get_by_email(v)),
+    ("users.list", "active", lambda r, v: r.users.list(active=v)),
+    ("users.list", "verified", lambda r, v: r.users.list(verified=v)),
+    ("users.list", "limit", lambda r, v: r.users.list(limit=v)),
+    ("users.list", "cursor", lambda r, v: r.users.list(cursor=v)),
+    ("instagram.expiring_tokens", "within", lambda r, v: r.instagram.expiring_tokens(v)),
     (
-        "expiring_instagram_tokens",
+        "instagram.expiring_tokens",
         "limit",
-        lambda r, v: r.expiring_instagram_tokens(timedelta(days=1), limit=v),
+        lambda r, v: r.instagram.expiring_tokens(timedelta(days=1), limit=v),
     ),
     (
-        "count_expiring_instagram_tokens",
+        "instagram.count_expiring_tokens",
         "within",
-        lambda r, v: r.count_expiring_instagram_tokens(v),
+        lambda r, v: r.instagram.count_expiring_tokens(v),
     ),
-    ("create", "new", lambda r, v: r.create(v)),
-    ("update", "user_id", lambda r, v: r.update(v, CHANGES)),
-    ("update", "changes", lambda r, v: r.update(ID, v)),
-    ("delete", "user_id", lambda r, v: r.delete(v)),
-    ("connect_instagram", "user_id", lambda r, v: r.connect_instagram(v, LINK)),
-    ("connect_instagram", "link", lambda r, v: r.connect_instagram(ID, v)),
-    ("disconnect_instagram", "user_id", lambda r, v: r.disconnect_instagram(v)),
-    ("record_login_success", "user_id", lambda r, v: r.record_login_success(v)),
-    ("record_login_failure", "user_id", lambda r, v: r.record_login_failure(v)),
-    ("authenticate", "email", lambda r, v: r.authenticate(v, "pw")),
-    ("authenticate", "password", lambda r, v: r.authenticate("ada@example.com", v)),
-    ("instagram_token", "user_id", lambda r, v: r.instagram_token(v)),
-    ("claim_tokens_due", "within", lambda r, v: r.claim_tokens_due(v)),
-    ("claim_tokens_due", "limit", lambda r, v: r.claim_tokens_due(timedelta(days=7), limit=v)),
-    ("claim_tokens_due", "lease", lambda r, v: r.claim_tokens_due(timedelta(days=7), lease=v)),
-    ("record_token_refreshed", "user_id", lambda r, v: r.record_token_refreshed(v, "t", SOON)),
-    ("record_token_refreshed", "expires_at", lambda r, v: r.record_token_refreshed(ID, "t", v)),
-    ("record_token_refresh_failed", "user_id", lambda r, v: r.record_token_refresh_failed(v, "1")),
-    ("record_token_refresh_failed", "code", lambda r, v: r.record_token_refresh_failed(ID, v)),
-    ("release_token_claims", "user_ids", lambda r, v: r.release_token_claims(v)),
-    ("authenticate", "client_ip", lambda r, v: r.authenticate("a@b.io", "pw", client_ip=v)),
-    ("authenticate", "user_agent", lambda r, v: r.authenticate("a@b.io", "pw", user_agent=v)),
+    ("users.create", "new", lambda r, v: r.users.create(v)),
+    ("users.update", "user_id", lambda r, v: r.users.update(v, CHANGES)),
+    ("users.update", "changes", lambda r, v: r.users.update(ID, v)),
+    ("users.delete", "user_id", lambda r, v: r.users.delete(v)),
+    ("instagram.connect", "user_id", lambda r, v: r.instagram.connect(v, LINK)),
+    ("instagram.connect", "link", lambda r, v: r.instagram.connect(ID, v)),
+    ("instagram.disconnect", "user_id", lambda r, v: r.instagram.disconnect(v)),
+    ("users.record_login_success", "user_id", lambda r, v: r.users.record_login_success(v)),
+    ("users.record_login_failure", "user_id", lambda r, v: r.users.record_login_failure(v)),
+    ("users.authenticate", "email", lambda r, v: r.users.authenticate(v, "pw")),
+    ("users.authenticate", "password", lambda r, v: r.users.authenticate("ada@example.com", v)),
+    ("instagram.token", "user_id", lambda r, v: r.instagram.token(v)),
+    ("instagram.claim_due", "within", lambda r, v: r.instagram.claim_due(v)),
     (
-        "sign_in.recent_auth_events_for_user",
+        "instagram.claim_due",
+        "limit",
+        lambda r, v: r.instagram.claim_due(timedelta(days=7), limit=v),
+    ),
+    (
+        "instagram.claim_due",
+        "lease",
+        lambda r, v: r.instagram.claim_due(timedelta(days=7), lease=v),
+    ),
+    (
+        "instagram.record_refreshed",
         "user_id",
-        lambda r, v: r.sign_in.recent_auth_events_for_user(v),
+        lambda r, v: r.instagram.record_refreshed(v, "t", SOON),
     ),
     (
-        "sign_in.recent_auth_events_for_user",
+        "instagram.record_refreshed",
+        "expires_at",
+        lambda r, v: r.instagram.record_refreshed(ID, "t", v),
+    ),
+    (
+        "instagram.record_refresh_failed",
+        "user_id",
+        lambda r, v: r.instagram.record_refresh_failed(v, "1"),
+    ),
+    (
+        "instagram.record_refresh_failed",
+        "code",
+        lambda r, v: r.instagram.record_refresh_failed(ID, v),
+    ),
+    ("instagram.release_claims", "user_ids", lambda r, v: r.instagram.release_claims(v)),
+    (
+        "users.authenticate",
+        "client_ip",
+        lambda r, v: r.users.authenticate("a@b.io", "pw", client_ip=v),
+    ),
+    (
+        "users.authenticate",
+        "user_agent",
+        lambda r, v: r.users.authenticate("a@b.io", "pw", user_agent=v),
+    ),
+    (
+        "users.sign_in.recent_auth_events_for_user",
+        "user_id",
+        lambda r, v: r.users.sign_in.recent_auth_events_for_user(v),
+    ),
+    (
+        "users.sign_in.recent_auth_events_for_user",
         "limit",
-        lambda r, v: r.sign_in.recent_auth_events_for_user(ID, limit=v),
+        lambda r, v: r.users.sign_in.recent_auth_events_for_user(ID, limit=v),
     ),
     (
-        "sign_in.recent_auth_events_for_ip",
+        "users.sign_in.recent_auth_events_for_ip",
         "ip",
-        lambda r, v: r.sign_in.recent_auth_events_for_ip(v),
+        lambda r, v: r.users.sign_in.recent_auth_events_for_ip(v),
     ),
     (
-        "sign_in.recent_auth_events_for_ip",
+        "users.sign_in.recent_auth_events_for_ip",
         "limit",
-        lambda r, v: r.sign_in.recent_auth_events_for_ip("203.0.113.7", limit=v),
+        lambda r, v: r.users.sign_in.recent_auth_events_for_ip("203.0.113.7", limit=v),
     ),
 ]
 
@@ -122,24 +164,28 @@ CASES = [
 
 
 @pytest_asyncio.fixture
-async def offline_repo() -> AsyncIterator[UsersRepository]:
+async def offline_repo() -> AsyncIterator[Repositories]:
     db = Database(make_settings("postgresql://nobody@127.0.0.1:9/none", acquire_timeout=0.5))
-    yield UsersRepository(db)
+    yield Repositories(UsersRepository(db), InstagramRepository(db))
     await db.close()
 
 
-def test_every_public_method_is_covered() -> None:
+@pytest.mark.parametrize(
+    ("prefix", "cls"), [("users", UsersRepository), ("instagram", InstagramRepository)]
+)
+def test_every_public_method_is_covered(prefix: str, cls: type) -> None:
     public = {
         name
-        for name in vars(UsersRepository)
-        if not name.startswith("_") and callable(getattr(UsersRepository, name))
+        for name, value in vars(cls).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(value)
     }
-    assert public == {method for method, _, _ in ENTRY_POINTS if "." not in method}
+    covered = {m.split(".", 1)[1] for m, _, _ in ENTRY_POINTS if m.startswith(prefix + ".")}
+    assert public == {method for method in covered if "." not in method}
 
 
 @pytest.mark.parametrize(("call", "argument", "value"), CASES)
 async def test_wrong_argument_type_is_invalid_user_data_naming_it(
-    offline_repo: UsersRepository, call: Call, argument: str, value: object
+    offline_repo: Repositories, call: Call, argument: str, value: object
 ) -> None:
     with pytest.raises(InvalidUserData) as caught:
         await call(offline_repo, value)
@@ -152,14 +198,14 @@ async def test_wrong_argument_type_is_invalid_user_data_naming_it(
 @pytest.mark.parametrize(
     "call",
     [
-        lambda r: r.list(active=None, verified=False, limit=3, cursor=None),
-        lambda r: r.expiring_instagram_tokens(timedelta(hours=1), limit=5),
-        lambda r: r.update(ID, CHANGES),
-        lambda r: r.authenticate("ada@example.com", "pw"),
+        lambda r: r.users.list(active=None, verified=False, limit=3, cursor=None),
+        lambda r: r.instagram.expiring_tokens(timedelta(hours=1), limit=5),
+        lambda r: r.users.update(ID, CHANGES),
+        lambda r: r.users.authenticate("ada@example.com", "pw"),
     ],
 )
 async def test_right_types_get_past_the_checks(
-    offline_repo: UsersRepository, call: Callable[[UsersRepository], Any]
+    offline_repo: Repositories, call: Callable[[Repositories], Any]
 ) -> None:
     """The checks do not refuse valid values: these reach the (absent) database."""
     with pytest.raises(DatabaseUnavailable):

@@ -15,11 +15,11 @@ import pytest
 import pytest_asyncio
 
 from dal import Database, NewUser, User, UserUpdate
-from dal.config import Settings
+from dal.db.settings import Settings
 from dal.errors import AccountInactive, AccountLocked, InvalidCredentials, InvalidUserData
-from dal.passwords import DUMMY_HASHES, hash_cost
 from dal.queries import load
-from dal.users import UsersRepository
+from dal.users.passwords import DUMMY_HASHES, hash_cost
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings, stored_hash
 
 PASSWORD = "correct horse battery"

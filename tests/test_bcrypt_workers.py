@@ -12,8 +12,8 @@ import pytest
 
 from dal import Database, NewUser
 from dal.errors import Overloaded
-from dal.passwords import BCRYPT, NICENESS, PasswordHasher, usable_cores
-from dal.users import UsersRepository
+from dal.users.passwords import BCRYPT, NICENESS, PasswordHasher, usable_cores
+from dal.users.repository import UsersRepository
 from tests.conftest import make_settings
 
 SLOW = bcrypt.hashpw(b"pw", bcrypt.gensalt(11)).decode()  # ~0.1 s per check on this machine

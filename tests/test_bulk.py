@@ -19,10 +19,12 @@ from zoneinfo import ZoneInfo
 import bcrypt
 import pytest
 
-from dal import bulk
-from dal.database import Database
-from dal.models import InstagramConnection, NewUser
-from dal.seeding import BULK_EMAIL_DOMAIN
+from cli.progress import Progress
+from dal.db.database import Database
+from dal.devdata import bulk
+from dal.devdata.seeds import BULK_EMAIL_DOMAIN
+from dal.instagram.models import InstagramConnection
+from dal.users.models import NewUser
 from tests.commands import ROOT, cli_env, run_cli
 from tests.factories import make_settings
 from tests.pg import query
@@ -107,7 +109,7 @@ async def test_two_runs_never_collide(fresh_dsn: str) -> None:
     assert count(fresh_dsn) == 600
 
 
-class StopAfter(bulk.Progress):
+class StopAfter(Progress):
     """Progress hook that asks the generator to stop once ``limit`` rows are committed."""
 
     def __init__(self, total: int, stop: asyncio.Event, limit: int) -> None:
@@ -131,7 +133,7 @@ async def test_stop_request_ends_between_batches(fresh_dsn: str) -> None:
     assert "stopped between batches" in result.summary()
 
 
-class WatchFromOutside(bulk.Progress):
+class WatchFromOutside(Progress):
     """Progress hook that, after each committed batch, counts the rows another connection
     sees, then asks the generator to stop after the first batch."""
 
@@ -162,13 +164,13 @@ async def test_each_batch_commits_on_its_own(fresh_dsn: str) -> None:
 
 def test_progress_bar_draws_only_when_enabled() -> None:
     drawn = io.StringIO()
-    bar = bulk.Progress(1_000, drawn, enabled=True)
+    bar = Progress(1_000, drawn, enabled=True)
     bar.update(1_000, final=True)
-    assert "[" + "#" * bulk.Progress.WIDTH + "]" in drawn.getvalue()
+    assert "[" + "#" * Progress.WIDTH + "]" in drawn.getvalue()
     assert "100%" in drawn.getvalue() and "rows/s" in drawn.getvalue()
 
     quiet = io.StringIO()  # not a TTY: nothing at all
-    bulk.Progress(1_000, quiet).update(1_000, final=True)
+    Progress(1_000, quiet).update(1_000, final=True)
     assert quiet.getvalue() == ""
 
 

@@ -12,8 +12,8 @@ import pytest
 from psycopg2 import sql
 
 from cli.main import build_parser
-from dal import migrations
-from dal.production import DATABASE_MARKER
+from dal.db.production_guard import DATABASE_MARKER
+from dal.migrations import runner as migrations
 from tests.commands import run_cli
 from tests.pg import PgServer, query
 

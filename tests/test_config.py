@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dal.config import (
-    TABLE_END,
-    TABLE_START,
-    Settings,
-    default_data_dir,
-    env_name,
-    markdown_table,
-)
-from dal.dsn import describe_dsn, redact_dsn
+from dal.db.dsn import describe_dsn, redact_dsn
+from dal.db.paths import default_data_dir
+from dal.db.settings import Settings, env_name
+from dal.db.settings_table import TABLE_END, TABLE_START, markdown_table
 from dal.errors import ConfigError
 from tests.commands import TEST_TOKEN_KEYS
 
@@ -37,7 +32,7 @@ def test_defaults() -> None:
 
 
 def test_the_data_folder_does_not_depend_on_the_current_directory(tmp_path: Path) -> None:
-    code = "from dal.config import Settings; print(Settings.from_env({}).data_dir)"
+    code = "from dal.db.settings import Settings; print(Settings.from_env({}).data_dir)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
@@ -45,7 +40,7 @@ def test_the_data_folder_does_not_depend_on_the_current_directory(tmp_path: Path
 
 
 def test_the_readme_configuration_table_is_generated_from_the_settings() -> None:
-    """Refresh it with ``.venv/bin/python -m dal.config README.md``."""
+    """Refresh it with ``.venv/bin/python -m dal.db.settings_table README.md``."""
     readme = (ROOT / "README.md").read_text()
     table = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
     assert table == markdown_table()

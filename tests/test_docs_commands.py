@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dal.migrations.files import file_ids
 from tests.commands import ROOT, cli_env
 from tests.pg import PgServer
 from tests.test_web_process import web_process
@@ -99,9 +100,7 @@ def test_every_shell_line_of_the_docs_runs(
 
 
 def test_the_migration_table_names_every_migration() -> None:
-    from dal import migrations
-
     table = (ROOT / "docs" / "migrations.md").read_text(encoding="utf-8")
     table = table.split("## The migrations", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| `([0-9]{4}_[a-z0-9_]+)` \|", table, re.M)
-    assert listed == list(migrations.file_ids())
+    assert listed == list(file_ids())

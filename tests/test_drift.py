@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dal import drift
+from dal.migrations import drift
 from tests.commands import run_cli
 from tests.pg import query
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from dal.embedded import EmbeddedServer, prune_dead_handles
+from dal.db.embedded import EmbeddedServer, prune_dead_handles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ OWNER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from dal.embedded import EmbeddedServer
+    from dal.db.embedded import EmbeddedServer
     server = EmbeddedServer(Path(sys.argv[1]))
     print(server.start(), flush=True)
     if sys.argv[2] == "hold":

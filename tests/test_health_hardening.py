@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 from psycopg2 import sql
 
-from dal import migrations
-from dal.config import Settings
-from dal.dsn import describe_dsn
+from dal.db.dsn import describe_dsn
+from dal.db.settings import Settings
+from dal.migrations.files import SQL_DIR
 from tests.factories import make_settings
 from tests.pg import PgServer, dsn_for, query
 from tests.test_web_routes import PROBLEM_TYPE, free_port, get_json, serving
@@ -32,7 +32,7 @@ DETAILED = "/api/v1/health/detailed"
 
 def migration_files() -> list[str]:
     """Ids of the migration files, from their names (independent of the code under test)."""
-    names = (p.name.removesuffix(".sql") for p in migrations.SQL_DIR.glob("*.sql"))
+    names = (p.name.removesuffix(".sql") for p in SQL_DIR.glob("*.sql"))
     return sorted(n for n in names if not n.endswith(".rollback"))
 
 

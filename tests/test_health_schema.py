@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dal import migrations, schema_state
+from dal.migrations import runner as migrations
+from dal.migrations import schema_state
 from tests.factories import make_settings
 from tests.pg import query
 from tests.test_web_routes import get_json, serving

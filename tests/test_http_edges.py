@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from dal.config import Settings
+from dal.db.settings import Settings
 from dal.errors import ConfigError
 from tests.test_web_process import ROOT, WebProcess, base_env, web_process
 from tests.test_web_routes import free_port

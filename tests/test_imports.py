@@ -1,5 +1,5 @@
-"""Importing the packages (the benchmarks too: nothing else imports them) and building objects
-opens no connection and starts no server."""
+"""Importing every module of the packages, sub-packages included (the benchmarks too: nothing
+else imports them), and building objects opens no connection and starts no server."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import threading
 from pathlib import Path
 
 CODE = """
-import dal, dal.config, dal.database, dal.migrations, dal.embedded
+import dal, dal.db.settings, dal.db.database, dal.migrations.runner, dal.db.embedded
 import cli, cli.main
 import web
 import bench
 import importlib, pkgutil
 for package in (dal, web, cli, bench):
-    for mod in pkgutil.iter_modules(package.__path__):
-        if mod.name != "__main__":
-            importlib.import_module(f"{package.__name__}.{mod.name}")
+    for mod in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not mod.name.endswith(".__main__"):
+            importlib.import_module(mod.name)
 db = dal.Database.from_env()
 print(repr(db))
 """

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from dal import Database, NewUser, telemetry
-from dal.config import Settings
+from dal.db.settings import Settings
 from dal.errors import AccountLocked, DatabaseUnavailable, InvalidCredentials
-from dal.users import UsersRepository
+from dal.users.repository import UsersRepository
 from tests.conftest import make_settings
 from tests.test_web_routes import free_port
 from web.app import DATABASE, create_app

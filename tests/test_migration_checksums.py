@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dal import migrations
+from dal.migrations import runner as migrations
 from tests.commands import run_cli
 from tests.pg import catalog, query
 

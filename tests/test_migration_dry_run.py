@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dal import migrations
 from dal.errors import MigrationError
+from dal.migrations import runner as migrations
+from dal.migrations.files import file_ids
+from dal.migrations.yoyo_backend import read
 from tests.commands import run_cli
 from tests.pg import PgServer, catalog, query
 
@@ -138,7 +140,7 @@ def test_an_up_to_date_database_has_nothing_to_apply(fresh_dsn: str) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("-- defeah-db migrate --dry-run for ")
-    assert lines[1] == f"-- nothing to apply: the head is {migrations.file_ids()[-1]}"
+    assert lines[1] == f"-- nothing to apply: the head is {file_ids()[-1]}"
 
 
 def test_the_plan_drops_an_index_an_interrupted_concurrent_build_left_invalid(
@@ -177,6 +179,6 @@ def test_a_migration_id_outside_the_pattern_is_refused(
     shutil.copytree(ROOT / "sql", sources)
     (sources / (name if name.endswith(".sql") else name + ".sql")).write_text("SELECT 1;\n")
     with pytest.raises(MigrationError) as caught:
-        migrations.read(sources)
+        read(sources)
     assert "migration ids are NNNN_lowercase_words" in str(caught.value)
     assert "\n" not in str(caught.value)

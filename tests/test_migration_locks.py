@@ -14,8 +14,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from dal import migrations
 from dal.errors import MigrationError
+from dal.migrations import runner as migrations
 from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent

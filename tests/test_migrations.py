@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dal import migrations
 from dal.errors import MigrationError
+from dal.migrations import runner as migrations
 from tests.pg import PgServer, catalog, query
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from dal import InstagramConnection, NewUser, User, UserUpdate, models
+from dal import InstagramConnection, NewUser, User, UserUpdate, rules
 from dal.errors import InvalidUserData
-from dal.models import UserInput, iana_time_zones
+from dal.inputs import UserInput, iana_time_zones
+from dal.users import models
 from tests.factories import user_row
 
 
@@ -199,8 +200,8 @@ def test_token_expiry_outside_the_storable_range_is_refused(expires: datetime) -
 @pytest.mark.parametrize(
     "expires",
     [
-        models.TOKEN_EXPIRES_MIN,
-        models.TOKEN_EXPIRES_MAX - timedelta(microseconds=1),
+        rules.TOKEN_EXPIRES_MIN,
+        rules.TOKEN_EXPIRES_MAX - timedelta(microseconds=1),
         datetime(9999, 12, 30, 23, tzinfo=timezone(timedelta(hours=14))),
     ],
 )
@@ -284,7 +285,7 @@ def test_strict_models_still_parse_json_and_aware_datetimes() -> None:
 def test_access_token_is_capped_at_2048_bytes() -> None:
     """2048 bytes of plaintext: its encrypted form stays inside the table's 4096-character
     CHECK (tests/test_validation_parity.py shows the largest one stored)."""
-    assert models.ACCESS_TOKEN_MAX_BYTES == 2048
+    assert rules.ACCESS_TOKEN_MAX_BYTES == 2048
     token = link(access_token="t" * 2048).access_token.get_secret_value()
     assert len(token) == 2048
     for too_long in ("t" * 2049, "é" * 1025):

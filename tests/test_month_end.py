@@ -18,7 +18,7 @@ import pytest
 
 from dal import Database, NewUser
 from dal.errors import InvalidCredentials
-from dal.users import UsersRepository
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings
 from tests.pg import query
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dal import drift, partitions
+from dal.db import partitions
+from dal.migrations import drift
 from tests.commands import run_cli
 from tests.pg import query
 

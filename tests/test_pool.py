@@ -22,10 +22,11 @@ import asyncpg
 import psutil
 import pytest
 
-from dal import Database, NewUser, UserUpdate, migrations
-from dal.embedded import EmbeddedServer
+from dal import Database, NewUser, UserUpdate
+from dal.db.embedded import EmbeddedServer
 from dal.errors import DatabaseUnavailable, NotFound
-from dal.users import UsersRepository
+from dal.migrations import runner as migrations
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings
 
 
@@ -193,7 +194,7 @@ async def test_replica_on_a_closed_port_reads_use_the_primary_and_it_is_marked_d
 ) -> None:
     dead = f"postgresql://reader@127.0.0.1:{closed_port()}/nowhere"
     settings = make_settings(clean_dsn, replica_urls=(dead,), replica_retry=60.0)
-    caplog.set_level(logging.WARNING, logger="dal.replicas")
+    caplog.set_level(logging.WARNING, logger="dal.db.replicas")
     async with Database(settings) as db:
         user = await UsersRepository(db).create(
             NewUser(email="ada@example.com", password="pw-1234")

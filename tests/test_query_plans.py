@@ -115,7 +115,7 @@ async def test_keyset_pages_scan_only_what_they_return(filled: asyncpg.Connectio
 
 async def test_expiring_tokens_use_the_0006_partial_index(filled: asyncpg.Connection[Any]) -> None:
     nodes = await _plan(
-        filled, q("expiring_instagram_tokens", within=timedelta(days=7), limit=1000)
+        filled, q("expiring_instagram_tokens", "instagram", within=timedelta(days=7), limit=1000)
     )
     assert _indexes(nodes) == {"users_token_expiry_idx"} and not _seq_scans(nodes)
     # Without it (as before 0003) the same statement reads the whole table.
@@ -124,7 +124,8 @@ async def test_expiring_tokens_use_the_0006_partial_index(filled: asyncpg.Connec
     try:
         await filled.execute("DROP INDEX users_token_expiry_idx")
         before = await _plan(
-            filled, q("expiring_instagram_tokens", within=timedelta(days=7), limit=1000)
+            filled,
+            q("expiring_instagram_tokens", "instagram", within=timedelta(days=7), limit=1000),
         )
         assert _seq_scans(before) == ["users"]
     finally:
@@ -155,6 +156,7 @@ async def test_token_claim_is_an_index_scan_at_a_million_users(fresh_dsn: str) -
         await conn.execute("ANALYZE users")
         claim = q(
             "claim_tokens_due",
+            "instagram",
             within=timedelta(days=7),
             min_age=timedelta(hours=24),
             limit=100,

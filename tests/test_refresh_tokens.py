@@ -14,7 +14,7 @@ from uuid import UUID
 from aiohttp import web
 
 from dal import Database, InstagramConnection
-from dal.users import UsersRepository
+from dal.instagram.repository import InstagramRepository
 from tests.commands import ROOT, cli_env
 from tests.factories import make_settings
 
@@ -65,7 +65,7 @@ async def start(fake: FakeGraph) -> tuple[web.AppRunner, str]:
 async def fill(dsn: str, kinds: list[str]) -> dict[UUID, str]:
     """One due token per kind (encrypted by the DAL), returned by user id."""
     async with Database(make_settings(dsn)) as db:
-        users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         async with db.acquire() as conn:
             ids = await conn.fetch(
                 "INSERT INTO users (email, hashed_password)"
@@ -78,7 +78,7 @@ async def fill(dsn: str, kinds: list[str]) -> dict[UUID, str]:
             token = f"tok{n}-{kind}"
             tokens[row["id"]] = token
             link = InstagramConnection(instagram_user_id=f"ig{n}", access_token=token)  # type: ignore[arg-type]
-            await users.connect_instagram(row["id"], link)
+            await instagram.connect(row["id"], link)
         async with db.acquire() as conn:
             await conn.execute(
                 "UPDATE users SET token_issued_at = now() - interval '50 days',"
@@ -108,12 +108,12 @@ async def worker(dsn: str, url: str, *extra: str) -> asyncio.subprocess.Process:
 
 async def stored(dsn: str) -> dict[UUID, dict[str, Any]]:
     async with Database(make_settings(dsn)) as db:
-        users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         async with db.acquire() as conn:
             rows = await conn.fetch("SELECT id, needs_reauth, token_refresh_error FROM users")
         result = {}
         for row in rows:
-            token = await users.instagram_token(row["id"])
+            token = await instagram.token(row["id"])
             assert token is not None
             result[row["id"]] = {**dict(row), "token": token.get_secret_value()}
         return result

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from dal import migrations, rehearsal
+from dal.migrations import rehearsal
+from dal.migrations import runner as migrations
 from tests.factories import make_settings
 from tests.pg import PgServer, query
 

@@ -13,10 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from dal import Database, InstagramConnection, NewUser, User
-from dal.config import Settings
-from dal.dsn import describe_dsn, dsn_secrets, redact_dsn
+from dal.db.dsn import describe_dsn, dsn_secrets, redact_dsn
+from dal.db.settings import Settings
 from dal.errors import DalError, DuplicateEmail, InvalidCredentials, InvalidUserData
-from dal.users import UsersRepository
+from dal.instagram.repository import InstagramRepository
+from dal.users.repository import UsersRepository
 from tests.commands import run_cli
 from tests.factories import make_settings, stored_hash, user_row
 from tests.pg import with_password
@@ -68,8 +69,8 @@ async def test_no_secret_in_models_logs_or_errors(
             access_token=TOKEN,  # type: ignore[arg-type]
             token_expires_at=datetime.now(UTC) + timedelta(days=1),
         )
-        linked = await UsersRepository(db).connect_instagram(user.id, link)
-        token = await UsersRepository(db).instagram_token(user.id)
+        linked = await InstagramRepository(db).connect(user.id, link)
+        token = await InstagramRepository(db).token(user.id)
         assert token is not None and token.get_secret_value() == TOKEN
         signed_in = await UsersRepository(db).authenticate("ada@example.com", PASSWORD)
         page = await UsersRepository(db).list()

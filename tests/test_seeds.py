@@ -21,18 +21,13 @@ import bcrypt
 import pytest
 from psycopg2 import sql
 
-from dal.database import Database
+from dal.db.database import Database
+from dal.db.production_guard import DATABASE_MARKER
+from dal.devdata.seeds import BULK_EMAIL_DOMAIN, SEED_EMAILS, SEED_LOCK_KEY, SEEDS_DIR, seed_files
 from dal.errors import InvalidCredentials
-from dal.models import User
-from dal.production import DATABASE_MARKER
-from dal.seeding import (
-    BULK_EMAIL_DOMAIN,
-    SEED_EMAILS,
-    SEED_LOCK_KEY,
-    SEEDS_DIR,
-    seed_files,
-)
-from dal.users import UsersRepository
+from dal.instagram.repository import InstagramRepository
+from dal.users.models import User
+from dal.users.repository import UsersRepository
 from tests.commands import ROOT, cli_env, run_cli
 from tests.factories import make_settings
 from tests.pg import PgServer, query
@@ -198,8 +193,9 @@ async def test_seeded_demo_token_is_legacy_plaintext_the_dal_reads_until_reencry
     demo_token = "IGQWRdev-seed-demo-token-not-valid-on-instagram"
     async with Database(make_settings(fresh_dsn)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         demo = await users.get_by_email("demo@defeah.com")
-        before = await users.instagram_token(demo.id)
+        before = await instagram.token(demo.id)
         assert before is not None and before.get_secret_value() == demo_token
     done = run_cli(fresh_dsn, "reencrypt")
     assert done.returncode == 0, done.stderr
@@ -211,7 +207,7 @@ async def test_seeded_demo_token_is_legacy_plaintext_the_dal_reads_until_reencry
     assert stored and all(r["t"].startswith("v1:") for r in stored)
     assert all(demo_token not in r["t"] for r in stored)
     async with Database(make_settings(fresh_dsn)) as db:
-        after = await UsersRepository(db).instagram_token(demo.id)
+        after = await InstagramRepository(db).token(demo.id)
         assert after is not None and after.get_secret_value() == demo_token
 
 

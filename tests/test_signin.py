@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from dal import Database, NewUser, User, UserUpdate, passwords
-from dal.config import Settings
+from dal import Database, NewUser, User, UserUpdate
+from dal.db.settings import Settings
 from dal.errors import (
     AccountInactive,
     AccountLocked,
@@ -30,8 +30,9 @@ from dal.errors import (
     InvalidUserData,
     TooManyAttempts,
 )
-from dal.signin import budget_networks
-from dal.users import UsersRepository
+from dal.users import passwords
+from dal.users.repository import UsersRepository
+from dal.users.signin import budget_networks
 from tests.factories import stored_hash
 from tests.pg import query
 

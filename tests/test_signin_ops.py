@@ -11,7 +11,7 @@ import pytest
 from cli.data_verbs import age
 from dal import Database, NewUser
 from dal.errors import AccountLocked, InvalidCredentials
-from dal.users import UsersRepository
+from dal.users.repository import UsersRepository
 from tests.commands import run_cli
 from tests.factories import make_settings
 from tests.pg import query

@@ -20,14 +20,23 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser
-from dal.config import Settings
-from dal.driver import Connection
-from dal.embedded import bundled_psql
+from dal.db.connections import Connection
+from dal.db.embedded import bundled_psql
+from dal.db.settings import Settings
 from dal.errors import ConfigError, InvalidUserData, TokenUnreadable
-from dal.models import DueToken
-from dal.reencrypt import reencrypt
-from dal.tokens import NONCE_BYTES, TokenCipher, cipher_for, dev_key_text, new_key_entry, parse_keys
-from dal.users import UsersRepository
+from dal.instagram.keyring import (
+    NONCE_BYTES,
+    TokenCipher,
+    cipher_for,
+    dev_key_text,
+    new_key_entry,
+    parse_keys,
+    settings_cipher,
+)
+from dal.instagram.models import DueToken
+from dal.instagram.reencrypt import reencrypt
+from dal.instagram.repository import InstagramRepository
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings, stored_column
 
 K1 = new_key_entry("k1")
@@ -78,14 +87,15 @@ def pg_dump() -> str:
 async def test_connect_stores_no_plaintext_in_the_table_or_a_dump(clean_dsn: str) -> None:
     async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         ada = await new_user(users, "ada@example.com")
-        await users.connect_instagram(ada, link(TOKEN))
+        await instagram.connect(ada, link(TOKEN))
         stored = await stored_column(db, ada, "instagram_access_token")
         assert stored.startswith("v1:k1:") and TOKEN not in stored
         async with db.acquire() as conn:
             whole_table = await conn.fetchval("SELECT string_agg(users::text, '') FROM users")
         assert TOKEN not in whole_table
-        read = await users.instagram_token(ada)
+        read = await instagram.token(ada)
         assert read is not None and read.get_secret_value() == TOKEN
         # Nothing the ordinary reads return carries it either.
         user = await users.get(ada)
@@ -104,9 +114,10 @@ async def test_connect_stores_no_plaintext_in_the_table_or_a_dump(clean_dsn: str
 
 async def test_a_ciphertext_copied_to_another_user_does_not_decrypt(db: Database) -> None:
     users = UsersRepository(db)
+    instagram = InstagramRepository(db)
     ada = await new_user(users, "ada@example.com")
     bob = await new_user(users, "bob@example.com")
-    await users.connect_instagram(ada, link(TOKEN))
+    await instagram.connect(ada, link(TOKEN))
     async with db.acquire() as conn:
         await conn.execute(
             "UPDATE users SET instagram_access_token ="
@@ -115,13 +126,14 @@ async def test_a_ciphertext_copied_to_another_user_does_not_decrypt(db: Database
             bob,
         )
     with pytest.raises(TokenUnreadable) as caught:
-        await users.instagram_token(bob)
+        await instagram.token(bob)
     assert caught.value.user_id == bob
     assert TOKEN not in str(caught.value) and "v1:" not in str(caught.value)
 
 
 async def test_legacy_plaintext_still_reads(db: Database) -> None:
     users = UsersRepository(db)
+    instagram = InstagramRepository(db)
     ada = await new_user(users, "ada@example.com")
     async with db.acquire() as conn:
         await conn.execute(
@@ -129,7 +141,7 @@ async def test_legacy_plaintext_still_reads(db: Database) -> None:
             TOKEN,
             ada,
         )
-    read = await users.instagram_token(ada)
+    read = await instagram.token(ada)
     assert read is not None and read.get_secret_value() == TOKEN
 
 
@@ -165,14 +177,15 @@ async def test_stored_tokens_never_share_a_nonce(clean_dsn: str) -> None:
     paths, not only the cipher)."""
     async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         ids = [await new_user(users, f"n{n}@example.com") for n in range(12)]
         seen: list[str] = []
         for _ in range(2):  # connect, then reconnect with the very same token
             for n, user_id in enumerate(ids):
-                await users.connect_instagram(user_id, link(TOKEN, account=f"ig{n}"))
+                await instagram.connect(user_id, link(TOKEN, account=f"ig{n}"))
                 seen.append(await stored_column(db, user_id, "instagram_access_token"))
     async with Database(make_settings(clean_dsn, token_keys=f"{K2},{K1}")) as db:
-        result = await reencrypt(db, UsersRepository(db).tokens, batch=5)
+        result = await reencrypt(db, InstagramRepository(db).cipher, batch=5)
         assert result.rewritten == len(ids)
         seen += [await stored_column(db, user_id, "instagram_access_token") for user_id in ids]
     by_key: dict[str, list[bytes]] = {}
@@ -186,23 +199,25 @@ async def test_stored_tokens_never_share_a_nonce(clean_dsn: str) -> None:
 async def test_rotation_reencrypts_everything_then_the_old_key_can_go(clean_dsn: str) -> None:
     async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         ids = [await new_user(users, f"u{n}@example.com") for n in range(30)]
         for n, user_id in enumerate(ids):
-            await users.connect_instagram(user_id, link(f"token-{n}", account=f"ig{n}"))
+            await instagram.connect(user_id, link(f"token-{n}", account=f"ig{n}"))
     async with Database(make_settings(clean_dsn, token_keys=f"{K2},{K1}")) as db:
-        result = await reencrypt(db, UsersRepository(db).tokens, batch=7)
+        result = await reencrypt(db, InstagramRepository(db).cipher, batch=7)
         assert (result.rewritten, result.unreadable) == (30, 0)
         async with db.acquire() as conn:
             left = await conn.fetchval(
                 "SELECT count(*) FROM users WHERE instagram_access_token NOT LIKE 'v1:k2:%'"
             )
         assert left == 0
-        again = await reencrypt(db, UsersRepository(db).tokens)  # resumable: nothing left
+        again = await reencrypt(db, InstagramRepository(db).cipher)  # resumable: nothing left
         assert (again.rewritten, again.batches) == (0, 0)
     async with Database(make_settings(clean_dsn, token_keys=K2)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         for n, user_id in enumerate(ids):
-            token = await users.instagram_token(user_id)
+            token = await instagram.token(user_id)
             assert token is not None and token.get_secret_value() == f"token-{n}"
 
 
@@ -212,32 +227,35 @@ async def test_reencrypt_never_reverts_a_concurrent_connect(clean_dsn: str) -> N
     count = 200
     async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         ids = [await new_user(users, f"u{n}@example.com") for n in range(count)]
         for n, user_id in enumerate(ids):
-            await users.connect_instagram(user_id, link(f"old-{n}", account=f"ig{n}"))
+            await instagram.connect(user_id, link(f"old-{n}", account=f"ig{n}"))
     async with Database(make_settings(clean_dsn, token_keys=f"{K2},{K1}")) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
 
         async def traffic() -> None:
             for n in reversed(range(count)):  # from the other end of the id order
-                await users.connect_instagram(ids[n], link(f"new-{n}", account=f"ig{n}"))
+                await instagram.connect(ids[n], link(f"new-{n}", account=f"ig{n}"))
                 await asyncio.sleep(0)
 
         async with asyncio.timeout(120):
-            await asyncio.gather(reencrypt(db, users.tokens, batch=10), traffic())
+            await asyncio.gather(reencrypt(db, instagram.cipher, batch=10), traffic())
         for n, user_id in enumerate(ids):
-            token = await users.instagram_token(user_id)
+            token = await instagram.token(user_id)
             assert token is not None and token.get_secret_value() == f"new-{n}", n
 
 
 async def test_an_unknown_key_id_is_unreadable_not_a_crash(clean_dsn: str) -> None:
     async with Database(make_settings(clean_dsn, token_keys=K1)) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         ada = await new_user(users, "ada@example.com")
-        await users.connect_instagram(ada, link(TOKEN))
+        await instagram.connect(ada, link(TOKEN))
     async with Database(make_settings(clean_dsn, token_keys=K2)) as db:
         with pytest.raises(TokenUnreadable, match="key 'k1' is not in DEFEAH_TOKEN_KEYS"):
-            await UsersRepository(db).instagram_token(ada)
+            await InstagramRepository(db).token(ada)
 
 
 @pytest.mark.parametrize(
@@ -251,8 +269,9 @@ async def test_an_unknown_key_id_is_unreadable_not_a_crash(clean_dsn: str) -> No
     ],
 )
 def test_a_malformed_key_ring_is_one_line_naming_the_variable(value: str, words: str) -> None:
+    settings = Settings.from_env({"DEFEAH_TOKEN_KEYS": value})  # the DBA's verbs never read it
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"DEFEAH_TOKEN_KEYS": value})
+        settings_cipher(settings, "defeah-db serve")
     text = str(caught.value)
     assert text.startswith("DEFEAH_TOKEN_KEYS: ") and words in text and "\n" not in text
     for entry in value.split(","):
@@ -269,9 +288,10 @@ async def test_staging_and_production_refuse_tokens_without_keys(
     bare = make_settings(clean_dsn, environment=environment, token_keys=None)
     async with Database(bare) as db:
         users = UsersRepository(db)
+        instagram = InstagramRepository(db)
         user_id = await new_user(users, "ada@example.com")
         with pytest.raises(ConfigError) as caught:
-            await users.connect_instagram(user_id, link("tok-a"))
+            await instagram.connect(user_id, link("tok-a"))
         assert str(caught.value) == (
             f"reading or writing an Instagram token needs DEFEAH_TOKEN_KEYS on "
             f"DEFEAH_ENV={environment} (id:base64key,..., 32-byte AES keys; the first encrypts)"
@@ -298,9 +318,10 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
     """Due = connected, not expired, expiring within the window, 24 h old, not flagged, not
     leased; a token issued 2 h ago is never claimed; records clear or count as specified."""
     users = UsersRepository(db)
+    instagram = InstagramRepository(db)
     due, young, far, flagged = [await new_user(users, f"{n}@example.com") for n in "abcd"]
     for n, user_id in enumerate((due, young, far, flagged)):
-        await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+        await instagram.connect(user_id, link(f"tok-{n}", account=f"ig{n}"))
     await make_due(db, [due, flagged])
     async with db.acquire() as conn:
         await conn.execute(
@@ -315,23 +336,23 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
             [far, flagged],
         )
     lease = timedelta(seconds=1)
-    claimed = await users.claim_tokens_due(timedelta(days=7), limit=10, lease=lease)
+    claimed = await instagram.claim_due(timedelta(days=7), limit=10, lease=lease)
     assert [(c.user_id, c.token.get_secret_value()) for c in claimed] == [(due, "tok-0")]
-    assert await users.claim_tokens_due(timedelta(days=7), lease=lease) == []  # leased
+    assert await instagram.claim_due(timedelta(days=7), lease=lease) == []  # leased
     await asyncio.sleep(1.2)
-    again = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(minutes=5))
+    again = await instagram.claim_due(timedelta(days=7), lease=timedelta(minutes=5))
     assert [c.user_id for c in again] == [due]  # the lease ran out: claimable again
 
-    failure = await users.record_token_refresh_failed(due, "http_500")
+    failure = await instagram.record_refresh_failed(due, "http_500")
     assert failure is not None and (failure.failures, failure.needs_reauth) == (1, False)
-    assert await users.claim_tokens_due(timedelta(days=7)) == []  # backing off
+    assert await instagram.claim_due(timedelta(days=7)) == []  # backing off
     async with db.acquire() as conn:
         await conn.execute("UPDATE users SET refresh_claimed_until = now() WHERE id = $1", due)
-    [retry] = await users.claim_tokens_due(timedelta(days=7))
+    [retry] = await instagram.claim_due(timedelta(days=7))
     new_expiry = datetime.now(UTC) + timedelta(days=60)
-    assert await users.record_token_refreshed(retry.user_id, SecretStr("fresh"), new_expiry)
-    assert not await users.record_token_refreshed(due, SecretStr("again"), new_expiry)  # no lease
-    fresh = await users.instagram_token(due)
+    assert await instagram.record_refreshed(retry.user_id, SecretStr("fresh"), new_expiry)
+    assert not await instagram.record_refreshed(due, SecretStr("again"), new_expiry)  # no lease
+    fresh = await instagram.token(due)
     assert fresh is not None and fresh.get_secret_value() == "fresh"
     async with db.acquire() as conn:
         row = await conn.fetchrow(
@@ -347,12 +368,12 @@ async def test_claim_rules_and_bookkeeping(db: Database) -> None:
     }
     # Code 190 flags the row; only a reconnect brings it back.
     await make_due(db, [due], expires_in=timedelta(days=1))
-    [doomed] = await users.claim_tokens_due(timedelta(days=7))
-    flag = await users.record_token_refresh_failed(doomed.user_id, "190")
+    [doomed] = await instagram.claim_due(timedelta(days=7))
+    flag = await instagram.record_refresh_failed(doomed.user_id, "190")
     assert flag is not None and flag.needs_reauth
     assert (await users.get(due)).instagram_needs_reauth
-    assert await users.claim_tokens_due(timedelta(days=7)) == []
-    await users.connect_instagram(due, link("reconnected", account="ig0"))
+    assert await instagram.claim_due(timedelta(days=7)) == []
+    await instagram.connect(due, link("reconnected", account="ig0"))
     assert not (await users.get(due)).instagram_needs_reauth
 
 
@@ -361,13 +382,13 @@ CLAIM_BATCH = 4
 
 
 async def claim_within_bound(
-    users: UsersRepository, limit: int, conn: Connection | None = None
+    instagram: InstagramRepository, limit: int, conn: Connection | None = None
 ) -> list[DueToken]:
-    """``claim_tokens_due`` that fails the test, naming why, if it is still running after 5 s
+    """``claim_due`` that fails the test, naming why, if it is still running after 5 s
     (a claim takes milliseconds; one queued behind a row lock ends only with its holder)."""
     try:
         async with asyncio.timeout(5):
-            return await users.claim_tokens_due(timedelta(days=7), limit=limit, conn=conn)
+            return await instagram.claim_due(timedelta(days=7), limit=limit, conn=conn)
     except TimeoutError:
         pytest.fail("a claim waited on rows another claimer holds (still waiting after 5 s)")
 
@@ -381,30 +402,32 @@ async def test_a_claim_never_waits_on_another_claimers_rows(db: Database) -> Non
     milliseconds) is no speed measurement: a claim that waits on a lock only ends when the
     holder commits, which here happens after the bound."""
     users = UsersRepository(db)
+    instagram = InstagramRepository(db)
     ids = [await new_user(users, f"c{n}@example.com") for n in range(CLAIMERS * CLAIM_BATCH)]
     for n, user_id in enumerate(ids):
-        await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+        await instagram.connect(user_id, link(f"tok-{n}", account=f"ig{n}"))
     await make_due(db, ids)
     batches: list[set[UUID]] = []
     async with AsyncExitStack() as holders:
         for _ in range(CLAIMERS):
             conn = await holders.enter_async_context(db.acquire())
             await holders.enter_async_context(conn.transaction())
-            claimed = await claim_within_bound(users, CLAIM_BATCH, conn)
+            claimed = await claim_within_bound(instagram, CLAIM_BATCH, conn)
             batches.append({due.user_id for due in claimed})
-        assert await claim_within_bound(users, CLAIM_BATCH) == []  # all held: none left
+        assert await claim_within_bound(instagram, CLAIM_BATCH) == []  # all held: none left
     assert [len(batch) for batch in batches] == [CLAIM_BATCH] * CLAIMERS
     assert set().union(*batches) == set(ids)  # disjoint and complete
-    assert await users.claim_tokens_due(timedelta(days=7)) == []  # committed: all leased
+    assert await instagram.claim_due(timedelta(days=7)) == []  # committed: all leased
 
 
 async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> None:
     """A value no key decrypts must not sink the claim (and with it the refresher): it is
     flagged needs_reauth with the code ``unreadable``, and the readable rows still come back."""
     users = UsersRepository(db)
+    instagram = InstagramRepository(db)
     good, broken = [await new_user(users, f"{n}@example.com") for n in "ab"]
     for n, user_id in enumerate((good, broken)):
-        await users.connect_instagram(user_id, link(f"tok-{n}", account=f"ig{n}"))
+        await instagram.connect(user_id, link(f"tok-{n}", account=f"ig{n}"))
     await make_due(db, [good, broken])
     async with db.acquire() as conn:
         copied = await conn.fetchval(
@@ -413,7 +436,7 @@ async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> N
         await conn.execute(
             "UPDATE users SET instagram_access_token = $1 WHERE id = $2", copied, broken
         )
-    claimed = await users.claim_tokens_due(timedelta(days=7), limit=10)
+    claimed = await instagram.claim_due(timedelta(days=7), limit=10)
     assert [c.user_id for c in claimed] == [good]
     async with db.acquire() as conn:
         row = await conn.fetchrow(
@@ -423,29 +446,30 @@ async def test_an_unreadable_due_token_is_flagged_not_a_crash(db: Database) -> N
         )
     assert row["needs_reauth"] and row["token_refresh_error"] == "unreadable"
     assert row["refresh_claimed_until"] is None
-    assert await users.claim_tokens_due(timedelta(days=7)) == []  # flagged: never claimed again
+    assert await instagram.claim_due(timedelta(days=7)) == []  # flagged: never claimed again
 
 
 async def test_a_lapsed_lease_fences_out_its_worker(db: Database) -> None:
     """Worker A's lease runs out and worker B claims the row: A's late record, failure and
     release (each given A's ``lease_until``) write nothing; B's refresh is the one kept."""
     users = UsersRepository(db)
+    instagram = InstagramRepository(db)
     user_id = await new_user(users, "fence@example.com")
-    await users.connect_instagram(user_id, link("tok-old"))
+    await instagram.connect(user_id, link("tok-old"))
     await make_due(db, [user_id])
-    [first] = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(seconds=1))
+    [first] = await instagram.claim_due(timedelta(days=7), lease=timedelta(seconds=1))
     await asyncio.sleep(1.2)
-    [second] = await users.claim_tokens_due(timedelta(days=7), lease=timedelta(minutes=5))
+    [second] = await instagram.claim_due(timedelta(days=7), lease=timedelta(minutes=5))
     assert second.user_id == user_id and second.lease_until > first.lease_until
     expiry = datetime.now(UTC) + timedelta(days=60)
     stale = first.lease_until
-    assert not await users.record_token_refreshed(user_id, "from-a", expiry, lease_until=stale)
-    assert await users.record_token_refresh_failed(user_id, "http_500", lease_until=stale) is None
-    assert await users.release_token_claims([user_id], leases=[stale]) == 0
-    assert await users.record_token_refreshed(
+    assert not await instagram.record_refreshed(user_id, "from-a", expiry, lease_until=stale)
+    assert await instagram.record_refresh_failed(user_id, "http_500", lease_until=stale) is None
+    assert await instagram.release_claims([user_id], leases=[stale]) == 0
+    assert await instagram.record_refreshed(
         user_id, "from-b", expiry, lease_until=second.lease_until
     )
-    token = await users.instagram_token(user_id)
+    token = await instagram.token(user_id)
     assert token is not None and token.get_secret_value() == "from-b"
     with pytest.raises(InvalidUserData, match="leases"):
-        await users.release_token_claims([user_id], leases=[])
+        await instagram.release_claims([user_id], leases=[])

@@ -12,14 +12,15 @@ import pytest
 from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser, User, UserUpdate
-from dal.cursors import encode_cursor
 from dal.errors import (
     DuplicateEmail,
     DuplicateInstagramAccount,
     InvalidUserData,
     NotFound,
 )
-from dal.users import MAX_EXPIRY_WINDOW, MAX_PAGE_SIZE, UsersRepository
+from dal.instagram.repository import MAX_EXPIRY_WINDOW, InstagramRepository
+from dal.users.cursors import encode_cursor
+from dal.users.repository import MAX_PAGE_SIZE, UsersRepository
 from tests.factories import make_settings, stored_hash
 
 PASSWORD = "correct horse battery"
@@ -72,11 +73,11 @@ async def test_not_found_paths(db: Database) -> None:
     with pytest.raises(NotFound):
         await UsersRepository(db).delete(missing)
     with pytest.raises(NotFound):
-        await UsersRepository(db).connect_instagram(missing, InstagramConnection(
+        await InstagramRepository(db).connect(missing, InstagramConnection(
             instagram_user_id="1", access_token="t"  # type: ignore[arg-type]
         ))  # fmt: skip
     with pytest.raises(NotFound):
-        await UsersRepository(db).disconnect_instagram(missing)
+        await InstagramRepository(db).disconnect(missing)
     with pytest.raises(NotFound):
         await UsersRepository(db).record_login_success(missing)
     with pytest.raises(NotFound):
@@ -144,28 +145,28 @@ async def test_instagram_connect_disconnect(db: Database) -> None:
         instagram_username="ada.codes",
         token_expires_at=expires,
     )
-    connected = await UsersRepository(db).connect_instagram(user.id, link)
+    connected = await InstagramRepository(db).connect(user.id, link)
     assert connected.has_instagram_connected and not connected.instagram_token_expired
     assert connected.instagram_username == "ada.codes"
     assert connected.token_expires_at == expires
     assert connected.has_instagram_token and not connected.instagram_needs_reauth
-    token = await UsersRepository(db).instagram_token(user.id)
+    token = await InstagramRepository(db).token(user.id)
     assert token is not None and token.get_secret_value() == "IGQVJ-token-value"
 
     other = await UsersRepository(db).create(new_user("bob@example.com"))
     with pytest.raises(DuplicateInstagramAccount) as caught:
-        await UsersRepository(db).connect_instagram(other.id, link)
+        await InstagramRepository(db).connect(other.id, link)
     assert "IGQVJ" not in str(caught.value) and "17841400000000001" not in str(caught.value)
     # Reconnecting the same account to the same user (a refreshed token) is fine.
-    await UsersRepository(db).connect_instagram(user.id, link)
+    await InstagramRepository(db).connect(user.id, link)
 
-    gone = await UsersRepository(db).disconnect_instagram(user.id)
+    gone = await InstagramRepository(db).disconnect(user.id)
     assert not gone.has_instagram_connected
     assert (gone.instagram_user_id, gone.has_instagram_token) == (None, False)
-    assert await UsersRepository(db).instagram_token(user.id) is None
+    assert await InstagramRepository(db).token(user.id) is None
     assert (gone.instagram_username, gone.token_expires_at) == (None, None)
     # Now the account is free for another user.
-    assert (await UsersRepository(db).connect_instagram(other.id, link)).has_instagram_connected
+    assert (await InstagramRepository(db).connect(other.id, link)).has_instagram_connected
 
 
 async def test_expired_token_property(db: Database) -> None:
@@ -175,7 +176,7 @@ async def test_expired_token_property(db: Database) -> None:
         access_token="tok",  # type: ignore[arg-type]
         token_expires_at=datetime.now(UTC) - timedelta(seconds=1),
     )
-    assert (await UsersRepository(db).connect_instagram(user.id, link)).instagram_token_expired
+    assert (await InstagramRepository(db).connect(user.id, link)).instagram_token_expired
 
 
 async def test_expiring_instagram_tokens(db: Database) -> None:
@@ -190,24 +191,23 @@ async def test_expiring_instagram_tokens(db: Database) -> None:
     for name, expires in expiries.items():
         user = await UsersRepository(db).create(new_user(f"{name}@example.com"))
         ids[name] = user.id
-        await UsersRepository(db).connect_instagram(user.id, InstagramConnection(
+        await InstagramRepository(db).connect(user.id, InstagramConnection(
             instagram_user_id=name, access_token="t", token_expires_at=expires,  # type: ignore[arg-type]
         ))  # fmt: skip
     await UsersRepository(db).create(new_user("never@example.com"))
 
-    due = await UsersRepository(db).expiring_instagram_tokens(timedelta(days=1))
+    due = await InstagramRepository(db).expiring_tokens(timedelta(days=1))
     assert [u.id for u in due] == [ids["sooner"], ids["soon"]]
     assert [
-        u.id
-        for u in await UsersRepository(db).expiring_instagram_tokens(timedelta(days=1), limit=1)
+        u.id for u in await InstagramRepository(db).expiring_tokens(timedelta(days=1), limit=1)
     ] == [ids["sooner"]]
-    everyone = await UsersRepository(db).expiring_instagram_tokens(timedelta(days=30))
+    everyone = await InstagramRepository(db).expiring_tokens(timedelta(days=30))
     assert [u.id for u in everyone] == [ids["sooner"], ids["soon"], ids["later"]]
     # the /metrics gauge counts the same rows without reading them
-    assert await UsersRepository(db).count_expiring_instagram_tokens(timedelta(days=1)) == 2
-    assert await UsersRepository(db).count_expiring_instagram_tokens(timedelta(days=30)) == 3
+    assert await InstagramRepository(db).count_expiring_tokens(timedelta(days=1)) == 2
+    assert await InstagramRepository(db).count_expiring_tokens(timedelta(days=30)) == 3
     with pytest.raises(InvalidUserData) as caught:
-        await UsersRepository(db).expiring_instagram_tokens(timedelta(0))
+        await InstagramRepository(db).expiring_tokens(timedelta(0))
     assert caught.value.field == "within"
 
 
@@ -370,7 +370,7 @@ async def test_infinite_timestamps_written_by_sql_read_back_aware(
 ) -> None:
     """A DBA's UPDATE ... = 'infinity' must not break every later read of the user."""
     user = await UsersRepository(db).create(new_user())
-    await UsersRepository(db).connect_instagram(
+    await InstagramRepository(db).connect(
         user.id,
         InstagramConnection(instagram_user_id="42", access_token="t"),  # type: ignore[arg-type]
     )
@@ -392,13 +392,13 @@ async def test_infinite_timestamps_written_by_sql_read_back_aware(
         assert read.instagram_token_expired is (infinity == "-infinity")
         assert read.is_locked is (infinity == "infinity")
     # The refresh job's window query skips tokens that never (or always) expired.
-    assert await UsersRepository(db).expiring_instagram_tokens(timedelta(days=1)) == []
+    assert await InstagramRepository(db).expiring_tokens(timedelta(days=1)) == []
 
 
 async def test_expiring_window_too_long_to_compute_is_invalid_user_data(db: Database) -> None:
     for within in (timedelta(days=999_999_999), timedelta.max):
         with pytest.raises(InvalidUserData) as caught:
-            await UsersRepository(db).expiring_instagram_tokens(within)
+            await InstagramRepository(db).expiring_tokens(within)
         assert caught.value.field == "within"
     # The longest window accepted still runs (it covers every storable expiry).
-    assert await UsersRepository(db).expiring_instagram_tokens(MAX_EXPIRY_WINDOW) == []
+    assert await InstagramRepository(db).expiring_tokens(MAX_EXPIRY_WINDOW) == []

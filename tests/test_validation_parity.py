@@ -24,7 +24,8 @@ from pydantic import SecretStr
 
 from dal import Database, InstagramConnection, NewUser
 from dal.errors import InvalidUserData
-from dal.users import UsersRepository
+from dal.instagram.repository import InstagramRepository
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings
 
 LOCAL = st.text(alphabet="aZ09._%+-!#'é K ", max_size=8)
@@ -132,15 +133,15 @@ async def test_access_token_cap_keeps_the_encrypted_form_inside_the_check(
     names the token field -- and never quotes the value."""
     longest_id = "k" * 32 + ":" + base64.b64encode(b"k" * 32).decode()
     async with Database(make_settings(clean_dsn, token_keys=longest_id)) as db:
-        await _largest_tokens_fit(UsersRepository(db))
+        await _largest_tokens_fit(UsersRepository(db), InstagramRepository(db))
 
 
-async def _largest_tokens_fit(users: UsersRepository) -> None:
+async def _largest_tokens_fit(users: UsersRepository, instagram: InstagramRepository) -> None:
     user = await users.create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
     for token in ("t" * 2048, "é" * 1024, "\U0001f600" * 512):
         link = InstagramConnection(instagram_user_id="1", access_token=token)  # type: ignore[arg-type]
-        await users.connect_instagram(user.id, link)
-        read = await users.instagram_token(user.id)
+        await instagram.connect(user.id, link)
+        read = await instagram.token(user.id)
         assert read is not None and read.get_secret_value() == token
     with pytest.raises(InvalidUserData) as ours:
         InstagramConnection(instagram_user_id="1", access_token="t" * 2049)  # type: ignore[arg-type]
@@ -152,7 +153,7 @@ async def _largest_tokens_fit(users: UsersRepository) -> None:
         token_expires_at=None,
     )
     with pytest.raises(InvalidUserData) as theirs:
-        await users.connect_instagram(user.id, unchecked)
+        await instagram.connect(user.id, unchecked)
     assert theirs.value.field == "instagram_access_token"
     assert "instagram_access_token_max_length" in theirs.value.rule
     assert "t" * 100 not in str(theirs.value)

@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dal import migrations
-from dal.dsn import describe_dsn
-from dal.embedded import EmbeddedServer
+from dal.db.dsn import describe_dsn
+from dal.db.embedded import EmbeddedServer
+from dal.migrations import runner as migrations
 from tests.pg import with_password
 from tests.test_web_routes import free_port
 

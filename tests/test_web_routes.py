@@ -25,9 +25,9 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
-from dal import migrations
-from dal.config import Settings
-from dal.dsn import describe_dsn
+from dal.db.dsn import describe_dsn
+from dal.db.settings import Settings
+from dal.migrations import runner as migrations
 from tests.factories import make_settings
 from web.access_log import AccessLog
 from web.app import DATABASE, create_app

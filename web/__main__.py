@@ -10,8 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dal.config import Settings
+from dal.db.settings import Settings
 from dal.errors import DalError
+from dal.instagram.keyring import settings_cipher
 from web.app import add_address_arguments, run_server
 
 
@@ -21,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        settings.require("python -m web", "token_keys")
+        settings_cipher(settings, "python -m web")
         return run_server(settings, args.host, args.port, "web")
     except DalError as exc:
         print(f"web: error: {exc}", file=sys.stderr, flush=True)

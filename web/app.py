@@ -29,8 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dal.config import Settings
-from dal.database import Database
+from dal.db.database import Database
+from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable
 from web.access_log import AccessLog
 from web.health import HEALTH, HealthService, read_migration_files, routes

@@ -18,7 +18,7 @@ database, role, server message) and the migration ids appear only on ``detailed`
 Probe storms: concurrent requests share one in-flight check per kind (``SingleFlight``), so a
 thousand probes cost one pool connection, not a thousand.  A caller that joins late gets the
 result of the check already running, which is at most one health timeout old.  The migration
-state (a plain ``SELECT`` on the pool, see ``dal.schema_state``) is also cached for
+state (a plain ``SELECT`` on the pool, see ``dal.migrations.schema_state``) is also cached for
 ``MIGRATIONS_CACHE_SECONDS`` after a successful read; failures are not cached.  Every check runs
 inside ``Database.bounded``: the health timeout bounds it on the client and on the server.
 """
@@ -41,13 +41,13 @@ import asyncpg
 from aiohttp import web
 from multidict import CIMultiDict
 
-from dal import migrations, schema_state
-from dal.config import Settings
-from dal.database import Database
-from dal.driver import describe_error
+from dal.db.database import Database
+from dal.db.failures import describe_error
+from dal.db.pools import PoolMetrics
+from dal.db.replicas import ReplicaHealth
+from dal.db.settings import Settings
 from dal.errors import DalError
-from dal.pools import PoolMetrics
-from dal.replicas import ReplicaHealth
+from dal.migrations import runner, schema_state
 from web.headers import SECURITY_HEADERS
 from web.timestamps import utc_iso
 
@@ -205,7 +205,7 @@ class HealthService:
     async def migration_files(self) -> tuple[str, ...]:
         """Ids of the migrations in ``sql/``, read once (in a thread: it is file I/O)."""
         if self._migration_files is None:
-            self._migration_files = await asyncio.to_thread(migrations.migration_ids)
+            self._migration_files = await asyncio.to_thread(runner.migration_ids)
         return self._migration_files
 
     async def migrations(self) -> Check:

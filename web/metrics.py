@@ -44,11 +44,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dal import telemetry
-from dal.database import Database
+import dal
+from dal.db.database import Database
 from dal.errors import DalError
+from dal.instagram.repository import InstagramRepository
 from dal.telemetry import CounterChild, HistogramChild, LoopCounter, LoopHistogram
-from dal.users import UsersRepository
 from web.headers import SECURITY_HEADERS
 from web.health import HEALTH, HealthService, SingleFlight, authorized
 
@@ -130,7 +130,7 @@ class CachedFigures(Collector):
     ``TOKENS_CACHE_SECONDS`` by one task shared by every concurrent scrape."""
 
     def __init__(self, db: Database, health: HealthService) -> None:
-        self.users = UsersRepository(db)
+        self.instagram = InstagramRepository(db)  # counts only: no cipher, no hasher
         self.health = health
         self.pending: int | None = None
         self.tokens_due: int | None = None
@@ -149,7 +149,7 @@ class CachedFigures(Collector):
             return
         try:
             async with asyncio.timeout(self.health.settings.health_timeout):
-                due = await self.users.count_expiring_instagram_tokens(TOKENS_DUE_WITHIN)
+                due = await self.instagram.count_expiring_tokens(TOKENS_DUE_WITHIN)
         except (DalError, TimeoutError) as exc:
             log.warning("cannot count Instagram tokens due for refresh: %s", exc or "timeout")
             return  # the last figure stays; the next scrape tries again
@@ -178,7 +178,7 @@ class Metrics:
         self.figures = CachedFigures(db, health)
         self.registry = CollectorRegistry(auto_describe=True)
         collectors: tuple[Collector, ...] = (
-            *telemetry.COLLECTORS,
+            *dal.COLLECTORS,
             HTTP_REQUESTS,
             HTTP_DURATION,
             PoolCollector(db),

@@ -4,7 +4,7 @@
 -- comments, and how tables are partitioned.  ``rel`` names the relation an object belongs to
 -- (the indexed table for an index; NULL for a function), so that the objects of one monthly
 -- partition can be compared with the shape every monthly partition must have
--- (dal/partitions.py).  Reads only the system catalogs (no table data), so its cost does not
+-- (dal/db/partitions.py).  Reads only the system catalogs (no table data), so its cost does not
 -- grow with the number of users.  Partition bounds are printed in the session's TimeZone,
 -- which the callers set to UTC.  Bookkeeping tables (yoyo's and defeah_migration_checksum)
 -- are left out; NOT NULL constraints (contype 'n', PostgreSQL 18+) are covered by the column

@@ -54,7 +54,7 @@ DROP INDEX CONCURRENTLY IF EXISTS {index};
 
 -- name: begin_read_only#
 -- Dry runs: everything yoyo reads happens in one read-only transaction, so a write that slipped
--- past the recording backend would fail instead of landing (dal/migrations.py read_only).
+-- past the recording backend would fail instead of landing (dal/migrations/yoyo_backend.py read_only).
 BEGIN READ ONLY;
 
 -- name: plan_mark_applied!
@@ -78,15 +78,6 @@ VALUES (gen_random_uuid()::text, :migration_hash, :migration_id, :operation, cur
 SET lock_timeout = {lock_timeout};
 SET statement_timeout = {statement_timeout};
 
--- name: create_database#
--- The target database (createdb, up) or a scratch one (snapshot, rehearse); {database} is
--- filled in as a quoted identifier by psycopg2.sql (CREATE DATABASE takes no parameters).
-CREATE DATABASE {database};
-
--- name: drop_database#
--- Drops the scratch database again (FORCE: a leftover session must not keep it alive).
-DROP DATABASE IF EXISTS {database} WITH (FORCE);
-
 -- name: bookkeeping_tables^
 -- Which bookkeeping tables exist (a never-migrated database has neither); health reads them
 -- only when present, and never creates them.
@@ -96,7 +87,3 @@ SELECT to_regclass('_yoyo_migration') IS NOT NULL AS yoyo,
 -- name: applied_migration_ids
 -- Ids yoyo recorded as applied, oldest first: what health compares with the code's REQUIRED_HEAD.
 SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc, migration_id;
-
--- name: database_exists
--- Whether the database the DSN names exists yet (createdb / up create it when it does not).
-SELECT 1 FROM pg_database WHERE datname = :name;

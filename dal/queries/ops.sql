@@ -1,6 +1,6 @@
 -- Operations: the statements the seed runner, the production guard and the replica probe run.
 -- None of them touches a user's data beyond the fixed seed accounts and the bulk generator's
--- own domain (dal/seeding.py says why those lists are safe).
+-- own domain (dal/devdata/seeds.py says why those lists are safe).
 
 -- name: production_marker
 -- The per-database marker an operator sets with

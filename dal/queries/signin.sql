@@ -1,4 +1,4 @@
--- Sign-in: attempt budgets, outcomes and the auth_events log (dal/signin.py, migration 0005).
+-- Sign-in: attempt budgets, outcomes and the auth_events log (dal/users/signin.py and signin_jobs.py, migration 0005).
 --
 -- A sign-in involves up to three budget keys, passed as three parallel arrays
 -- (:scopes, :emails, :networks) in no particular order.  Every statement that locks budget

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from dal import migrations
+from dal.db.admin import ensure_database
+from dal.migrations import runner as migrations
 from tests.pg import PgServer
 from tests.scale.servers import MissingProgram, PgBouncer, StreamingPair
 
@@ -63,7 +64,7 @@ def streaming_pair() -> Iterator[StreamingPair]:
         _unavailable(exc)
     try:
         pair.start_primary()
-        migrations.ensure_database(pair.primary.dsn(SCALE_DATABASE))
+        ensure_database(pair.primary.dsn(SCALE_DATABASE))
         migrations.apply(pair.primary.dsn(SCALE_DATABASE))
         pair.start_standby()
         yield pair

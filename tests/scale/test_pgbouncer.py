@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dal import migrations
-from dal.database import Database
+from dal.db.database import Database
 from dal.errors import DatabaseUnavailable
+from dal.migrations import runner as migrations
 from tests.factories import make_settings
 from tests.pg import PgServer
 from tests.scale.conftest import BOUNCER_POOL_SIZE, via_bouncer

@@ -18,12 +18,14 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from dal.config import Settings
-from dal.database import Database
-from dal.dsn import describe_dsn
+from dal.db.database import Database
+from dal.db.dsn import describe_dsn
+from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable, NotFound
-from dal.models import InstagramConnection, NewUser
-from dal.users import UsersRepository
+from dal.instagram.models import InstagramConnection
+from dal.instagram.repository import InstagramRepository
+from dal.users.models import NewUser
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings
 from tests.scale.conftest import SCALE_DATABASE
 from tests.scale.servers import StreamingPair, free_port, query_one
@@ -97,12 +99,13 @@ async def test_repository_reads_use_the_standby_writes_and_sign_in_the_primary(
     """With replay paused on the standby, a user just created on the primary is invisible to
     exactly the lag-tolerant reads -- which proves where each method ran."""
     users = UsersRepository(routed_db)
+    instagram = InstagramRepository(routed_db)
     await asyncio.to_thread(streaming_pair.wait_replayed)
     query_one(streaming_pair.standby.dsn(), "SELECT pg_wal_replay_pause()")
     try:
         soon = datetime.now(UTC) + timedelta(hours=1)
         user = await users.create(NewUser(email="lagging@example.com", password=PASSWORD))
-        await users.connect_instagram(
+        await instagram.connect(
             user.id,
             InstagramConnection(instagram_user_id="42", access_token="t", token_expires_at=soon),
         )
@@ -111,7 +114,7 @@ async def test_repository_reads_use_the_standby_writes_and_sign_in_the_primary(
         with pytest.raises(NotFound):
             await users.get_by_email("lagging@example.com")
         assert user.id not in [u.id for u in (await users.list()).users]
-        assert await users.expiring_instagram_tokens(timedelta(days=1)) == []
+        assert await instagram.expiring_tokens(timedelta(days=1)) == []
         # Authentication and writes must see the latest row: they use the primary.
         assert (await users.authenticate("lagging@example.com", PASSWORD)).id == user.id
         assert (await users.record_login_failure(user.id)).failed_login_attempts == 1
@@ -119,7 +122,7 @@ async def test_repository_reads_use_the_standby_writes_and_sign_in_the_primary(
         query_one(streaming_pair.standby.dsn(), "SELECT pg_wal_replay_resume()")
     await asyncio.to_thread(streaming_pair.wait_replayed)
     assert (await users.get(user.id)).failed_login_attempts == 1
-    assert [u.id for u in await users.expiring_instagram_tokens(timedelta(days=1))] == [user.id]
+    assert [u.id for u in await instagram.expiring_tokens(timedelta(days=1))] == [user.id]
     await users.delete(user.id)
 
 

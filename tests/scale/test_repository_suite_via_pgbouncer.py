@@ -15,8 +15,8 @@ from types import ModuleType
 
 import pytest
 
-from dal.config import Settings
-from dal.database import Database
+from dal.db.database import Database
+from dal.db.settings import Settings
 from tests import test_auth, test_users
 from tests.factories import make_settings
 from tests.scale.servers import PgBouncer

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dal.config import Settings
+from dal.db.settings import Settings
 from tests import test_signin
 from tests.factories import make_settings
 

@@ -17,8 +17,8 @@ from uuid import UUID
 import pytest
 
 from dal import Database
-from dal.config import Settings
-from dal.users import UsersRepository
+from dal.db.settings import Settings
+from dal.instagram.repository import InstagramRepository
 from tests import test_tokens
 from tests.factories import make_settings
 from tests.test_refresh_tokens import fill
@@ -47,11 +47,11 @@ async def drain(settings: Settings, claims: Counter[UUID]) -> int:
     recorded = 0
     expires = datetime.now(UTC) + timedelta(days=60)
     async with Database(settings) as db:
-        users = UsersRepository(db)
-        while claimed := await users.claim_tokens_due(timedelta(days=7), limit=10):
+        instagram = InstagramRepository(db)
+        while claimed := await instagram.claim_due(timedelta(days=7), limit=10):
             for due in claimed:
                 claims[due.user_id] += 1
-                recorded += await users.record_token_refreshed(
+                recorded += await instagram.record_refreshed(
                     due.user_id, "fresh", expires, lease_until=due.lease_until
                 )
     return recorded
@@ -69,7 +69,7 @@ async def test_concurrent_workers_claim_every_due_token_exactly_once(
     assert max(claims.values()) == 1  # disjoint: no token leased to two workers
     assert sum(recorded) == DUE
     async with Database(settings) as db:
-        users = UsersRepository(db)
-        assert await users.claim_tokens_due(timedelta(days=7)) == []  # all refreshed
-        token = await users.instagram_token(next(iter(tokens)))
+        instagram = InstagramRepository(db)
+        assert await instagram.claim_due(timedelta(days=7)) == []  # all refreshed
+        token = await instagram.token(next(iter(tokens)))
         assert token is not None and token.get_secret_value() == "fresh"

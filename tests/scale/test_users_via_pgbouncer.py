@@ -16,7 +16,7 @@ from uuid import uuid4
 import pytest
 import pytest_asyncio
 
-from dal.database import Database
+from dal.db.database import Database
 from dal.errors import (
     AccountLocked,
     DuplicateEmail,
@@ -24,8 +24,10 @@ from dal.errors import (
     InvalidCredentials,
     NotFound,
 )
-from dal.models import InstagramConnection, NewUser, UserUpdate
-from dal.users import UsersRepository
+from dal.instagram.models import InstagramConnection
+from dal.instagram.repository import InstagramRepository
+from dal.users.models import NewUser, UserUpdate
+from dal.users.repository import UsersRepository
 from tests.factories import make_settings
 from tests.scale.conftest import BOUNCER_POOL_SIZE
 
@@ -46,6 +48,7 @@ async def bdb(bouncer_dsn: str) -> AsyncIterator[Database]:
 
 async def test_every_repository_method_through_pgbouncer(bdb: Database) -> None:
     users = UsersRepository(bdb)
+    instagram = InstagramRepository(bdb)
     ada = await users.create(NewUser(email="Ada@Example.com", password=PASSWORD, full_name="Ada"))
     bob = await users.create(NewUser(email="bob@example.com", password=PASSWORD, is_verified=True))
     with pytest.raises(DuplicateEmail):
@@ -69,11 +72,11 @@ async def test_every_repository_method_through_pgbouncer(bdb: Database) -> None:
     link = InstagramConnection(
         instagram_user_id="1789", access_token="tok-secret", token_expires_at=soon
     )
-    assert (await users.connect_instagram(ada.id, link)).has_instagram_connected
+    assert (await instagram.connect(ada.id, link)).has_instagram_connected
     with pytest.raises(DuplicateInstagramAccount):
-        await users.connect_instagram(bob.id, link)
-    assert [u.id for u in await users.expiring_instagram_tokens(timedelta(days=1))] == [ada.id]
-    assert not (await users.disconnect_instagram(ada.id)).has_instagram_connected
+        await instagram.connect(bob.id, link)
+    assert [u.id for u in await instagram.expiring_tokens(timedelta(days=1))] == [ada.id]
+    assert not (await instagram.disconnect(ada.id)).has_instagram_connected
 
     failure = await users.record_login_failure(bob.id)
     assert failure.failed_login_attempts == 1

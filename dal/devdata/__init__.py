@@ -1,0 +1,1 @@
+"""Development data: the seed users of ``seeds/*.sql`` and the bulk generator."""

@@ -1,0 +1,186 @@
+"""Instagram access tokens encrypted at rest: AES-256-GCM under a rotatable key ring.
+
+Why in the application: the embedded server has no pgcrypto, and a key sent to the database
+would sit in its logs, ``pg_stat_statements`` and every backup next to the ciphertext.  So
+PostgreSQL only ever sees the stored form, which describes itself::
+
+    v1:<key id>:<base64 of nonce (12 bytes) | ciphertext | tag (16 bytes)>
+
+The associated data is ``v1:<key id>:<user id>``: a value copied onto another user's row, or
+relabelled with another key id, fails authentication instead of decrypting.
+
+Keys come from ``DEFEAH_TOKEN_KEYS`` (``id:base64key,...``, 32-byte keys): the first encrypts,
+all decrypt, so rotation is "prepend the new key, run ``defeah-db reencrypt``, drop the old".
+In ``development``/``test`` without the variable a key is generated once into
+``<data folder's parent>/token-keys`` (mode 0600) so a checkout works out of the box; on
+``staging``/``production`` whatever reads or writes a token refuses to start without it
+(``settings_cipher``), while the DBA's verbs never need it.
+
+A stored value that does not start with ``v1:`` is a legacy plaintext token (written before
+this module existed, or by ``seeds/``): it is still read as is, and ``reencrypt`` converts it.
+Key bytes live only in ``AESGCM`` objects and a private attribute; no repr, log line or error
+of this module contains a key or a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Final
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from dal.db.settings import Settings
+from dal.errors import ConfigError, TokenUnreadable
+
+VERSION: Final = "v1"
+KEY_BYTES: Final = 32
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
+ENV: Final = "DEFEAH_TOKEN_KEYS"
+DEV_KEY_FILE: Final = "token-keys"
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    """One key of the ring; its repr shows the id only."""
+
+    id: str
+    cipher: AESGCM = field(repr=False, compare=False)
+
+
+def parse_keys(text: str) -> tuple[TokenKey, ...]:
+    """The ring in ``text`` (``id:base64key,...``); ``ValueError`` naming the bad entry's
+    position and id, never its key material."""
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if not entries:
+        raise ValueError("lists no key; expected id:base64key[,id:base64key...]")
+    ring: list[TokenKey] = []
+    for position, entry in enumerate(entries, 1):
+        key_id, sep, encoded = entry.partition(":")
+        key_id = key_id.strip()
+        if not sep or KEY_ID.fullmatch(key_id) is None:
+            raise ValueError(f"entry {position} is not id:base64key (id: 1-32 of A-Z a-z 0-9 _ -)")
+        try:
+            raw = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not valid base64") from None
+        if len(raw) != KEY_BYTES:
+            raise ValueError(f"key {key_id!r} must decode to {KEY_BYTES} bytes, got {len(raw)}")
+        if any(key.id == key_id for key in ring):
+            raise ValueError(f"key id {key_id!r} appears twice")
+        ring.append(TokenKey(key_id, AESGCM(raw)))
+    return tuple(ring)
+
+
+def new_key_entry(key_id: str) -> str:
+    """A fresh ``id:base64key`` entry (for the dev key file and for operators rotating)."""
+    return f"{key_id}:{base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"
+
+
+def _aad(key_id: str, user_id: UUID) -> bytes:
+    return f"{VERSION}:{key_id}:{user_id}".encode()
+
+
+class TokenCipher:
+    """Encrypts under the ring's first key and decrypts under any of them."""
+
+    def __init__(self, keys: tuple[TokenKey, ...]) -> None:
+        if not keys:
+            raise ValueError("a token cipher needs at least one key")
+        self._keys = {key.id: key for key in keys}
+        self.active = keys[0].id
+        self._active = keys[0].cipher
+
+    def __repr__(self) -> str:
+        return f"<TokenCipher active={self.active!r} keys={list(self._keys)!r}>"
+
+    @property
+    def current_prefix(self) -> str:
+        """How every value written under the active key starts (``reencrypt`` skips those)."""
+        return f"{VERSION}:{self.active}:"
+
+    def encrypt(self, user_id: UUID, token: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._active.encrypt(nonce, token.encode(), _aad(self.active, user_id))
+        return self.current_prefix + base64.b64encode(nonce + sealed).decode()
+
+    def decrypt(self, user_id: UUID, stored: str) -> str:
+        """The token in ``stored``; a legacy plaintext value is returned as it is.
+
+        ``TokenUnreadable`` (naming the user only) when the key id is unknown, the value is
+        damaged, or it was sealed for another user.
+        """
+        if not stored.startswith(f"{VERSION}:"):
+            return stored
+        key_id, _, body = stored[len(VERSION) + 1 :].partition(":")
+        key = self._keys.get(key_id)
+        if key is None:
+            raise TokenUnreadable(user_id, f"key {key_id!r} is not in {ENV}")
+        try:
+            raw = base64.b64decode(body, validate=True)
+            plain = key.cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(key_id, user_id))
+            return plain.decode()
+        except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
+            raise TokenUnreadable(user_id, "the value does not authenticate") from None
+
+
+def dev_key_path(data_dir: Path) -> Path:
+    """Where development/test keep their generated key: next to the embedded data folder."""
+    return data_dir.parent / DEV_KEY_FILE
+
+
+def dev_key_text(path: Path) -> str:
+    """The development ring stored at ``path``, created (mode 0600) on first use.
+
+    Several processes may start at once (test workers): the key is written to a private
+    temporary file and hard-linked into place, so exactly one key wins and nobody reads a
+    half-written file.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as out:
+            out.write(new_key_entry("dev") + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first; its key is the one everybody uses
+        finally:
+            temporary.unlink()
+    return path.read_text(encoding="ascii").strip()
+
+
+def settings_cipher(settings: Settings, purpose: str) -> TokenCipher:
+    """The cipher of ``settings`` for ``purpose`` (a verb, or "reading or writing an Instagram
+    token"): refused on staging/production without ``DEFEAH_TOKEN_KEYS``, and when the ring is
+    malformed.  The verbs that use tokens call it at start, so a bad ring stops them at once."""
+    settings.require(purpose, "token_keys")
+    secret = settings.token_keys
+    return cipher_for(None if secret is None else secret.get_secret_value(), settings.data_dir)
+
+
+@cache
+def _cipher(keys_text: str) -> TokenCipher:
+    return TokenCipher(parse_keys(keys_text))
+
+
+def cipher_for(keys_text: str | None, data_dir: Path) -> TokenCipher:
+    """The process's cipher: from ``DEFEAH_TOKEN_KEYS`` when set, else the development key;
+    ``ConfigError`` (one line naming the variable, never a key) when the ring is malformed."""
+    text = keys_text if keys_text is not None else dev_key_text(dev_key_path(data_dir))
+    try:
+        return _cipher(text)
+    except ValueError as exc:
+        source = ENV if keys_text is not None else str(dev_key_path(data_dir))
+        raise ConfigError(f"{source}: {exc}") from None

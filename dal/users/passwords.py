@@ -1,0 +1,262 @@
+"""bcrypt hashing that never runs on the event loop, and never starves it either.
+
+One bcrypt operation at the default cost 12 takes about a quarter of a second of CPU; on the
+event loop that would freeze every other request for as long.  bcrypt releases the GIL, so
+worker threads give real parallelism.  But plain worker threads (``asyncio.to_thread``) took
+every core from the loop during a sign-in storm: health p99 went to 5.4x idle on 2 cores.  So
+bcrypt runs on ``BCRYPT``: one thread per core, each at the lowest scheduling priority
+(``os.nice``, per thread on Linux).  Idle cores still all hash; the moment the event loop or
+PostgreSQL wants a core, the scheduler gives it to them first.  Measured alternatives are in
+docs/benchmarks.md (bench/bench_signin_storm.py).
+
+The queue in front of those threads is bounded in length and in waiting time: a storm beyond
+what the cores can check fails fast with ``Overloaded`` instead of piling up sign-ins that
+would answer after the client gave up.  Its depth is a metric (``dal.telemetry``).
+
+The password rules (non-empty, at most 72 UTF-8 bytes) are checked here too, so a password that
+bcrypt would truncate or refuse is reported as ``InvalidUserData('password', ...)`` instead of a
+bare ``ValueError`` from the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+
+import bcrypt
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic_core import PydanticCustomError
+
+from dal.errors import InvalidUserData, Overloaded
+from dal.inputs import check_password
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The largest nice value Linux allows: these threads get a core only when nothing else wants it.
+NICENESS: Final = 19
+# Defaults of PasswordHasher's bounds (the settings DEFEAH_BCRYPT_QUEUE_LIMIT/_TIMEOUT).
+QUEUE_LIMIT: Final = 128
+QUEUE_TIMEOUT: Final = 5.0
+
+# $2a$ / $2b$ / $2y$, two-digit cost, 53 characters of salt and digest.
+_HASH_SHAPE = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+
+
+def validate_password(password: str) -> None:
+    """``InvalidUserData('password', rule)`` for a password no account can have."""
+    try:
+        check_password(password)
+    except PydanticCustomError as exc:
+        raise InvalidUserData("password", exc.message()) from None
+
+
+def encode_password(password: str) -> bytes:
+    """The password as bcrypt reads it, after the rules (``InvalidUserData`` otherwise).
+
+    Sign-in encodes once and passes the bytes on, so the rules run once per attempt."""
+    validate_password(password)
+    return password.encode("utf-8")
+
+
+def hash_cost(hashed: str) -> int | None:
+    """The cost factor written in a bcrypt hash, or None when it is not a bcrypt hash."""
+    match = _HASH_SHAPE.fullmatch(hashed)
+    return int(match.group(1)) if match else None
+
+
+def hash_sync(password: bytes, rounds: int) -> str:
+    """Blocking bcrypt hash; only ever called in a worker thread."""
+    return bcrypt.hashpw(password, bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def check_sync(password: bytes, hashed: str) -> bool:
+    """Blocking bcrypt check; only ever called in a worker thread."""
+    if hash_cost(hashed) is None:
+        # A corrupt or foreign hash can match nothing; say so without printing it.
+        log.warning("stored password hash is not a bcrypt hash; refusing the sign-in")
+        return False
+    return bcrypt.checkpw(password, hashed.encode("ascii"))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), not merely the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _lower_priority(niceness: int) -> None:
+    """Worker-thread initializer: on Linux ``nice`` applies to the calling thread only, so the
+    event loop's thread keeps its priority."""
+    os.nice(niceness)
+
+
+class BcryptWorkers:
+    """Low-priority threads for bcrypt behind a queue bounded in length and waiting time.
+
+    Process-wide (``BCRYPT``): the cores are shared by every repository and event loop of the
+    process.  Counting is under a ``threading.Lock`` because jobs start on worker threads.
+    Threads start on first use, not at import.
+    """
+
+    def __init__(self, workers: int, niceness: int = NICENESS) -> None:
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(
+            workers, "bcrypt", initializer=_lower_priority, initargs=(niceness,)
+        )
+        self._lock = threading.Lock()
+        self.queued = 0  # submitted, not started yet: the queue depth
+        self.refused = 0  # refused with Overloaded (queue full or waited too long)
+
+    def __repr__(self) -> str:
+        return f"<BcryptWorkers workers={self.workers} queued={self.queued}>"
+
+    async def run(self, limit: int, timeout: float, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on a worker; ``Overloaded`` when ``limit`` jobs already wait or this
+        one does not start within ``timeout`` seconds (then it never runs)."""
+        with self._lock:
+            if self.queued >= limit:
+                self.refused += 1
+                raise Overloaded(f"{self.queued} password checks already waiting")
+            self.queued += 1
+        job = self._executor.submit(self._start, fn, *args)
+        job.add_done_callback(self._unqueue_cancelled)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = job.cancel()  # False once started: a started check runs to its end
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            with self._lock:
+                self.refused += 1
+            raise Overloaded(f"no bcrypt worker free within {timeout:g}s") from None
+        finally:
+            timer.cancel()
+
+    def _start(self, fn: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            self.queued -= 1
+        return fn(*args)
+
+    def _unqueue_cancelled(self, job: Future[Any]) -> None:
+        if job.cancelled():  # never started, so ``_start`` did not count it out
+            with self._lock:
+                self.queued -= 1
+
+
+BCRYPT: Final = BcryptWorkers(usable_cores())
+
+# Dummy hashes by cost, for checks that must take as long as a real one (see ``_dummy``).
+DUMMY_HASHES: dict[int, str] = {}
+
+
+class PasswordHasher:
+    """bcrypt at a configured cost; ``hash``/``verify`` run on ``BCRYPT``'s workers and raise
+    ``Overloaded`` when ``queue_limit`` checks already wait or one waits ``queue_timeout``."""
+
+    def __init__(
+        self, rounds: int, queue_limit: int = QUEUE_LIMIT, queue_timeout: float = QUEUE_TIMEOUT
+    ) -> None:
+        if not 4 <= rounds <= 31:
+            raise ValueError(f"bcrypt cost must be between 4 and 31, got {rounds}")
+        self.rounds = rounds
+        self.queue_limit = queue_limit
+        self.queue_timeout = queue_timeout
+
+    def __repr__(self) -> str:
+        return f"PasswordHasher(rounds={self.rounds})"
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await BCRYPT.run(self.queue_limit, self.queue_timeout, fn, *args)
+
+    async def hash(self, password: str) -> str:
+        return await self.hash_encoded(encode_password(password))
+
+    async def hash_encoded(self, secret: bytes) -> str:
+        """``hash`` of a password already through ``encode_password``."""
+        return await self._run(hash_sync, secret, self.rounds)
+
+    async def verify(self, password: str, hashed: str) -> bool:
+        return await self.check(encode_password(password), hashed)
+
+    async def check(self, secret: bytes, hashed: str) -> bool:
+        """``verify`` of a password already through ``encode_password``."""
+        return await self._run(check_sync, secret, hashed)
+
+    def needs_rehash(self, hashed: str) -> bool:
+        """True when the hash was made with another cost than the configured one."""
+        return hash_cost(hashed) != self.rounds
+
+    async def _dummy(self, cost: int) -> str:
+        """A hash of a fixed phrase at ``cost``, made once per process and cost.
+
+        Process-wide, not per hasher: a repository made per request must not pay (and show in
+        its timing) an extra hash the first time it meets an unknown email.
+        """
+        if cost not in DUMMY_HASHES:
+            DUMMY_HASHES[cost] = await self._run(hash_sync, b"timing-equaliser", cost)
+        return DUMMY_HASHES[cost]
+
+    async def verify_dummy(self, secret: bytes) -> None:
+        """Spend the time of one real check, for sign-ins with an unknown email.
+
+        Without it, "no such user" would answer in a millisecond and "wrong password" in a
+        quarter second, telling an attacker which emails have accounts.  The dummy has the
+        configured cost, the cost every stored hash converges to (hashes are upgraded at
+        login).
+        """
+        await self.check(secret, await self._dummy(self.rounds))
+
+    async def verify_padded(self, secret: bytes, hashed: str) -> bool:
+        """``verify``, and when it fails on a hash cheaper than the configured cost, pad the
+        work up to one configured-cost check.
+
+        bcrypt work doubles per cost step, so 2**c - 2**s = 2**s + ... + 2**(c-1): one dummy
+        check at each cost from s to c-1 makes a wrong password on an old cost-s hash take as
+        long as the unknown-email dummy at cost c.  A hash that is not bcrypt at all pads a
+        whole check.  A stored cost *above* the configured one cannot be shortened; it stays
+        a known residual until that user's next sign-in rehashes it.
+        """
+        if await self.check(secret, hashed):
+            return True
+        stored = hash_cost(hashed)
+        pad = [self.rounds] if stored is None else list(range(stored, self.rounds))
+        for cost in pad:
+            await self.check(secret, await self._dummy(cost))
+        return False
+
+
+class BcryptCollector(Collector):
+    """The bcrypt workers' queue, read at scrape time (``BCRYPT``)."""
+
+    def collect(self) -> Iterator[Metric]:
+        workers = BCRYPT
+        yield GaugeMetricFamily(
+            "defeah_bcrypt_queue_depth",
+            "Password checks waiting for a bcrypt worker.",
+            value=workers.queued,
+        )
+        yield GaugeMetricFamily(
+            "defeah_bcrypt_workers", "bcrypt worker threads (one per core).", value=workers.workers
+        )
+        yield CounterMetricFamily(
+            "defeah_bcrypt_refused",
+            "Password checks refused with Overloaded (queue full or waited too long).",
+            value=workers.refused,
+        )
+
+
+BCRYPT_COLLECTOR: Final = BcryptCollector()

@@ -1,0 +1,318 @@
+"""Sign-in that holds under attack: attempt budgets claimed before bcrypt, and the event log.
+
+Every attempt involves up to three budget keys (table ``sign_in_budgets``, migration 0005):
+
+* ``network`` -- (normalized email, client network: IPv4 /24, IPv6 /64, or ``unknown`` when no
+  address is given), ``DEFEAH_LOCKOUT_THRESHOLD`` per window.  Spent, it refuses with the same
+  ``InvalidCredentials`` as a wrong password, and only from that network: a stranger cannot
+  lock the owner out from elsewhere.
+* ``ip`` -- one client address (IPv4 /32; IPv6 /64, which one host usually owns) across all
+  emails, ``DEFEAH_LOCKOUT_IP_THRESHOLD``; spent, ``TooManyAttempts``.  Not used without an
+  address: callers that pass none are one shared "unknown" network, as before this budget.
+* ``account`` -- all networks of one email, ``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``; spent, the
+  account locks for everyone (``users.locked_until``) and ``AccountLocked`` says so.
+
+Why claims, not counters read then written: the attempt takes one unit on every key in one
+atomic upsert *before* bcrypt, and may check the password only if every key had a unit left.  A
+wrong password keeps its units (they are the failure), a right one gives them back and resets
+its own network key.  So however many attempts arrive at once, at most ``threshold`` checks run
+per key per window, and an attempt arriving after that is refused without bcrypt even with the
+right password.  An attempt that dies between claim and outcome keeps its units (fails closed)
+until its window ends.
+
+Budgets are keyed by email, not user id, so unknown emails are throttled and refused exactly
+like known ones; an unknown email or a wrong password also costs the same bcrypt time
+(``PasswordHasher.verify_padded``/``verify_dummy``).  Every attempt writes one ``auth_events``
+row in the transaction (or statement) that moved its counters.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ipaddress
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Final
+from uuid import UUID
+
+from dal.arguments import expect
+from dal.db.connections import Acquirer, Connection
+from dal.db.statements import run
+from dal.errors import (
+    AccountInactive,
+    AccountLocked,
+    DalError,
+    DatabaseUnavailable,
+    InvalidCredentials,
+    InvalidUserData,
+    Overloaded,
+    TooManyAttempts,
+)
+from dal.queries import Query, load
+from dal.rules import EMAIL_MAX_LENGTH, RULE_EMPTY, RULE_NUL, rule_max_length
+from dal.telemetry import LOCKOUTS, SIGN_INS
+from dal.users.models import AuthEvent, User
+from dal.users.passwords import PasswordHasher, encode_password
+
+if TYPE_CHECKING:
+    from dal.db.settings import Settings
+
+Q: Final = load("signin")
+OPS: Final = load("ops")
+
+UNKNOWN_NETWORK: Final = "unknown"
+USER_AGENT_MAX: Final = 256
+MAX_EVENTS: Final = 1000
+# Which spent key speaks first when several are: the lock that is true for everyone, then
+# the address, then the (email, network) pair.
+PRIORITY: Final = ("account", "ip", "network")
+# The ``result`` label of each outcome (a fixed list: bounded cardinality).
+RESULTS: Final[dict[type[DalError], str]] = {
+    InvalidCredentials: "invalid_credentials",
+    AccountLocked: "locked",
+    TooManyAttempts: "throttled",
+    AccountInactive: "inactive",
+    Overloaded: "overloaded",
+    InvalidUserData: "invalid_input",
+    DatabaseUnavailable: "unavailable",
+}
+_LOCKOUTS: Final = LOCKOUTS.labels()
+_COUNTERS: Final = {
+    result: SIGN_INS.labels(result) for result in ("success", "error", *RESULTS.values())
+}
+
+
+def count_result(exc: DalError | None) -> None:
+    """One sign-in outcome in ``defeah_sign_ins_total``."""
+    result = "success" if exc is None else RESULTS.get(type(exc), "error")
+    _COUNTERS[result].inc()
+
+
+def normalize_email(email: str) -> str:
+    """The budget and log key of an email: trimmed and lower case (as users_email_lower_key)."""
+    normalized = email.strip().lower()
+    if not normalized:
+        raise InvalidUserData("email", RULE_EMPTY)
+    if len(normalized) > EMAIL_MAX_LENGTH:
+        raise InvalidUserData("email", rule_max_length(EMAIL_MAX_LENGTH))
+    if "\x00" in normalized:
+        raise InvalidUserData("email", RULE_NUL)
+    return normalized
+
+
+def client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address in ``client_ip``; an IPv4-mapped IPv6 address counts as its IPv4 address
+    (the same client seen through a dual-stack socket) and an IPv6 zone is dropped."""
+    try:
+        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
+    except ValueError:
+        raise InvalidUserData("client_ip", "must be an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@lru_cache(maxsize=4096)
+def budget_networks(client_ip: str | None) -> tuple[str | None, str, str | None]:
+    """(address, network key, ip key) of a client: IPv4 /24 and /32; IPv6 /64 for both.
+
+    Cached: parsing an address costs more than a refused attempt's whole round trip, and a
+    flood comes from few addresses."""
+    if client_ip is None:
+        return None, UNKNOWN_NETWORK, None
+    address = client_address(client_ip)
+    if isinstance(address, ipaddress.IPv4Address):
+        network = ipaddress.ip_network(f"{address}/24", strict=False)
+        return str(address), str(network), f"{address}/32"
+    network = ipaddress.ip_network(f"{address}/64", strict=False)
+    return str(address), str(network), str(network)
+
+
+def user_agent_value(user_agent: str | None) -> str | None:
+    """The user agent as logged: at most 256 characters, NULs removed (text cannot hold them)."""
+    if user_agent is None:
+        return None
+    return user_agent.replace("\x00", "")[:USER_AGENT_MAX]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything the statements of one sign-in need, computed once."""
+
+    email: str
+    client_ip: str | None
+    user_agent: str | None
+    keys: tuple[tuple[str, str, str], ...]
+    user_id: UUID | None = None
+    stored_hash: str | None = None
+    is_active: bool = False
+
+    def values(self, **extra: object) -> dict[str, object]:
+        scopes, emails, networks = (list(column) for column in zip(*self.keys, strict=True))
+        return {
+            "email": self.email,
+            "user_id": self.user_id,
+            "client_ip": self.client_ip,
+            "user_agent": self.user_agent,
+            "scopes": scopes,
+            "emails": emails,
+            "networks": networks,
+            **extra,
+        }
+
+
+def decided_by(scope: str, network: str) -> str:
+    return "account" if scope == "account" else f"{scope} {network}"
+
+
+def refusal(scope: str, until: datetime) -> DalError:
+    """The error of a spent key: only the account lock and the address ceiling say so; a spent
+    (email, network) budget reads exactly like a wrong password."""
+    if scope == "account":
+        return AccountLocked(until)
+    if scope == "ip":
+        return TooManyAttempts(until)
+    return InvalidCredentials()
+
+
+class SignIn:
+    """``authenticate`` and the event readers; ``UsersRepository`` owns one (``users.sign_in``)."""
+
+    def __init__(self, db: Acquirer, passwords: PasswordHasher) -> None:
+        self._db = db
+        self.passwords = passwords
+        settings: Settings = db.settings
+        self.window = timedelta(seconds=settings.lockout_window)
+        self.limits: dict[str, int] = {
+            "network": settings.lockout_threshold,
+            "ip": settings.lockout_ip_threshold,
+            "account": settings.lockout_account_threshold,
+        }
+
+    def __repr__(self) -> str:
+        return f"<SignIn on {self._db!r}>"
+
+    def attempt(self, email: str, client_ip: str | None, user_agent: str | None) -> Attempt:
+        """Validate the inputs and name the budget keys, before any database work."""
+        normalized = normalize_email(email)
+        address, network, ip_key = budget_networks(client_ip)
+        keys = [("account", normalized, ""), ("network", normalized, network)]
+        if ip_key is not None:
+            keys.append(("ip", "", ip_key))
+        return Attempt(normalized, address, user_agent_value(user_agent), tuple(keys))
+
+    async def authenticate(
+        self,
+        email: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> User:
+        """See ``UsersRepository.authenticate``.  No pool connection is held during bcrypt."""
+        try:
+            user = await self._authenticate(email, password, client_ip, user_agent)
+        except DalError as exc:
+            count_result(exc)
+            raise
+        count_result(None)
+        return user
+
+    async def _authenticate(
+        self, email: str, password: str, client_ip: str | None, user_agent: str | None
+    ) -> User:
+        secret = encode_password(password)  # the password rules, once per attempt
+        attempt = self.attempt(email, client_ip, user_agent)
+        async with self._db.acquire() as conn:
+            limits = [self.limits[scope] for scope, _, _ in attempt.keys]
+            state = (await run(conn, Q["sign_in_state"], attempt.values(limits=limits)))[0]
+            if state["scope"] is not None:
+                raise refusal(state["scope"], state["until"])
+            if state["id"] is not None:
+                attempt = replace(
+                    attempt,
+                    user_id=state["id"],
+                    stored_hash=state["hashed_password"],
+                    is_active=state["is_active"],
+                )
+            last_unit = await self._claim(conn, attempt) >= self.limits["account"]
+        right = await self._check(secret, attempt)
+        async with self._db.acquire() as conn:
+            return await self._settle(conn, attempt, secret, right, last_unit)
+
+    async def _claim(self, conn: Connection, attempt: Attempt) -> int:
+        """Take one unit on every key, or -- when one is spent -- none, with the refusal logged
+        in the same transaction, which still holds the rows' locks.  Returns the account key's
+        units used, this one included: at the limit, a failure of this attempt locks."""
+        async with conn.transaction():
+            rows = await run(conn, Q["claim_attempt"], attempt.values(window=self.window))
+            over = [row for row in rows if row["used"] > self.limits[row["scope"]]]
+            if not over:
+                return max(int(row["used"]) for row in rows if row["scope"] == "account")
+            decider = min(over, key=lambda row: PRIORITY.index(row["scope"]))
+            await run(conn, Q["release_claims"], attempt.values())
+            result = "locked" if decider["scope"] == "account" else "throttled"
+            by = decided_by(decider["scope"], decider["network"])
+            await run(conn, Q["record_event"], attempt.values(result=result, decided_by=by))
+        raise refusal(decider["scope"], decider["window_ends_at"])
+
+    async def _check(self, secret: bytes, attempt: Attempt) -> bool:
+        """The bcrypt check; an unknown email costs the same as a wrong password."""
+        if attempt.stored_hash is None:
+            await self.passwords.verify_dummy(secret)
+            return False
+        return await self.passwords.verify_padded(secret, attempt.stored_hash)
+
+    async def _settle(
+        self, conn: Connection, attempt: Attempt, secret: bytes, right: bool, last_unit: bool
+    ) -> User:
+        """Record the outcome; ``last_unit``: this attempt took the account key's last unit, so
+        its failure is the one that locks the account (counted in ``defeah_lockouts_total``)."""
+        if not right:
+            limit = self.limits["account"]
+            await run(conn, Q["record_failure"], attempt.values(account_limit=limit))
+            if last_unit:
+                _LOCKOUTS.inc()
+            raise InvalidCredentials()
+        if not attempt.is_active:
+            await run(conn, Q["settle_right_password"], attempt.values())
+            raise AccountInactive()
+        assert attempt.stored_hash is not None  # right implies a stored hash
+        upgraded = None
+        if self.passwords.needs_rehash(attempt.stored_hash):
+            upgraded = await self.passwords.hash_encoded(secret)
+        rows = await run(
+            conn,
+            Q["record_success"],
+            attempt.values(verified=attempt.stored_hash, upgraded=upgraded),
+        )
+        if not rows:  # the account was deleted while its password was being checked
+            raise InvalidCredentials()
+        return User.from_record(rows[0])
+
+    # -- readers -------------------------------------------------------------------------------
+
+    async def recent_auth_events_for_user(
+        self, user_id: UUID, limit: int = 50
+    ) -> builtins.list[AuthEvent]:
+        """The user's newest sign-in events first (at most ``MAX_EVENTS``)."""
+        expect("user_id", user_id, UUID)
+        expect("limit", limit, int)
+        return await self._events(Q["recent_events_for_user"], {"user_id": user_id}, limit)
+
+    async def recent_auth_events_for_ip(self, ip: str, limit: int = 50) -> builtins.list[AuthEvent]:
+        """The newest sign-in events from one client address first (at most ``MAX_EVENTS``)."""
+        expect("ip", ip, str)
+        expect("limit", limit, int)
+        address = str(client_address(ip))
+        return await self._events(Q["recent_events_for_ip"], {"client_ip": address}, limit)
+
+    async def _events(
+        self, query: Query, values: dict[str, object], limit: int
+    ) -> builtins.list[AuthEvent]:
+        if limit < 1:
+            raise InvalidUserData("limit", "must be at least 1")
+        async with self._db.acquire(readonly=True) as conn:
+            rows = await run(conn, query, {**values, "limit": min(limit, MAX_EVENTS)})
+        return [AuthEvent.model_validate(dict(row)) for row in rows]

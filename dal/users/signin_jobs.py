@@ -1,0 +1,130 @@
+"""The sign-in's operator jobs: unlock an email, prune old events, keep partitions ahead.
+
+Kept apart from the sign-in flow (``dal.users.signin``), which runs on every request; these run
+from the command line or a timer.  ``unlock`` and ``prune-events`` delete data, so they pass the
+production guard; ``maintain-events`` only creates partitions and drops expired budgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final
+from uuid import UUID
+
+from dal.db import partitions
+from dal.db.connections import Acquirer, Connection
+from dal.db.production_guard import guard
+from dal.db.statements import run, run_count
+from dal.errors import InvalidUserData
+from dal.queries import Query, load
+from dal.users.signin import normalize_email
+
+if TYPE_CHECKING:
+    from dal.db.settings import Settings
+
+Q: Final = load("signin")
+OPS: Final = load("ops")
+
+
+@dataclass(frozen=True)
+class UnlockReport:
+    email: str
+    budgets_cleared: int
+    user_id: UUID | None
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    dropped_partitions: tuple[str, ...]
+    deleted_rows: int
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    created_partitions: tuple[str, ...]
+    expired_budgets: int
+
+
+PRUNE_BATCH: Final = 10_000
+MONTHS_AHEAD: Final = 3
+MAX_MONTHS_AHEAD: Final = 120
+EVENTS_TABLE: Final = "auth_events"
+
+
+async def delete_in_batches(
+    conn: Connection, query: Query, values: Mapping[str, object], batch: int
+) -> int:
+    """Run a ``DELETE ... LIMIT :batch`` statement until it deletes less than a batch; each
+    run is its own short transaction (autocommit), so locks and WAL stay small."""
+    if batch < 1:
+        raise InvalidUserData("batch", "must be at least 1")
+    total = 0
+    while True:
+        count = await run_count(conn, query, {**values, "batch": batch})
+        total += count
+        if count < batch:
+            return total
+
+
+async def unlock(db: Acquirer, email: str, *, force: bool = False) -> UnlockReport:
+    """Clear every budget of ``email`` and its account lock, and log an ``unlocked`` event."""
+    normalized = normalize_email(email)
+    async with db.acquire() as conn:
+        await guard(conn, db.settings, f"unlock {normalized}", force=force)
+        rows = await run(conn, Q["unlock_email"], {"email": normalized})
+    return UnlockReport(normalized, rows[0]["budgets"], rows[0]["user_id"])
+
+
+async def _sound_events_layout(conn: Connection) -> None:
+    """Refuse (``PartitionLayoutInvalid``, nothing changed) when auth_events breaks the
+    partition rule: the partition functions go by names, so a misnamed or wrongly bounded
+    partition would be skipped, or dropped with rows newer than the cut-off."""
+    (await partitions.read_live(conn)).layout.require_sound(EVENTS_TABLE)
+
+
+async def _limit_lock_wait(conn: Connection, settings: Settings) -> None:
+    """Inside a transaction: give up on a lock after the migration lock timeout, so that a job
+    needing auth_events exclusively never queues every sign-in behind it."""
+    timeout = f"{int(settings.migration_lock_timeout * 1000)}ms"
+    await run(conn, OPS["local_lock_timeout"], {"timeout": timeout})
+
+
+async def prune_events(
+    db: Acquirer, older_than: timedelta, *, force: bool = False, batch: int = PRUNE_BATCH
+) -> PruneReport:
+    """Drop the monthly partitions wholly older than ``older_than`` (no row-by-row delete, no
+    bloat), then delete what is left before the cutoff in ``batch``-row transactions."""
+    if older_than <= timedelta(0):
+        raise InvalidUserData("older_than", "must be a positive duration")
+    async with db.acquire() as conn:
+        await guard(conn, db.settings, "prune sign-in events", force=force)
+        cutoff = (await run(conn, OPS["database_now"], {}))[0]["now"] - older_than
+        # Dropping a partition locks auth_events exclusively, and every sign-in inserts there:
+        # wait at most the migration lock timeout, never queue the sign-ins behind us.
+        async with conn.transaction():
+            await _limit_lock_wait(conn, db.settings)
+            await _sound_events_layout(conn)
+            dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
+        deleted = await delete_in_batches(conn, Q["delete_events_batch"], {"cutoff": cutoff}, batch)
+    return PruneReport(tuple(row["dropped"] for row in dropped), deleted)
+
+
+async def maintain_events(
+    db: Acquirer, *, months_ahead: int = MONTHS_AHEAD, batch: int = PRUNE_BATCH
+) -> MaintenanceReport:
+    """Create the monthly partitions from this month to ``months_ahead`` and delete budget rows
+    whose window has ended.  Idempotent, and safe to start on several hosts at once: runs take
+    turns on an advisory lock (waiting at most the migration lock timeout), so the second finds
+    the partitions the first created."""
+    if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
+        raise InvalidUserData("months_ahead", f"must be between 0 and {MAX_MONTHS_AHEAD}")
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            await _limit_lock_wait(conn, db.settings)
+            await run(conn, Q["lock_event_maintenance"], {})
+            await _sound_events_layout(conn)
+            created = await run(conn, Q["ensure_partitions"], {"months_ahead": months_ahead})
+        expired = await delete_in_batches(conn, Q["prune_expired_budgets"], {}, batch)
+    return MaintenanceReport(tuple(row["created"] for row in created), expired)
