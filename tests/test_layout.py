@@ -1,9 +1,10 @@
 """Where things live: the import rules of the packages and SQL only in ``.sql`` files.
 
-These are the project's architecture, checked on every run so a change that breaks them fails
-the suite instead of a later review: ``cli -> web -> dal``, never back; no import cycles inside
-a package, hidden or not (an import inside a function still counts); and no SQL statement text
-in the Python code of ``dal`` or ``web``.
+These are the project's architecture (docs/dal.md opens with the map), checked on every run so
+a change that breaks them fails the suite instead of a later review: ``cli -> web -> dal``,
+never back; inside ``dal``, the layers of ``DAL_LAYERS``; inside ``web``, the edge below
+everything; no import cycles, hidden or not (an import inside a function still counts); no
+module over 400 lines; and no SQL statement text in the Python code of ``dal`` or ``web``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,101 @@ def test_packages_import_one_way() -> None:
         if target.split(".")[0] not in ALLOWED[module.split(".")[0]]
     ]
     assert wrong == []
+
+
+# Modules every part of dal may import; they import only each other.
+FOUNDATION = frozenset(
+    {"dal.errors", "dal.arguments", "dal.rules", "dal.inputs", "dal.telemetry", "dal.progress"}
+    | {"dal.queries"}
+)
+# What each sub-package of dal may import besides itself and the foundation.
+DAL_LAYERS = {
+    "dal.db": frozenset(),
+    "dal.users": frozenset({"dal.db"}),
+    "dal.instagram": frozenset({"dal.db", "dal.users.models"}),  # a connection is a user's
+    "dal.devdata": frozenset({"dal.db"}),
+    "dal.migrations": frozenset({"dal.db", "dal.devdata.bulk"}),  # rehearsal fills a copy
+}
+# web: the edge (server, edge layer, problems, headers, request counters, log) imports no other
+# web module; the routes may import the edge.
+WEB_EDGE = frozenset(
+    {
+        "web.http_server",
+        "web.edge",
+        "web.problems",
+        "web.headers",
+        "web.http_metrics",
+        "web.timestamps",
+        "web.log_sink",
+        "web.access_log",
+    }
+)
+
+
+def _part(module: str) -> str:
+    if module in FOUNDATION or module == "dal":
+        return module
+    return ".".join(module.split(".")[:2])
+
+
+def _allowed_in_dal(module: str, target: str) -> bool:
+    if target in FOUNDATION:
+        return True
+    if module == "dal":  # the package's public names come from everywhere
+        return True
+    if module in FOUNDATION:
+        return False
+    part = _part(module)
+    if _part(target) == part:
+        return True
+    rules = DAL_LAYERS[part]
+    # ``from dal.devdata import bulk`` names the package on the way to an allowed module
+    return any(
+        target == r or target.startswith(r + ".") or r.startswith(target + ".") for r in rules
+    )
+
+
+def test_dal_layers_point_one_way() -> None:
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        if module.startswith("dal")
+        for target in targets
+        if target.startswith("dal") and not _allowed_in_dal(module, target)
+    ]
+    assert wrong == []
+
+
+def test_every_dal_module_belongs_to_a_layer() -> None:
+    unplaced = [
+        m
+        for m in modules()
+        if m.startswith("dal.") and m not in FOUNDATION and _part(m) not in DAL_LAYERS
+    ]
+    assert unplaced == []
+
+
+def test_the_web_edge_depends_on_nothing_above_it() -> None:
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        if module in WEB_EDGE
+        for target in targets
+        if target.startswith("web") and target not in WEB_EDGE
+    ]
+    assert wrong == []
+
+
+MAX_LINES = 400
+
+
+def test_no_production_module_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in modules().values()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
 
 
 def test_no_import_cycles() -> None:

@@ -31,11 +31,12 @@ from dal.migrations import runner as migrations
 from tests.factories import make_settings
 from web.access_log import AccessLog
 from web.app import DATABASE, create_app
-from web.health import HEALTH, SingleFlight
+from web.edge import edge_layer
+from web.health import HEALTH
 from web.http_server import HttpRunner
 from web.log_sink import LineSink
 from web.metrics import HTTP_REQUESTS
-from web.middleware import edge_middleware
+from web.single_flight import SingleFlight
 
 HEALTH_TYPE = "application/health+json"
 PROBLEM_TYPE = "application/problem+json"
@@ -247,7 +248,7 @@ async def test_the_edge_layer_runs_exactly_once_per_request(
                     assert resp.headers["Cache-Control"] == "no-store", path
                     if status >= 400:
                         assert resp.headers["Content-Type"] == PROBLEM_TYPE, path
-        assert (edge_middleware in app.middlewares) == (server == "aiohttp")
+        assert (edge_layer in app.middlewares) == (server == "aiohttp")
     after = [requests_counted(route, method, status) for method, _, _, route, status in cases]
     assert [b - a for a, b in zip(before, after, strict=True)] == [3.0] * len(cases)
 
@@ -308,7 +309,7 @@ async def test_our_runner_keeps_the_edge_across_setups_and_a_failed_start(
     app.on_startup.append(failing_start)
     with pytest.raises(RuntimeError, match="start-up failed"):
         await HttpRunner(app, header_timeout=5.0).setup()
-    assert list(app.middlewares) == [edge_middleware]  # given back for whoever serves it next
+    assert list(app.middlewares) == [edge_layer]  # given back for whoever serves it next
 
 
 async def test_an_app_frozen_before_our_runner_keeps_headers_on_every_reply(
@@ -324,14 +325,14 @@ async def test_an_app_frozen_before_our_runner_keeps_headers_on_every_reply(
     assert [status for status, _, _ in replies] == [404, 417]
     for _, headers, _ in replies:
         assert headers["Server"] == "defeah-db" and headers["Cache-Control"] == "no-store"
-    assert edge_middleware in app.middlewares
+    assert edge_layer in app.middlewares
 
 
 async def test_the_apps_handler_args_reach_our_server(web_settings: Settings) -> None:
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[edge_middleware], handler_args={"max_field_size": 100})
+    app = web.Application(middlewares=[edge_layer], handler_args={"max_field_size": 100})
     app.router.add_get("/", ok)
     replies = await serve_once(
         HttpRunner(app, header_timeout=5.0),

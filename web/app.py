@@ -33,12 +33,12 @@ from dal.db.database import Database
 from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable
 from web.access_log import AccessLog
+from web.edge import edge_layer
 from web.health import HEALTH, HealthService, read_migration_files, routes
 from web.http_server import HttpRunner
 from web.log_sink import LineSink, SinkHandler
 from web.metrics import METRICS, Metrics
 from web.metrics import routes as metrics_routes
-from web.middleware import edge_middleware
 
 log = logging.getLogger("web")
 
@@ -47,7 +47,7 @@ DATABASE = web.AppKey("database", Database)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[edge_middleware])
+    app = web.Application(middlewares=[edge_layer])
     database = Database(settings)
     app[SETTINGS] = settings
     app[DATABASE] = database

@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -48,7 +46,9 @@ from dal.db.replicas import ReplicaHealth
 from dal.db.settings import Settings
 from dal.errors import DalError
 from dal.migrations import runner, schema_state
+from web.bearer import authorized
 from web.headers import SECURITY_HEADERS
+from web.single_flight import SingleFlight
 from web.timestamps import utc_iso
 
 HEALTH_TYPE = "application/health+json"
@@ -101,32 +101,6 @@ class Check:
 
 def worst(statuses: list[str]) -> str:
     return max(statuses, key=STATUS_ORDER.__getitem__, default="pass")
-
-
-class SingleFlight(Generic[T]):
-    """Callers arriving while a check runs await that same check instead of starting another.
-
-    The shared task is shielded: a caller that gives up (client gone, its own timeout) does not
-    cancel the check the others are waiting for.
-    """
-
-    def __init__(self) -> None:
-        self._task: asyncio.Task[T] | None = None
-
-    async def run(self, start: Callable[[], Awaitable[T]]) -> T:
-        task = self._task
-        if task is None or task.done():
-            task = asyncio.ensure_future(start())
-            task.add_done_callback(_consume_exception)
-            self._task = task
-        return await asyncio.shield(task)
-
-
-def _consume_exception(task: asyncio.Task[Any]) -> None:
-    # Every waiter sees the exception; this only keeps asyncio from reporting it as lost when
-    # all waiters had already gone.
-    if not task.cancelled():
-        task.exception()
 
 
 class HealthService:
@@ -343,20 +317,6 @@ class HealthService:
 
 def _migrations_failed(output: str) -> Check:
     return Check("fail", None, "migrations", "datastore", utc_iso(), output)
-
-
-def authorized(request: web.Request, token: str | None) -> bool:
-    """True when no token is configured or the caller sent ``Authorization: Bearer <token>``.
-
-    aiohttp keeps header bytes that are not UTF-8 as surrogates; ``surrogateescape`` turns them
-    back into the bytes sent, so such a header compares unequal instead of failing to encode.
-    """
-    if token is None:
-        return True
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 def health_response(document: dict[str, Any]) -> web.Response:

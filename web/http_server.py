@@ -16,7 +16,7 @@ was sent, logs it at ERROR with a traceback, and puts its and Python's versions 
 WARNING line: a scanner must not be able to flood the log.
 
 The security headers reach every response: ``handle_error``'s replies carry them, and
-``HttpRunner`` runs the application's edge layer (web/middleware.py) around the application's
+``HttpRunner`` runs the application's edge layer (web/edge.py) around the application's
 whole handler, so also around what aiohttp answers before any middleware would run (an
 unsupported ``Expect`` gets a 417 problem document there); where it cannot,
 ``HeaderGuardRequestHandler`` adds the headers to that 417.
@@ -38,8 +38,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web import BaseRequest, StreamResponse
 
+from web.edge import edge_layer
 from web.headers import SECURITY_HEADERS
-from web.middleware import edge_middleware
 from web.problems import DETAILS, problem_response
 
 log = logging.getLogger("web.http")
@@ -214,7 +214,7 @@ class HttpRunner(web.AppRunner):
     application's ``handler_args``, read from the ``_kwargs`` attribute aiohttp keeps them in)
     are carried over.
 
-    When ``edge_middleware`` is the application's outermost middleware (as ``create_app`` makes
+    When ``edge_layer`` is the application's outermost middleware (as ``create_app`` makes
     it) and the application is not frozen yet, the runner takes it out of the application
     before start-up and calls it around the application's whole handler instead.  Why: aiohttp
     runs any middleware through its middleware machinery (a ``partial`` per layer plus a layer
@@ -230,25 +230,25 @@ class HttpRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
-        self._edge_outside = False  # edge_middleware taken out of the app, run by the server
+        self._edge_outside = False  # edge_layer taken out of the app, run by the server
 
     async def _make_server(self) -> web.Server:
         middlewares = self.app.middlewares
-        if not middlewares.frozen and middlewares and middlewares[0] is edge_middleware:
+        if not middlewares.frozen and middlewares and middlewares[0] is edge_layer:
             del middlewares[0]
             self._edge_outside = True
             try:
                 plain = await super()._make_server()
             except BaseException:
                 if not middlewares.frozen:  # start-up failed: the app gets its edge back
-                    middlewares.insert(0, edge_middleware)
+                    middlewares.insert(0, edge_layer)
                     self._edge_outside = False
                 raise
         else:
             plain = await super()._make_server()
         handler = plain.request_handler
         if self._edge_outside:
-            handler = partial(edge_middleware, handler=handler)
+            handler = partial(edge_layer, handler=handler)
         return HttpServer(
             handler,
             request_factory=plain.request_factory,

@@ -1,7 +1,7 @@
 """Errors as ``application/problem+json`` (RFC 9457) instead of aiohttp's HTML pages.
 
 Probes and API clients parse JSON; an HTML 404 page or a traceback in a 500 body would be noise
-for them and, for the traceback, a leak.  The middleware (web.middleware) turns every HTTP error
+for them and, for the traceback, a leak.  The edge layer (web.edge) turns every HTTP error
 the router or a handler raises into a small problem document, and any unexpected exception into a
 bare 500 whose details stay in the server log.
 """

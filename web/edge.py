@@ -25,14 +25,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from web.headers import SECURITY_HEADERS
-from web.metrics import observe
+from web.http_metrics import observe
 from web.problems import DETAILS, problem_response
 
 log = logging.getLogger("web.problems")
 
 
 @web.middleware
-async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def edge_layer(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     try:
         response = await handler(request)
