@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from dal import User
 from dal.queries import QUERIES_DIR, load
 
 
@@ -54,3 +56,30 @@ def test_pyformat_names_each_parameter_and_keeps_literal_percent(tmp_path: Path)
     )
     query = load("pf", tmp_path)["pf"]
     assert query.pyformat == "SELECT %(a)s, 'x%%' LIKE 'x%%', %(b)s, %(a)s"
+
+
+async def test_every_statement_that_returns_a_user_returns_exactly_the_user_fields(
+    fresh_dsn: str,
+) -> None:
+    """The users column list is written out in many statements; any that returns a user row
+    (its result has ``id`` and ``email``) must return exactly the ``User`` fields, no secret
+    among them.  Checked with the server's own description of each prepared statement."""
+    fields = set(User.model_fields)
+    conn = await asyncpg.connect(fresh_dsn)
+    checked = []
+    try:
+        for file in ("users", "instagram", "signin"):
+            for name, query in load(file).items():
+                if "{" in query.sql:  # formatted entries (identifiers) return no user
+                    continue
+                statement = await conn.prepare(query.sql)
+                columns = {a.name for a in statement.get_attributes()}
+                if {"id", "email"} <= columns:
+                    assert columns == fields, (file, name, sorted(columns ^ fields))
+                    checked.append(f"{file}.{name}")
+    finally:
+        await conn.close()
+    assert len(checked) >= 10, checked
+    assert {"instagram.connect_instagram", "signin.record_success", "users.get_user"} <= set(
+        checked
+    )

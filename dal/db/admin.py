@@ -15,7 +15,7 @@ from dal.db.failures import first_line
 from dal.errors import DatabaseUnavailable, MigrationError
 from dal.queries import load
 
-SQL = load("admin")
+ADMIN_SQL = load("admin")
 
 
 def cannot_connect(dsn: str, exc: BaseException) -> DatabaseUnavailable:
@@ -57,14 +57,18 @@ def create_database(dsn: str, name: str) -> None:
     """``CREATE DATABASE name`` on the server ``dsn`` reaches (a scratch copy's)."""
     from psycopg2 import sql
 
-    admin_statement(dsn, sql.SQL(SQL["create_database"].sql).format(database=sql.Identifier(name)))
+    admin_statement(
+        dsn, sql.SQL(ADMIN_SQL["create_database"].sql).format(database=sql.Identifier(name))
+    )
 
 
 def drop_database(dsn: str, name: str) -> None:
     """``DROP DATABASE IF EXISTS name WITH (FORCE)`` on the server ``dsn`` reaches."""
     from psycopg2 import sql
 
-    admin_statement(dsn, sql.SQL(SQL["drop_database"].sql).format(database=sql.Identifier(name)))
+    admin_statement(
+        dsn, sql.SQL(ADMIN_SQL["drop_database"].sql).format(database=sql.Identifier(name))
+    )
 
 
 def ensure_database(dsn: str) -> bool:
@@ -74,11 +78,13 @@ def ensure_database(dsn: str) -> bool:
 
     name = database_name(dsn)
     with connect(maintenance_dsn(dsn)) as conn, conn.cursor() as cur:
-        cur.execute(SQL["database_exists"].pyformat, {"name": name})
+        cur.execute(ADMIN_SQL["database_exists"].pyformat, {"name": name})
         if cur.fetchone() is not None:
             return False
         try:
-            cur.execute(sql.SQL(SQL["create_database"].sql).format(database=sql.Identifier(name)))
+            cur.execute(
+                sql.SQL(ADMIN_SQL["create_database"].sql).format(database=sql.Identifier(name))
+            )
         except psycopg2.errors.DuplicateDatabase:
             return False  # created concurrently by another process
         except psycopg2.Error as exc:

@@ -31,11 +31,14 @@ from dal.db.failures import CONNECT_ERRORS, CONNECTION_ERRORS, CUT_OFF, describe
 from dal.db.pools import PoolMetrics, close_pool, elapsed_ms
 from dal.db.replicas import ReplicaHealth, ReplicaSet
 from dal.db.settings import Settings
-from dal.errors import DatabaseUnavailable
+from dal.db.statements import run, run_script
+from dal.errors import DalError, DatabaseUnavailable
 from dal.queries import load
 from dal.telemetry import ACQUIRE_TIMEOUTS, ACQUIRE_WAIT
 
 log = logging.getLogger(__name__)
+
+OPS_SQL = load("ops")
 
 PRIMARY = "primary"  # the primary pool's name in metrics; replicas are named replica1, ...
 _PRIMARY_WAIT = ACQUIRE_WAIT.labels(PRIMARY)
@@ -239,18 +242,18 @@ class Database:
         queued behind a lock after the client has given up on it.  Raises ``TimeoutError``
         past the deadline, ``DatabaseUnavailable`` when there is no connection.
         """
-        begin = load("ops")["begin_bounded"].sql.format(ms=max(1, round(limit * 1000)))
         async with asyncio.timeout(limit), self.acquire(timeout=limit) as conn:
-            await conn.execute(begin)  # one round trip (simple query protocol)
+            # one round trip (simple query protocol)
+            await run_script(conn, OPS_SQL["begin_bounded"], ms=max(1, round(limit * 1000)))
             try:
                 yield conn
             except CUT_OFF:
                 raise  # acquire() discards the connection: a ROLLBACK would wait on it
             except BaseException:
                 if not _lost(conn):
-                    await conn.execute("ROLLBACK")
+                    await run_script(conn, OPS_SQL["end_bounded"])
                 raise
-            await conn.execute("ROLLBACK")  # read only: nothing to commit
+            await run_script(conn, OPS_SQL["end_bounded"])  # read only: nothing to commit
 
     # -- observability -------------------------------------------------------------------------
 
@@ -260,14 +263,12 @@ class Database:
         started = time.perf_counter()
         try:
             async with self.bounded(limit) as conn:
-                await conn.fetchval("SELECT 1")
+                await run(conn, OPS_SQL["ping"], {})
                 version = conn.get_settings().server_version
         except TimeoutError:
             return HealthReport(False, elapsed_ms(started), error=f"no answer within {limit:g}s")
-        except DatabaseUnavailable as exc:
+        except DalError as exc:  # DatabaseUnavailable above all
             return HealthReport(False, elapsed_ms(started), error=str(exc))
-        except asyncpg.exceptions.PostgresError as exc:
-            return HealthReport(False, elapsed_ms(started), error=describe_error(exc))
         return HealthReport(True, elapsed_ms(started), server_version=version)
 
     def pool_metrics(self) -> dict[str, PoolMetrics]:

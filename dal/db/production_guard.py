@@ -21,6 +21,8 @@ from dal.queries import load
 
 log = logging.getLogger(__name__)
 
+OPS_SQL = load("ops")
+
 PRODUCTION = "production"
 DATABASE_MARKER = "defeah.environment"
 
@@ -29,7 +31,7 @@ async def production_reason(conn: Connection, settings: Settings) -> str | None:
     """Why the target counts as production, or None when it does not."""
     if settings.environment == PRODUCTION:
         return "DEFEAH_ENV=production"
-    rows = await run(conn, load("ops")["production_marker"], {"name": DATABASE_MARKER})
+    rows = await run(conn, OPS_SQL["production_marker"], {"name": DATABASE_MARKER})
     marker = rows[0]["marker"]
     if isinstance(marker, str) and marker.strip().lower() == PRODUCTION:
         return f"the database sets {DATABASE_MARKER} = '{PRODUCTION}'"

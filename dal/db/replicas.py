@@ -38,6 +38,8 @@ from dal.telemetry import ACQUIRE_TIMEOUTS, ACQUIRE_WAIT
 
 log = logging.getLogger(__name__)
 
+OPS_SQL = load("ops")
+
 
 def replica_names(count: int) -> tuple[str, ...]:
     """Pool names in metrics and health: ``replica``, or ``replica-1``... when several."""
@@ -185,7 +187,7 @@ class ReplicaSet:
             async with asyncio.timeout(timeout):
                 conn = await replica.acquire(timeout)
                 try:
-                    row = (await run(conn, load("ops")["replica_probe"], {}))[0]
+                    row = (await run(conn, OPS_SQL["replica_probe"], {}))[0]
                 finally:
                     await replica.release(conn)
         except TimeoutError:

@@ -102,3 +102,16 @@ async def run_count(conn: Connection, query: Query, values: Mapping[str, object]
     finally:
         _timer(query).observe(time.perf_counter() - started)
     return row_count(status)
+
+
+async def run_script(conn: Connection, query: Query, **fields: object) -> None:
+    """``query``, a ``#`` entry of several commands with ``{field}`` slots filled from
+    ``fields``, in one round trip of the simple query protocol (which takes no parameters: the
+    fields are numbers or quoted identifiers, never input); errors as in ``run``."""
+    started = time.perf_counter()
+    try:
+        await conn.execute(query.sql.format(**fields))
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, {}) from None
+    finally:
+        _timer(query).observe(time.perf_counter() - started)

@@ -87,16 +87,16 @@ def seed_files(directory: Path = SEEDS_DIR) -> list[Path]:
     return files
 
 
-OPS = load("ops")
+OPS_SQL = load("ops")
 
 
 async def require_table(conn: Connection) -> None:
-    if not (await run(conn, OPS["users_table_exists"], {}))[0]["present"]:
+    if not (await run(conn, OPS_SQL["users_table_exists"], {}))[0]["present"]:
         raise SeedError("table users does not exist; run `defeah-db migrate` first")
 
 
 async def _present(conn: Connection) -> set[str]:
-    rows = await run(conn, OPS["seed_users_present"], {"emails": list(SEED_EMAILS)})
+    rows = await run(conn, OPS_SQL["seed_users_present"], {"emails": list(SEED_EMAILS)})
     return {r["email"] for r in rows}
 
 
@@ -149,9 +149,11 @@ async def clear_seeds(db: Database, *, force: bool = False, generated: bool = Fa
         await guard(conn, db.settings, "clear seeded users", force=force)
         await require_table(conn)
         async with conn.transaction():
-            seeds = await run_count(conn, OPS["delete_seed_users"], {"emails": list(SEED_EMAILS)})
+            seeds = await run_count(
+                conn, OPS_SQL["delete_seed_users"], {"emails": list(SEED_EMAILS)}
+            )
             bulk = 0
             if generated:
                 pattern = {"pattern": f"%@{BULK_EMAIL_DOMAIN}"}
-                bulk = await run_count(conn, OPS["delete_generated_users"], pattern)
+                bulk = await run_count(conn, OPS_SQL["delete_generated_users"], pattern)
     return ClearReport(seeds, bulk)

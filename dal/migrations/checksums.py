@@ -19,7 +19,7 @@ from typing import Any
 
 from dal.queries import load
 
-SQL = load("migrations")
+MIGRATIONS_SQL = load("migrations")
 
 
 @dataclass(frozen=True)
@@ -62,33 +62,33 @@ def file_hashes(migration_id: str, path: Path) -> FileHashes:
 
 def ensure_table(connection: Any) -> None:
     with connection.cursor() as cur:
-        cur.execute(SQL["create_checksum_table"].pyformat)
+        cur.execute(MIGRATIONS_SQL["create_checksum_table"].pyformat)
 
 
 def table_exists(connection: Any) -> bool:
     with connection.cursor() as cur:
-        cur.execute(SQL["checksum_table_exists"].pyformat)
+        cur.execute(MIGRATIONS_SQL["checksum_table_exists"].pyformat)
         return bool(cur.fetchone()[0])
 
 
 def recorded(connection: Any) -> dict[str, FileHashes]:
     """Recorded hashes by migration id (empty before the first checksummed migrate)."""
     with connection.cursor() as cur:
-        cur.execute(SQL["checksum_table_exists"].pyformat)
+        cur.execute(MIGRATIONS_SQL["checksum_table_exists"].pyformat)
         if not cur.fetchone()[0]:
             return {}
-        cur.execute(SQL["recorded_checksums"].pyformat)
+        cur.execute(MIGRATIONS_SQL["recorded_checksums"].pyformat)
         return {row[0]: FileHashes(*row) for row in cur.fetchall()}
 
 
 def record(connection: Any, hashes: FileHashes) -> None:
     with connection.cursor() as cur:
-        cur.execute(SQL["record_checksum"].pyformat, hashes.__dict__)
+        cur.execute(MIGRATIONS_SQL["record_checksum"].pyformat, hashes.__dict__)
 
 
 def forget(connection: Any, migration_id: str) -> None:
     with connection.cursor() as cur:
-        cur.execute(SQL["forget_checksum"].pyformat, {"migration_id": migration_id})
+        cur.execute(MIGRATIONS_SQL["forget_checksum"].pyformat, {"migration_id": migration_id})
 
 
 def mismatches(path: Path, was: FileHashes, now: FileHashes) -> list[Mismatch]:

@@ -25,7 +25,7 @@ from dal.migrations import checksums, runner, yoyo_backend
 from dal.migrations.files import SQL_DIR
 from dal.queries import load
 
-SQL = load("migrations")
+MIGRATIONS_SQL = load("migrations")
 
 
 def migrate_plan(dsn: str, sources: Path = SQL_DIR, policy: runner.RunPolicy | None = None) -> str:
@@ -46,7 +46,7 @@ def migrate_plan(dsn: str, sources: Path = SQL_DIR, policy: runner.RunPolicy | N
                 writer.statement(statement)
         if not run.checksum_table:
             writer.comment("defeah-db's migration checksums (docs/runner.md#checksums)")
-            writer.statement(SQL["create_checksum_table"].sql)
+            writer.statement(MIGRATIONS_SQL["create_checksum_table"].sql)
         for m in found:  # applied before checksums existed: migrate records them first
             if m.id in applied and m.id not in recorded:
                 writer.record(checksums.file_hashes(m.id, Path(m.path)))
@@ -87,7 +87,7 @@ class _Writer:
             f"{datetime.now(UTC).isoformat(timespec='seconds')}",
         ]
         self._limits = (
-            SQL["plan_session_limits"].sql.format(
+            MIGRATIONS_SQL["plan_session_limits"].sql.format(
                 lock_timeout=_quoted_ms(policy.lock_timeout),
                 statement_timeout=_quoted_ms(policy.statement_timeout),
             )
@@ -104,13 +104,15 @@ class _Writer:
         self._lines.append(text.rstrip().removesuffix(";") + ";")
 
     def record(self, hashes: checksums.FileHashes) -> None:
-        self.statement(SQL["record_checksum"].pyformat, hashes.__dict__)
+        self.statement(MIGRATIONS_SQL["record_checksum"].pyformat, hashes.__dict__)
 
     def drop_invalid_index(self, migration_id: str, index: str) -> None:
         from psycopg2 import sql
 
         self.comment(f"{migration_id}: an interrupted concurrent build left {index} INVALID")
-        drop = sql.SQL(SQL["drop_index_concurrently"].sql).format(index=sql.Identifier(index))
+        drop = sql.SQL(MIGRATIONS_SQL["drop_index_concurrently"].sql).format(
+            index=sql.Identifier(index)
+        )
         self._lines.append(drop.as_string(self._conn).rstrip().removesuffix(";") + ";")
 
     def migration(self, migration: Any, path: Path, direction: str) -> None:
@@ -124,13 +126,15 @@ class _Writer:
         self._lines.append(body if body.endswith(";") else body + "\n;")
         ids = {"migration_hash": migration.hash, "migration_id": migration.id}
         if direction == "apply":
-            self.statement(SQL["plan_mark_applied"].pyformat, ids)
+            self.statement(MIGRATIONS_SQL["plan_mark_applied"].pyformat, ids)
             self.record(checksums.file_hashes(migration.id, Path(migration.path)))
         else:
-            self.statement(SQL["plan_unmark_applied"].pyformat, ids)
-            self.statement(SQL["forget_checksum"].pyformat, {"migration_id": migration.id})
+            self.statement(MIGRATIONS_SQL["plan_unmark_applied"].pyformat, ids)
+            self.statement(
+                MIGRATIONS_SQL["forget_checksum"].pyformat, {"migration_id": migration.id}
+            )
         log = {**ids, "operation": direction, "hostname": socket.getfqdn()}
-        self.statement(SQL["plan_log"].pyformat, log)
+        self.statement(MIGRATIONS_SQL["plan_log"].pyformat, log)
         if transactional:
             self._lines.append("COMMIT;")
 

@@ -18,7 +18,7 @@ from dal.db import admin
 from dal.errors import DatabaseUnavailable
 from dal.queries import load
 
-SQL = load("migrations")
+MIGRATIONS_SQL = load("migrations")
 QUERY_CHARS = 120
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class BlockerWatch:
 
     def _sample(self, conn: Any) -> None:
         with conn.cursor() as cur:
-            cur.execute(SQL["blockers"].pyformat, self._params)
+            cur.execute(MIGRATIONS_SQL["blockers"].pyformat, self._params)
             rows = cur.fetchall()
         if rows:
             self.seen = [Blocker(*row) for row in rows]

@@ -40,7 +40,7 @@ from dal.migrations import runner
 from dal.migrations.files import SQL_DIR
 from dal.queries import load
 
-SQL = load("rehearsal")
+REHEARSAL_SQL = load("rehearsal")
 SAMPLE_SECONDS = 0.01
 LOAD_SAMPLE = 200
 
@@ -83,7 +83,7 @@ class LockSampler:
     def _run(self) -> None:
         with admin.connect(self._dsn) as conn, conn.cursor() as cur:
             while not self._stop.is_set():
-                cur.execute(SQL["migration_locks"].pyformat)
+                cur.execute(REHEARSAL_SQL["migration_locks"].pyformat)
                 for row in cur.fetchall():
                     self._fold(*row)
                 self._stop.wait(SAMPLE_SECONDS)
@@ -184,7 +184,7 @@ async def _rehearse(settings: Settings, dsn: str, rows: int, sources: Path) -> l
     async with Database(settings) as db:
         filled = await bulk.generate(db, rows, force=True)
         async with db.acquire() as conn:
-            query = SQL["sample_user_ids"]
+            query = REHEARSAL_SQL["sample_user_ids"]
             ids = [r["id"] for r in await run(conn, query, {"limit": LOAD_SAMPLE})]
         stop, ops = asyncio.Event(), list[LoadOp]()
         load_task = asyncio.create_task(_load(db, ids, stop, ops)) if ids else None

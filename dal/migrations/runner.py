@@ -50,7 +50,7 @@ from dal.queries import load
 
 log = logging.getLogger(__name__)
 
-SQL = load("migrations")
+MIGRATIONS_SQL = load("migrations")
 CONCURRENT_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)",
     re.IGNORECASE,
@@ -124,7 +124,7 @@ def invalid_concurrent_indexes(connection: Any, migration: Any) -> list[str]:
     if not wanted:
         return []
     with connection.cursor() as cur:
-        cur.execute(SQL["invalid_indexes"].pyformat)
+        cur.execute(MIGRATIONS_SQL["invalid_indexes"].pyformat)
         return [row[0] for row in cur.fetchall() if row[0] in wanted]
 
 
@@ -226,7 +226,7 @@ def _drop_invalid_indexes(backend: Any, migration: Any) -> None:
             log.warning(
                 "%s: dropping invalid index %s left by an interrupted build", migration.id, name
             )
-            drop = sql.SQL(SQL["drop_index_concurrently"].sql)
+            drop = sql.SQL(MIGRATIONS_SQL["drop_index_concurrently"].sql)
             cur.execute(drop.format(index=sql.Identifier(name)))
 
 

@@ -36,7 +36,7 @@ from dal.queries import load
 # The newest migration shipped beside this code: code and sql/ are released together, so the
 # code needs every migration it ships (a test keeps the docs' migration table in step).
 REQUIRED_HEAD: Final = file_ids()[-1]
-SQL = load("migrations")
+MIGRATIONS_SQL = load("migrations")
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ def _files() -> tuple[dict[str, checksums.FileHashes], dict[str, str]]:
 
 async def applied_ids(conn: Connection) -> tuple[str, ...]:
     """Ids recorded as applied; none when yoyo never ran here (no bookkeeping table yet)."""
-    tables = (await run(conn, SQL["bookkeeping_tables"], {}))[0]
+    tables = (await run(conn, MIGRATIONS_SQL["bookkeeping_tables"], {}))[0]
     if not tables["yoyo"]:
         return ()
-    return tuple(r[0] for r in await run(conn, SQL["applied_migration_ids"], {}))
+    return tuple(r[0] for r in await run(conn, MIGRATIONS_SQL["applied_migration_ids"], {}))
 
 
 async def read_status(db: Database, known: tuple[str, ...], timeout: float) -> MigrationStatus:
@@ -126,11 +126,11 @@ async def read_status(db: Database, known: tuple[str, ...], timeout: float) -> M
 async def read(conn: Any) -> SchemaState:
     """The schema state seen through ``conn`` (a pooled asyncpg connection)."""
     files, snapshot = await asyncio.to_thread(_files)
-    tables = (await run(conn, SQL["bookkeeping_tables"], {}))[0]
+    tables = (await run(conn, MIGRATIONS_SQL["bookkeeping_tables"], {}))[0]
     applied = await applied_ids(conn)
     changed: list[str] = []
     if tables["checksums"]:
-        for row in await run(conn, SQL["recorded_checksums"], {}):
+        for row in await run(conn, MIGRATIONS_SQL["recorded_checksums"], {}):
             now = files.get(row["migration_id"])
             if now is not None:
                 was = checksums.FileHashes(*row)

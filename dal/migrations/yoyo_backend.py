@@ -20,7 +20,7 @@ from dal.migrations import checksums
 from dal.migrations.files import file_ids
 from dal.queries import load
 
-SQL = load("migrations")
+MIGRATIONS_SQL = load("migrations")
 LOCK_TIMEOUT = 60.0  # seconds a second applier waits for the first one
 
 
@@ -159,7 +159,7 @@ def read_only(dsn: str) -> Iterator[ReadOnlyRun]:
     backend.recorded, backend.created = [], set()
     try:
         with backend.connection.cursor() as cur:
-            cur.execute(SQL["begin_read_only"].sql)
+            cur.execute(MIGRATIONS_SQL["begin_read_only"].sql)
         tables = set(backend.list_tables())
         yoyo_own = {backend.migration_table, backend.log_table, backend.version_table}
         backend.created = yoyo_own - tables

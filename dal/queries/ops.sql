@@ -41,6 +41,14 @@ SELECT pg_is_in_recovery() AS in_recovery,
 -- timeout in whole milliseconds, filled in by Database.bounded; SET takes no parameters).
 BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms};
 
+-- name: end_bounded#
+-- Ends a health check's read-only transaction (nothing to commit).
+ROLLBACK;
+
+-- name: ping
+-- The health round trip: one row, no table.
+SELECT 1 AS one;
+
 -- name: local_lock_timeout
 -- lock_timeout for the rest of the current transaction only (set_config(..., true) is
 -- SET LOCAL): a maintenance statement that needs an exclusive lock gives up instead of

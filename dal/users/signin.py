@@ -58,8 +58,8 @@ from dal.users.passwords import PasswordHasher, encode_password
 if TYPE_CHECKING:
     from dal.db.settings import Settings
 
-Q: Final = load("signin")
-OPS: Final = load("ops")
+SIGNIN_SQL: Final = load("signin")
+OPS_SQL: Final = load("ops")
 
 UNKNOWN_NETWORK: Final = "unknown"
 USER_AGENT_MAX: Final = 256
@@ -226,7 +226,7 @@ class SignIn:
         attempt = self.attempt(email, client_ip, user_agent)
         async with self._db.acquire() as conn:
             limits = [self.limits[scope] for scope, _, _ in attempt.keys]
-            state = (await run(conn, Q["sign_in_state"], attempt.values(limits=limits)))[0]
+            state = (await run(conn, SIGNIN_SQL["sign_in_state"], attempt.values(limits=limits)))[0]
             if state["scope"] is not None:
                 raise refusal(state["scope"], state["until"])
             if state["id"] is not None:
@@ -246,15 +246,17 @@ class SignIn:
         in the same transaction, which still holds the rows' locks.  Returns the account key's
         units used, this one included: at the limit, a failure of this attempt locks."""
         async with conn.transaction():
-            rows = await run(conn, Q["claim_attempt"], attempt.values(window=self.window))
+            rows = await run(conn, SIGNIN_SQL["claim_attempt"], attempt.values(window=self.window))
             over = [row for row in rows if row["used"] > self.limits[row["scope"]]]
             if not over:
                 return max(int(row["used"]) for row in rows if row["scope"] == "account")
             decider = min(over, key=lambda row: PRIORITY.index(row["scope"]))
-            await run(conn, Q["release_claims"], attempt.values())
+            await run(conn, SIGNIN_SQL["release_claims"], attempt.values())
             result = "locked" if decider["scope"] == "account" else "throttled"
             by = decided_by(decider["scope"], decider["network"])
-            await run(conn, Q["record_event"], attempt.values(result=result, decided_by=by))
+            await run(
+                conn, SIGNIN_SQL["record_event"], attempt.values(result=result, decided_by=by)
+            )
         raise refusal(decider["scope"], decider["window_ends_at"])
 
     async def _check(self, secret: bytes, attempt: Attempt) -> bool:
@@ -271,12 +273,12 @@ class SignIn:
         its failure is the one that locks the account (counted in ``defeah_lockouts_total``)."""
         if not right:
             limit = self.limits["account"]
-            await run(conn, Q["record_failure"], attempt.values(account_limit=limit))
+            await run(conn, SIGNIN_SQL["record_failure"], attempt.values(account_limit=limit))
             if last_unit:
                 _LOCKOUTS.inc()
             raise InvalidCredentials()
         if not attempt.is_active:
-            await run(conn, Q["settle_right_password"], attempt.values())
+            await run(conn, SIGNIN_SQL["settle_right_password"], attempt.values())
             raise AccountInactive()
         assert attempt.stored_hash is not None  # right implies a stored hash
         upgraded = None
@@ -284,7 +286,7 @@ class SignIn:
             upgraded = await self.passwords.hash_encoded(secret)
         rows = await run(
             conn,
-            Q["record_success"],
+            SIGNIN_SQL["record_success"],
             attempt.values(verified=attempt.stored_hash, upgraded=upgraded),
         )
         if not rows:  # the account was deleted while its password was being checked
@@ -299,14 +301,14 @@ class SignIn:
         """The user's newest sign-in events first (at most ``MAX_EVENTS``)."""
         expect("user_id", user_id, UUID)
         expect("limit", limit, int)
-        return await self._events(Q["recent_events_for_user"], {"user_id": user_id}, limit)
+        return await self._events(SIGNIN_SQL["recent_events_for_user"], {"user_id": user_id}, limit)
 
     async def recent_auth_events_for_ip(self, ip: str, limit: int = 50) -> builtins.list[AuthEvent]:
         """The newest sign-in events from one client address first (at most ``MAX_EVENTS``)."""
         expect("ip", ip, str)
         expect("limit", limit, int)
         address = str(client_address(ip))
-        return await self._events(Q["recent_events_for_ip"], {"client_ip": address}, limit)
+        return await self._events(SIGNIN_SQL["recent_events_for_ip"], {"client_ip": address}, limit)
 
     async def _events(
         self, query: Query, values: dict[str, object], limit: int

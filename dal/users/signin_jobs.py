@@ -24,8 +24,8 @@ from dal.users.signin import normalize_email
 if TYPE_CHECKING:
     from dal.db.settings import Settings
 
-Q: Final = load("signin")
-OPS: Final = load("ops")
+SIGNIN_SQL: Final = load("signin")
+OPS_SQL: Final = load("ops")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ async def unlock(db: Acquirer, email: str, *, force: bool = False) -> UnlockRepo
     normalized = normalize_email(email)
     async with db.acquire() as conn:
         await guard(conn, db.settings, f"unlock {normalized}", force=force)
-        rows = await run(conn, Q["unlock_email"], {"email": normalized})
+        rows = await run(conn, SIGNIN_SQL["unlock_email"], {"email": normalized})
     return UnlockReport(normalized, rows[0]["budgets"], rows[0]["user_id"])
 
 
@@ -88,7 +88,7 @@ async def _limit_lock_wait(conn: Connection, settings: Settings) -> None:
     """Inside a transaction: give up on a lock after the migration lock timeout, so that a job
     needing auth_events exclusively never queues every sign-in behind it."""
     timeout = f"{int(settings.migration_lock_timeout * 1000)}ms"
-    await run(conn, OPS["local_lock_timeout"], {"timeout": timeout})
+    await run(conn, OPS_SQL["local_lock_timeout"], {"timeout": timeout})
 
 
 async def prune_events(
@@ -100,14 +100,16 @@ async def prune_events(
         raise InvalidUserData("older_than", "must be a positive duration")
     async with db.acquire() as conn:
         await guard(conn, db.settings, "prune sign-in events", force=force)
-        cutoff = (await run(conn, OPS["database_now"], {}))[0]["now"] - older_than
+        cutoff = (await run(conn, OPS_SQL["database_now"], {}))[0]["now"] - older_than
         # Dropping a partition locks auth_events exclusively, and every sign-in inserts there:
         # wait at most the migration lock timeout, never queue the sign-ins behind us.
         async with conn.transaction():
             await _limit_lock_wait(conn, db.settings)
             await _sound_events_layout(conn)
-            dropped = await run(conn, Q["drop_partitions_before"], {"cutoff": cutoff})
-        deleted = await delete_in_batches(conn, Q["delete_events_batch"], {"cutoff": cutoff}, batch)
+            dropped = await run(conn, SIGNIN_SQL["drop_partitions_before"], {"cutoff": cutoff})
+        deleted = await delete_in_batches(
+            conn, SIGNIN_SQL["delete_events_batch"], {"cutoff": cutoff}, batch
+        )
     return PruneReport(tuple(row["dropped"] for row in dropped), deleted)
 
 
@@ -123,8 +125,10 @@ async def maintain_events(
     async with db.acquire() as conn:
         async with conn.transaction():
             await _limit_lock_wait(conn, db.settings)
-            await run(conn, Q["lock_event_maintenance"], {})
+            await run(conn, SIGNIN_SQL["lock_event_maintenance"], {})
             await _sound_events_layout(conn)
-            created = await run(conn, Q["ensure_partitions"], {"months_ahead": months_ahead})
-        expired = await delete_in_batches(conn, Q["prune_expired_budgets"], {}, batch)
+            created = await run(
+                conn, SIGNIN_SQL["ensure_partitions"], {"months_ahead": months_ahead}
+            )
+        expired = await delete_in_batches(conn, SIGNIN_SQL["prune_expired_budgets"], {}, batch)
     return MaintenanceReport(tuple(row["created"] for row in created), expired)
