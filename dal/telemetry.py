@@ -11,13 +11,12 @@ Labels are bounded by construction: pool names come from the configuration (``pr
 id, an email or an address: each distinct label value is a time series kept forever.
 
 Why ``LoopCounter``/``LoopHistogram`` rather than prometheus_client's ``Counter``/``Histogram``
-for recording: those take a lock per observation and walk the buckets in Python -- 1.1 us per
-``observe`` on this 2-core machine, and measured with callgrind, 28,000 of the 69,000
-instructions our liveness route spent per request beyond a bare aiohttp handler went to one
-``inc`` and one ``observe``.  The DAL records twice per statement, the web layer twice per
-request.  These two keep plain numbers (an ``observe`` is one ``bisect`` and two additions,
-0.14 us) and hand them to prometheus_client's metric families at scrape time; exposition,
-registries and the text format stay the library's; they expose no ``_created`` series.  They
+for recording: those take a lock per observation and walk the buckets in Python, which was most
+of what the liveness route spent beyond a bare aiohttp handler (figures in docs/benchmarks.md),
+and the DAL records twice per statement, the web layer twice per request.  These two keep plain
+numbers (an ``observe`` is one ``bisect`` and two additions) and hand them to
+prometheus_client's metric families at scrape time; exposition, registries and the text format
+stay the library's; they expose no ``_created`` series.  They
 take no lock because every observation is made on the event loop's thread, and so is the scrape
 of ``GET /metrics``.  A program that records from several threads at once could lose an
 increment to a race, and a scrape from another thread may read a histogram's buckets and sum a

@@ -5,7 +5,7 @@ JSON rather than the Apache-style format because log pipelines parse it without 
 line.  Only the path is logged, never the query string or headers: that is where tokens travel.
 
 Why not a ``logging`` record per request: on a route as cheap as liveness, building a LogRecord
-and formatting it cost about 40% of the throughput (bench/bench_web.py).  Lines are built here
+and formatting it was a large share of the route's cost (bench/bench_web.py).  Lines are built here
 in the same ``<time> INFO web.access: {...}`` shape as the other log lines and handed to the
 process's ``LineSink`` (web/log_sink.py), whose thread does the writing: a stalled stderr costs
 dropped lines (counted in ``AccessLog.dropped``), never a frozen event loop.
@@ -71,7 +71,7 @@ class AccessLog:
             def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
                 # One f-string for the whole line, strings through quoted() (quotes, escapes,
                 # control characters) or its cache, numbers as they are: a whole-dict
-                # json.dumps and a LogRecord per request cost 40% of the liveness route.
+                # json.dumps and a LogRecord per request cost far more (module docstring).
                 # hdrs.USER_AGENT is an istr: multidict skips case-folding the key
                 agent = request.headers.get(hdrs.USER_AGENT, "")[:USER_AGENT_LIMIT]
                 remote, method, path = request.remote, request.method, request.path

@@ -1,11 +1,11 @@
 """The one edge layer every request passes: problem documents, security headers and the HTTP
 metrics, in a single function.
 
-Why one layer and not one per concern: each aiohttp middleware costs 12,500 to 13,600 CPU
-instructions per request (callgrind, aiohttp 3.14), a twentieth of what the liveness route
-costs, and the on-response-prepare signal that used to add the headers about 11,400 more.  On
-the liveness route those layers, with prometheus_client's locking recorders, were most of the
-gap to a minimal aiohttp app (bench/bench_web_cost.py, docs/benchmarks.md).
+Why one layer and not one per concern: each aiohttp middleware, and the on-response-prepare
+signal that used to add the headers, costs a measurable share of what the liveness route costs
+in CPU instructions; those layers, with prometheus_client's locking recorders, were most of the
+gap to a minimal aiohttp app (bench/bench_web_cost.py counts them, docs/benchmarks.md has the
+figures).
 
 Where it runs: ``create_app`` installs it as the application's middleware, so any runner gets
 it; our own server (``web.http_server.HttpRunner``) takes it out of the application and calls

@@ -254,8 +254,8 @@ class HealthService:
         """``liveness()`` serialised: the hot path of every orchestrator probe.
 
         Only the uptime and the time change between probes, so the rest of the document is
-        serialised once, by ``document()`` itself around two markers.  Building and dumping the
-        whole document per probe cost ~40% of liveness throughput (bench/bench_web.py).  Both
+        serialised once, by ``document()`` itself around two markers: building and dumping the
+        whole document per probe was a large share of the route's cost (bench/bench_web.py).  Both
         have millisecond resolution, so probes within the same millisecond share one body.
         """
         if self._liveness_parts is None:

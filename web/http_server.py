@@ -101,8 +101,8 @@ class HardenedRequestHandler(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         # Every request passes here: the base method is called directly (not through super())
-        # and the timer touched only when there is one, which took this wrapper from about
-        # 5,400 instructions per request to 2,200 (callgrind, as bench/bench_web_cost.py counts).
+        # and the timer touched only when there is one, which more than halved this wrapper's
+        # instructions per request (bench/bench_web_cost.py counts them).
         heads = self._request_count
         _base_data_received(self, data)
         if self._request_count != heads:
@@ -218,8 +218,8 @@ class HttpRunner(web.AppRunner):
     it) and the application is not frozen yet, the runner takes it out of the application
     before start-up and calls it around the application's whole handler instead.  Why: aiohttp
     runs any middleware through its middleware machinery (a ``partial`` per layer plus a layer
-    of its own that tracks the current sub-application), about 12,500 CPU instructions per
-    request, 4% of the liveness route (bench/bench_web_cost.py).  Called by the server, the
+    of its own that tracks the current sub-application), a few percent of the liveness route's
+    instructions (bench/bench_web_cost.py, docs/benchmarks.md).  Called by the server, the
     same function does the same work for every request, routes added after ``create_app`` and
     aiohttp's own 404, 405 and 417 included.  The runner remembers that it did so (a second
     ``setup`` after ``cleanup`` finds the application frozen without it) and gives the

@@ -9,9 +9,9 @@ many lines were lost, so the gap is visible in the log itself.
 
 Why a ``deque`` polled every ``DRAIN_INTERVAL`` rather than a ``queue.Queue``: ``Queue.put``
 takes a lock and wakes the writer on every line, and each wake-up made the writer thread fight
-the event loop for the GIL once per request -- the access log cost 30% of the liveness route's
-throughput (bench/bench_web.py).  ``deque.append`` is atomic and wakes nobody; the writer takes
-whatever has accumulated, ``DRAIN_INTERVAL`` apart, in one ``write``.  A line reaches stderr at
+the event loop for the GIL once per request, a large share of the liveness route's throughput
+(bench/bench_web.py, docs/benchmarks.md).  ``deque.append`` is atomic and wakes nobody; the
+writer takes whatever has accumulated, ``DRAIN_INTERVAL`` apart, in one ``write``.  A line reaches stderr at
 most that late; ``flush`` wakes the writer at once.
 
 The thread writes with ``os.write`` on the file descriptor, not through ``sys.stderr``: a thread

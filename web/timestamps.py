@@ -1,9 +1,9 @@
 """Millisecond timestamps for the per-request paths, formatted once per second.
 
 Liveness documents carry the current UTC time and every access line a local one.  Formatting a
-``datetime`` (or calling ``strftime``) per request cost about 2.7 us, as much as building the
-response; the seconds part changes once a second, so it is formatted then, and the text as a
-whole once per millisecond (under load many requests share one).
+``datetime`` (or calling ``strftime``) per request cost about as much as building the response
+(docs/benchmarks.md); the seconds part changes once a second, so it is formatted then, and the
+text as a whole once per millisecond (under load many requests share one).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class User(BaseModel):
     """One row of ``users`` as the read statements return it: every column but the secrets.
 
     Datetimes are timezone-aware UTC (asyncpg decodes ``timestamptz`` that way).  The repository
-    builds instances with ``model_construct`` from rows it trusts (see ``from_record``); direct
+    builds instances from rows it trusts without validating them again (``from_record``); direct
     construction validates as usual.
     """
 
@@ -94,17 +94,17 @@ class User(BaseModel):
         """A ``User`` from a row of the users statements' column list (a Record or a mapping).
 
         The row comes from our own statement against a table whose types and CHECKs already
-        guarantee every field, so it is not validated again.  Measured on pydantic 2.14
-        (bench/bench_dal.py prints it): ``model_validate`` 3.4 us/row, ``model_construct``
-        6.2 us/row (its per-field Python loop is slower than validation in Rust), filling the
-        instance's slots directly 1.9 us/row -- what this does, falling back to
+        guarantee every field, so it is not validated again: the instance's slots are filled
+        directly, which measured faster than both ``model_validate`` and ``model_construct``
+        (whose per-field Python loop is slower than validation in Rust; bench/bench_dal.py
+        prints all three, docs/benchmarks.md keeps the figures).  It falls back to
         ``model_validate`` if pydantic ever changes the instance layout checked below.
 
         One thing the table does not guarantee: a timestamp written as ``'infinity'`` or
         ``'-infinity'`` by SQL.  asyncpg returns those as *naive* ``datetime.max``/``min``, which
         would make every comparison with an aware "now" raise ``TypeError``; they are read as
         the same instants in UTC, so infinity still sorts after (and -infinity before) any time.
-        The check (one ``tzinfo`` look-up per timestamp column) costs about 0.5 us/row.
+        The check is one ``tzinfo`` look-up per timestamp column.
         """
         values = dict(row)
         for column in _TIMESTAMP_COLUMNS:

@@ -3,11 +3,11 @@
 One bcrypt operation at the default cost 12 takes about a quarter of a second of CPU; on the
 event loop that would freeze every other request for as long.  bcrypt releases the GIL, so
 worker threads give real parallelism.  But plain worker threads (``asyncio.to_thread``) took
-every core from the loop during a sign-in storm: health p99 went to 5.4x idle on 2 cores.  So
+every core from the loop during a sign-in storm, and health latency climbed with them.  So
 bcrypt runs on ``BCRYPT``: one thread per core, each at the lowest scheduling priority
 (``os.nice``, per thread on Linux).  Idle cores still all hash; the moment the event loop or
-PostgreSQL wants a core, the scheduler gives it to them first.  Measured alternatives are in
-docs/benchmarks.md (bench/bench_signin_storm.py).
+PostgreSQL wants a core, the scheduler gives it to them first.  The figures and the
+alternatives measured are in docs/benchmarks.md (bench/bench_signin_storm.py).
 
 The queue in front of those threads is bounded in length and in waiting time: a storm beyond
 what the cores can check fails fast with ``Overloaded`` instead of piling up sign-ins that
