@@ -11,8 +11,8 @@ Why a ``deque`` polled every ``DRAIN_INTERVAL`` rather than a ``queue.Queue``: `
 takes a lock and wakes the writer on every line, and each wake-up made the writer thread fight
 the event loop for the GIL once per request, a large share of the liveness route's throughput
 (bench/bench_web.py, docs/benchmarks.md).  ``deque.append`` is atomic and wakes nobody; the
-writer takes whatever has accumulated, ``DRAIN_INTERVAL`` apart, in one ``write``.  A line reaches stderr at
-most that late; ``flush`` wakes the writer at once.
+writer takes whatever has accumulated, ``DRAIN_INTERVAL`` apart, in one ``write``.  A line
+reaches stderr at most that late; ``flush`` wakes the writer at once.
 
 The thread writes with ``os.write`` on the file descriptor, not through ``sys.stderr``: a thread
 stuck inside ``sys.stderr``'s buffer holds its lock, and the interpreter aborts at exit when it
