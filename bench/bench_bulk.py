@@ -121,13 +121,18 @@ async def one_round(
                 await drop_scratch(admin, name)
 
 
-async def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=positive_int, default=1_000_000)
     parser.add_argument("--batch-size", type=positive_int, default=bulk.DEFAULT_BATCH_SIZE)
     parser.add_argument("--rounds", type=positive_int, default=2, help="order alternates")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
-    args = parser.parse_args()
+    return parser
+
+
+async def main() -> None:
+    args = build_parser().parse_args()
 
     base = Settings.from_env()
     with target_dsn(base) as target, tempfile.TemporaryDirectory() as tmp:

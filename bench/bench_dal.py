@@ -278,7 +278,8 @@ async def compare(
         )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--ops", type=int, default=2000)
@@ -288,7 +289,11 @@ def main() -> None:
     parser.add_argument(
         "--pool-max", type=int, default=32, help="max pool size of each side (2 pools open)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     settings = Settings.from_env()
     with target_dsn(settings) as dsn:
         print(f"server: {describe_dsn(dsn)}; CPUs: {os.cpu_count()}")

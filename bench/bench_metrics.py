@@ -58,10 +58,15 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scrapes", type=int, default=2000)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with target_dsn(Settings.from_env()) as dsn:
         asyncio.run(bench(args, dsn))
 

@@ -158,14 +158,19 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
         await drop_scratch(server_dsn, name)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=5000, help="refused attempts")
     parser.add_argument("--sign-ins", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=0, help="sign-in tasks (0: 4 per core)")
     parser.add_argument("--bcrypt-rounds", type=int, default=10)
     parser.add_argument("--events", type=int, default=10_000_000)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with target_dsn(Settings.from_env()) as dsn:
         print(f"server: {describe_dsn(dsn)}; CPUs: {os.cpu_count()}")
         asyncio.run(bench(args, dsn))

@@ -185,7 +185,8 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
     print(line("during the storm", during, idle))
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
@@ -193,7 +194,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--workers", type=int, default=0, help="bcrypt threads (0: per core)")
     parser.add_argument("--niceness", type=int, default=None, help="bcrypt threads' nice")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed; apt-get install -y wrk", file=sys.stderr)
         return 2

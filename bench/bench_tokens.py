@@ -162,13 +162,18 @@ async def prepare(server_dsn: str, users: int) -> str:
     return dsn
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--graph-ms", type=float, default=50.0, help="fake Graph API latency")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     for name, micros in crypto_cost().items():
         print(f"{name:>32}: {micros:6.2f} us/token")
     graph_url = fake_graph(args.graph_ms / 1000)

@@ -256,7 +256,8 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
@@ -271,7 +272,11 @@ def main() -> int:
     parser.add_argument(
         "--pin", action="store_true", help="paired mode: servers on CPU 0, wrk on CPU 1"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     PIN[0] = args.pin or args.mode == "shared"
     if PIN[0] and ((os.cpu_count() or 1) < 2 or shutil.which("taskset") is None):
         print("bench: pinning needs 2 CPUs and taskset (util-linux)", file=sys.stderr)

@@ -96,11 +96,16 @@ def instructions(app: str, path: str, count: int, env: dict[str, str], work: Pat
     return int(found[1])
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/benchmarks.md shows it; tests/test_docs_commands.py parses it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--few", type=int, default=200, help="requests of the short run")
     parser.add_argument("--many", type=int, default=1200, help="requests of the long run")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if shutil.which("valgrind") is None:
         print("bench: valgrind is not installed; apt-get install -y valgrind", file=sys.stderr)
         return 2
