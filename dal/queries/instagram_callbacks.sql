@@ -20,7 +20,8 @@ SELECT outcome FROM instagram_deauthorizations WHERE request_digest = :digest;
 -- name: note_deauthorization
 -- The outcome of the deauthorization recorded by record_deauthorization in this transaction.
 UPDATE instagram_deauthorizations SET outcome = :outcome, user_id = :user_id
-WHERE request_digest = :digest;
+WHERE request_digest = :digest
+RETURNING outcome;
 
 -- name: record_deletion_request
 -- Record a data deletion callback with a fresh confirmation code; no row back when this signed
