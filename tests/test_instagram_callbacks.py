@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,10 +25,12 @@ from aiohttp.test_utils import TestClient
 
 from dal.db.database import Database
 from dal.db.settings import Settings
+from dal.errors import ConfigError
 from dal.instagram.models import InstagramConnection
 from dal.instagram.repository import InstagramRepository
 from dal.users.models import NewUser
 from dal.users.repository import UsersRepository
+from tests.commands import ROOT, cli_env
 from tests.factories import make_settings
 from tests.meta_requests import (
     IG_USER,
@@ -505,3 +509,57 @@ async def test_the_app_secret_appears_in_no_output(
     for text in texts:
         assert SECRET not in text and OLD_SECRET not in text
     assert {SECRET, OLD_SECRET} <= cb_settings.secrets  # and scrub() removes them from errors
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["-m", "cli", "serve"], ["-m", "cli", "up"], ["-m", "web"]])
+def test_serving_with_the_callbacks_on_needs_the_public_url(
+    fresh_dsn: str, command: list[str]
+) -> None:
+    env = cli_env(fresh_dsn, DEFEAH_INSTAGRAM_APP_SECRET=f"{SECRET},{OLD_SECRET}")
+    done = subprocess.run(
+        [sys.executable, *command, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    [line] = done.stderr.splitlines()
+    assert "DEFEAH_PUBLIC_URL" in line and "DEFEAH_INSTAGRAM_APP_SECRET" in line
+    assert SECRET not in line and OLD_SECRET not in line
+    assert done.stdout == "" or "migrations" not in done.stdout  # refused before any work
+
+
+def test_app_secrets_are_a_comma_separated_list_that_never_echoes() -> None:
+    parsed = Settings.from_env({"DEFEAH_INSTAGRAM_APP_SECRET": f" {SECRET} , {OLD_SECRET} "})
+    assert parsed.instagram_app_secrets == (SECRET, OLD_SECRET)
+    assert Settings.from_env({"DEFEAH_INSTAGRAM_APP_SECRET": "  "}).instagram_app_secrets == ()
+    assert Settings.from_env({}).instagram_app_secrets == ()
+    with pytest.raises(ConfigError, match=r"^DEFEAH_INSTAGRAM_APP_SECRET: .*empty entry") as info:
+        Settings.from_env({"DEFEAH_INSTAGRAM_APP_SECRET": f"{SECRET},,{OLD_SECRET}"})
+    assert SECRET not in str(info.value) and OLD_SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://accounts.example.test/", "https://accounts.example.test"),
+        ("http://127.0.0.1:8080/defeah", "http://127.0.0.1:8080/defeah"),
+        ("ftp://accounts.example.test", None),
+        ("accounts.example.test", None),
+        ("https://accounts.example.test/?a=1", None),
+        ("https://user:hunter2-secret@accounts.example.test", None),
+    ],
+)
+def test_the_public_url_is_an_http_base_url(value: str, expected: str | None) -> None:
+    if expected is not None:
+        assert Settings.from_env({"DEFEAH_PUBLIC_URL": value}).public_url == expected
+        return
+    with pytest.raises(ConfigError, match=r"^DEFEAH_PUBLIC_URL: ") as info:
+        Settings.from_env({"DEFEAH_PUBLIC_URL": value})
+    assert "hunter2" not in str(info.value)

@@ -16,7 +16,7 @@ per request (a flood of forgeries must not flood the log either).
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Final, get_args
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -30,7 +30,7 @@ from web.deletion_status import DELETIONS, STATUS_ROUTE, status_url
 from web.deletion_status import routes as status_routes
 from web.headers import SECURITY_HEADERS
 from web.problems import problem_response
-from web.signed_request import Rejected, SignedRequest, verify
+from web.signed_request import Reason, Rejected, SignedRequest, verify
 
 MAX_BODY: Final = 8 * 1024
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -51,6 +51,17 @@ CALLBACKS_REJECTED: Final = LoopCounter(
     "malformed, signature, payload, algorithm, expired); the client is never told the cause.",
     ["callback", "reason"],
 )
+OUTCOMES: Final = {
+    "deauthorize": ("disconnected", "not_connected", "repeated", "unavailable"),
+    "data_deletion": ("completed", "nothing_held", "repeated", "unavailable"),
+}
+REASONS: Final = get_args(Reason)
+# Every series exists from the start at 0, so a rate() or an alert sees the first refusal.
+for _callback, _outcomes in OUTCOMES.items():
+    for _outcome in _outcomes:
+        CALLBACKS_HANDLED.labels(_callback, _outcome)
+    for _reason in REASONS:
+        CALLBACKS_REJECTED.labels(_callback, _reason)
 
 
 class CallbackService:
@@ -105,7 +116,7 @@ async def _verified(request: web.Request, service: CallbackService) -> SignedReq
     return verify(field, service.secrets, max_age=service.max_age, now=time.time())
 
 
-def _refused(callback: str, reason: str) -> web.Response:
+def _refused(callback: str, reason: Reason) -> web.Response:
     CALLBACKS_REJECTED.labels(callback, reason).inc()
     return problem_response(400, "Bad Request", REFUSED)
 
