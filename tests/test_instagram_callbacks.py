@@ -87,7 +87,7 @@ async def reconnect(settings: Settings, user_id: uuid.UUID) -> None:
 
 
 async def user_row(settings: Settings, user_id: uuid.UUID) -> dict[str, Any] | None:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url, statement_cache_size=0)
     try:
         row = await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
     finally:
@@ -97,7 +97,7 @@ async def user_row(settings: Settings, user_id: uuid.UUID) -> dict[str, Any] | N
 
 async def table(settings: Settings, name: str) -> list[dict[str, Any]]:
     assert name in ("instagram_deletion_requests", "instagram_deauthorizations")
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url, statement_cache_size=0)
     try:
         return [dict(r) for r in await conn.fetch(f"SELECT * FROM {name} ORDER BY received_at")]
     finally:

@@ -10,11 +10,13 @@ Each POST carries the form field ``signed_request``.  The body is read only up t
 to the DAL (``dal.instagram.callbacks``), which records it and disconnects or erases in one
 transaction.  Every refusal, whatever its cause, is the same 400 problem document; the cause
 is counted in ``defeah_instagram_callbacks_rejected_total`` for the operator, and never logged
-per request (a flood of forgeries must not flood the log either).
+per request (a flood of forgeries must not flood the log either).  A verified callback is one
+log line with its outcome, never the Instagram id (the database record has the rest).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Final, get_args
 from urllib.parse import parse_qsl
@@ -31,6 +33,8 @@ from web.deletion_status import routes as status_routes
 from web.headers import SECURITY_HEADERS
 from web.problems import problem_response
 from web.signed_request import Reason, Rejected, SignedRequest, verify
+
+log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 8 * 1024
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -138,7 +142,9 @@ async def deauthorize(request: web.Request) -> web.Response:
     except DatabaseUnavailable:
         CALLBACKS_HANDLED.labels("deauthorize", "unavailable").inc()
         return problem_response(503, "Service Unavailable", UNAVAILABLE, {"Retry-After": "5"})
-    CALLBACKS_HANDLED.labels("deauthorize", "repeated" if done.repeated else done.outcome).inc()
+    outcome = "repeated" if done.repeated else done.outcome
+    CALLBACKS_HANDLED.labels("deauthorize", outcome).inc()
+    log.info("Instagram deauthorize callback: %s", outcome)  # no id: the record has the rest
     return _json('{"status": "ok"}')
 
 
@@ -155,7 +161,9 @@ async def data_deletion(request: web.Request) -> web.Response:
     except DatabaseUnavailable:
         CALLBACKS_HANDLED.labels("data_deletion", "unavailable").inc()
         return problem_response(503, "Service Unavailable", UNAVAILABLE, {"Retry-After": "5"})
-    CALLBACKS_HANDLED.labels("data_deletion", "repeated" if done.repeated else done.status).inc()
+    outcome = "repeated" if done.repeated else done.status
+    CALLBACKS_HANDLED.labels("data_deletion", outcome).inc()
+    log.info("Instagram data deletion callback: %s", outcome)
     code = done.confirmation_code
     return web.json_response(
         {"url": status_url(service.public_url, code), "confirmation_code": code},

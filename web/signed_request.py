@@ -70,16 +70,6 @@ def b64url_decode(text: str) -> bytes:
         raise Rejected("malformed") from None
 
 
-def sign(payload: bytes, secret: str, *, padded: bool = False) -> str:
-    """A signed request as Meta builds one (tests and tools use it to make requests)."""
-    encoded = base64.urlsafe_b64encode(payload).decode("ascii")
-    if not padded:
-        encoded = encoded.rstrip("=")
-    mac = hmac.new(secret.encode("utf-8"), encoded.encode("ascii"), hashlib.sha256).digest()
-    signature = base64.urlsafe_b64encode(mac).decode("ascii")
-    return f"{signature if padded else signature.rstrip('=')}.{encoded}"
-
-
 def verify(
     signed_request: str, secrets: tuple[str, ...], *, max_age: float, now: float
 ) -> SignedRequest:
