@@ -25,7 +25,8 @@ from aiohttp.test_utils import TestClient
 
 from dal.db.database import Database
 from dal.db.settings import Settings
-from dal.errors import ConfigError
+from dal.errors import ConfigError, InvalidUserData
+from dal.instagram.callbacks import InstagramCallbacks
 from dal.instagram.models import InstagramConnection
 from dal.instagram.repository import InstagramRepository
 from dal.users.models import NewUser
@@ -42,7 +43,7 @@ from tests.meta_requests import (
     payload,
     signed,
 )
-from tests.test_web_routes import serving
+from tests.test_web_routes import free_port, serving
 from web.instagram_callbacks import CALLBACKS_HANDLED, CALLBACKS_REJECTED
 
 DEAUTHORIZE = "/api/v1/instagram/deauthorize"
@@ -563,3 +564,33 @@ def test_the_public_url_is_an_http_base_url(value: str, expected: str | None) ->
     with pytest.raises(ConfigError, match=r"^DEFEAH_PUBLIC_URL: ") as info:
         Settings.from_env({"DEFEAH_PUBLIC_URL": value})
     assert "hunter2" not in str(info.value)
+
+
+async def test_a_database_outage_is_a_503_that_meta_may_retry(fresh_dsn: str) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    down = make_settings(
+        dead,
+        instagram_app_secret=SECRET,
+        public_url=PUBLIC_URL,
+        connect_timeout=0.5,
+        acquire_timeout=0.5,
+    )
+    async with serving(down) as client:
+        for path in (DEAUTHORIZE, DELETION):
+            status, kind, text = await post(client, path, signed(payload()))
+            assert (status, kind) == (503, PROBLEM), text
+        async with client.get(f"{DELETION}/{'A' * 32}") as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+
+
+async def test_the_dal_checks_its_arguments_before_any_statement(cb_settings: Settings) -> None:
+    async with Database(cb_settings) as db:
+        callbacks = InstagramCallbacks(db)
+        with pytest.raises(InvalidUserData, match="digest"):
+            await callbacks.deauthorize(IG_USER, b"short")
+        with pytest.raises(InvalidUserData, match="instagram_user_id"):
+            await callbacks.delete_data(17841400000000001, bytes(32))  # type: ignore[arg-type]
+        with pytest.raises(InvalidUserData, match="instagram_user_id"):
+            await callbacks.delete_data("1" * 101, bytes(32))
+        assert await callbacks.deletion_request("A" * 32) is None
+    assert await table(cb_settings, "instagram_deletion_requests") == []

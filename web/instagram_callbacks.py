@@ -28,7 +28,7 @@ from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable, InvalidUserData
 from dal.instagram.callbacks import InstagramCallbacks
 from dal.telemetry import LoopCounter
-from web.deletion_status import DELETIONS, STATUS_ROUTE, status_url
+from web.deletion_status import DELETIONS, status_url
 from web.deletion_status import routes as status_routes
 from web.headers import SECURITY_HEADERS
 from web.problems import problem_response
@@ -101,7 +101,7 @@ async def _form_field(request: web.Request) -> str:
     body = bytearray()
     while chunk := await request.content.readany():
         body += chunk
-        if len(body) > MAX_BODY:  # a chunked body that lied about nothing but is too long
+        if len(body) > MAX_BODY:  # a chunked body (no declared length) past the limit
             raise Rejected("too_large")
     try:
         fields = parse_qsl(
@@ -169,6 +169,3 @@ async def data_deletion(request: web.Request) -> web.Response:
         {"url": status_url(service.public_url, code), "confirmation_code": code},
         headers=SECURITY_HEADERS,
     )
-
-
-__all__ = ["DEAUTHORIZE_ROUTE", "DELETION_ROUTE", "STATUS_ROUTE", "add_instagram_routes"]
