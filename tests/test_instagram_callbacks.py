@@ -536,6 +536,14 @@ def test_serving_with_the_callbacks_on_needs_the_public_url(
     assert done.stdout == "" or "migrations" not in done.stdout  # refused before any work
 
 
+def test_production_callbacks_need_an_https_public_url() -> None:
+    on = {"DEFEAH_ENV": "production", "DEFEAH_INSTAGRAM_APP_SECRET": SECRET}
+    with pytest.raises(ConfigError, match="https"):
+        Settings.from_env({**on, "DEFEAH_PUBLIC_URL": "http://x.example"}).require_callbacks("up")
+    Settings.from_env({**on, "DEFEAH_PUBLIC_URL": PUBLIC_URL}).require_callbacks("up")
+    Settings.from_env({"DEFEAH_ENV": "production"}).require_callbacks("up")  # callbacks off
+
+
 def test_app_secrets_are_a_comma_separated_list_that_never_echoes() -> None:
     parsed = Settings.from_env({"DEFEAH_INSTAGRAM_APP_SECRET": f" {SECRET} , {OLD_SECRET} "})
     assert parsed.instagram_app_secrets == (SECRET, OLD_SECRET)

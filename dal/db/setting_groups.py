@@ -328,7 +328,7 @@ class InstagramCallbackSettings(BaseModel):
         None,
         validation_alias="DEFEAH_PUBLIC_URL",
         description="The service's public base URL (`https://api.example.com`); the data "
-        "deletion status URL given to Meta is built from it.",
+        "deletion status URL given to Meta is built from it (`https://` on production).",
     )
     instagram_signed_request_max_age: Seconds = setting(
         3600.0,

@@ -152,12 +152,17 @@ class Settings(
         """Refuse ``purpose`` (a serving verb) when the Instagram callbacks are on without
         ``DEFEAH_PUBLIC_URL``: Meta would be handed a status URL nobody can open.  Checked by
         the verbs that serve, not when settings load: a DBA's verbs need neither."""
-        if self.instagram_app_secret is not None and self.public_url is None:
+        if self.instagram_app_secret is None:
+            return
+        if self.public_url is None:
             raise ConfigError(
                 f"{purpose}: DEFEAH_INSTAGRAM_APP_SECRET turns on the Instagram callbacks, "
                 "which need DEFEAH_PUBLIC_URL (the service's public base URL, for the data "
                 "deletion status page)"
             )
+        if self.environment == "production" and not self.public_url.startswith("https://"):
+            # Meta calls and links only https URLs; a plain-http status page is a typo here
+            raise ConfigError(f"{purpose}: DEFEAH_PUBLIC_URL must be https:// on production")
 
     def scrub(self, text: str) -> str:
         """``text`` (typically a driver's error) with every configured secret replaced."""
