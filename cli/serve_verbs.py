@@ -26,6 +26,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
     """
     settings_cipher(settings, "defeah-db up")
+    settings.require_callbacks("defeah-db up")
     if settings.database_url is None:
         say(f"embedded PostgreSQL in {settings.data_dir}")
     with target_dsn(settings) as dsn:
@@ -57,6 +58,7 @@ def _seed_step(settings: Settings, dsn: str) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the health routes on the database as it is (no migration, no seeding)."""
     settings_cipher(settings, "defeah-db serve")
+    settings.require_callbacks("defeah-db serve")
     return run_server(settings, args.host, args.port, "defeah-db")
 
 

@@ -83,7 +83,8 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 
 @pytest.fixture
 def clean_dsn(shared_dsn: str) -> str:
-    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events")
+    # CASCADE: the tables that point at users (0010's callback records) are emptied with it
+    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events CASCADE")
     return shared_dsn
 
 

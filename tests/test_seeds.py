@@ -384,7 +384,7 @@ async def test_concurrent_runs_of_the_seed_file_never_hit_a_duplicate_key(fresh_
     conns = [await asyncpg.connect(fresh_dsn) for _ in range(20)]
     try:
         for _ in range(5):
-            await conns[0].execute("TRUNCATE users")
+            await conns[0].execute("TRUNCATE users CASCADE")
             start = asyncio.Event()
             async with asyncio.timeout(60):
                 tasks = [asyncio.create_task(run(c, start)) for c in conns]

@@ -460,7 +460,7 @@ async def test_every_spelling_of_an_email_shares_one_budget(
     spend one budget -- *threshold* bcrypt checks in all, then refusals, the right password
     under yet another spelling included -- and the table holds one key for them, under the
     normalized email.  Case or whitespace variants must not multiply an attacker's guesses."""
-    query(dsn(settings), "TRUNCATE users, sign_in_budgets, auth_events")
+    query(dsn(settings), "TRUNCATE users, sign_in_budgets, auth_events CASCADE")
     *wrong, right = spellings
     async with Database(one_key(settings, scope)) as db:
         await new_user(db, OWNER_EMAIL)

@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         settings_cipher(settings, "python -m web")
+        settings.require_callbacks("python -m web")
         return run_server(settings, args.host, args.port, "web")
     except DalError as exc:
         print(f"web: error: {exc}", file=sys.stderr, flush=True)

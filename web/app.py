@@ -36,6 +36,7 @@ from web.access_log import AccessLog
 from web.edge import edge_layer
 from web.health import HEALTH, HealthService, read_migration_files, routes
 from web.http_server import HttpRunner
+from web.instagram_callbacks import add_instagram_routes
 from web.log_sink import LineSink, SinkHandler
 from web.metrics import METRICS, Metrics
 from web.metrics import routes as metrics_routes
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(database, app[HEALTH])
     app.add_routes(routes)
     app.add_routes(metrics_routes)
+    add_instagram_routes(app, database, settings)
     app.on_startup.append(read_migration_files)
     app.cleanup_ctx.append(database_lifecycle)
     return app

@@ -2,7 +2,8 @@
 
 What it exposes: per pool (``primary``, each replica) size, in use, idle, waiting acquirers and
 the configured maximum; the DAL's acquire-wait histogram, acquire timeouts, per-query durations,
-sign-ins by result, lockouts and the bcrypt queue (``dal.telemetry``); migrations pending and
+sign-ins by result, lockouts and the bcrypt queue (``dal.telemetry``); Meta's Instagram
+callbacks handled and refused (``web.instagram_callbacks``); migrations pending and
 Instagram tokens due for refresh (both cached); HTTP requests by route template, method and
 status, with a duration histogram; and the process collectors (CPU, memory, descriptors, GC).
 
@@ -52,6 +53,7 @@ from web.bearer import authorized
 from web.headers import SECURITY_HEADERS
 from web.health import HEALTH, HealthService
 from web.http_metrics import HTTP_DURATION, HTTP_REQUESTS
+from web.instagram_callbacks import CALLBACKS_HANDLED, CALLBACKS_REJECTED
 from web.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,8 @@ class Metrics:
             *dal.COLLECTORS,
             HTTP_REQUESTS,
             HTTP_DURATION,
+            CALLBACKS_HANDLED,
+            CALLBACKS_REJECTED,
             PoolCollector(db),
             self.figures,
         )

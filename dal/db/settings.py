@@ -35,6 +35,7 @@ from dal.db.setting_groups import (
     MIN_PRODUCTION_TOKEN,
     DatabaseSettings,
     HttpSettings,
+    InstagramCallbackSettings,
     MigrationSettings,
     SecretSettings,
     SignInSettings,
@@ -53,7 +54,13 @@ REQUIRED_FORMAT = {"token_keys": "id:base64key,..., 32-byte AES keys; the first 
 
 
 class Settings(
-    SecretSettings, HttpSettings, MigrationSettings, SignInSettings, DatabaseSettings, BaseSettings
+    InstagramCallbackSettings,
+    SecretSettings,
+    HttpSettings,
+    MigrationSettings,
+    SignInSettings,
+    DatabaseSettings,
+    BaseSettings,
 ):
     """Validated configuration; ``Settings.from_env()`` reads the environment."""
 
@@ -131,7 +138,31 @@ class Settings(
         if self.token_keys is not None:
             for entry in self.token_keys.get_secret_value().split(","):
                 found.add(entry.partition(":")[2].strip())
+        found |= set(self.instagram_app_secrets)
         return frozenset(found - {""})
+
+    @property
+    def instagram_app_secrets(self) -> tuple[str, ...]:
+        """The Meta app secrets that verify a callback (empty: the callbacks are off)."""
+        if self.instagram_app_secret is None:
+            return ()
+        return tuple(self.instagram_app_secret.get_secret_value().split(","))
+
+    def require_callbacks(self, purpose: str) -> None:
+        """Refuse ``purpose`` (a serving verb) when the Instagram callbacks are on without
+        ``DEFEAH_PUBLIC_URL``: Meta would be handed a status URL nobody can open.  Checked by
+        the verbs that serve, not when settings load: a DBA's verbs need neither."""
+        if self.instagram_app_secret is None:
+            return
+        if self.public_url is None:
+            raise ConfigError(
+                f"{purpose}: DEFEAH_INSTAGRAM_APP_SECRET turns on the Instagram callbacks, "
+                "which need DEFEAH_PUBLIC_URL (the service's public base URL, for the data "
+                "deletion status page)"
+            )
+        if self.environment == "production" and not self.public_url.startswith("https://"):
+            # Meta calls and links only https URLs; a plain-http status page is a typo here
+            raise ConfigError(f"{purpose}: DEFEAH_PUBLIC_URL must be https:// on production")
 
     def scrub(self, text: str) -> str:
         """``text`` (typically a driver's error) with every configured secret replaced."""

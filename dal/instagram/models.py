@@ -1,10 +1,13 @@
 """Models of an Instagram connection: what connects one (``InstagramConnection``), what the
-Graph API returned (``RefreshedToken``) and what a refresh worker leased (``DueToken``).
+Graph API returned (``RefreshedToken``), what a refresh worker leased (``DueToken``), and what
+Meta's callbacks are about and did (``InstagramAccount``, ``Deauthorization``,
+``DeletionRequest``).
 Tokens are ``SecretStr`` and excluded from ``repr``/``model_dump``/JSON."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -49,3 +52,34 @@ class TokenRefreshFailure(BaseModel):
 
     failures: int
     needs_reauth: bool
+
+
+class InstagramAccount(UserInput):
+    """The Instagram user a Meta callback is about (its app-scoped id), checked by the column's
+    rules before any statement runs."""
+
+    instagram_user_id: InstagramUserId
+
+
+class Deauthorization(BaseModel):
+    """What a deauthorize callback did (``InstagramCallbacks.deauthorize``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # disconnected: an account held that Instagram user and lost it; not_connected: none did
+    outcome: Literal["disconnected", "not_connected"]
+    # True when this signed request had been recorded before: nothing was done this time
+    repeated: bool
+
+
+class DeletionRequest(BaseModel):
+    """A data deletion request as its status page shows it: nothing about the person."""
+
+    model_config = ConfigDict(frozen=True)
+
+    confirmation_code: str
+    # completed: an account held that Instagram user and its Instagram data were erased;
+    # nothing_held: no account did, so there was nothing to erase
+    status: Literal["completed", "nothing_held"]
+    received_at: datetime
+    repeated: bool = False
