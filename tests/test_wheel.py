@@ -45,6 +45,7 @@ def test_the_wheel_carries_migrations_seeds_and_queries(wheel: Path) -> None:
     assert "dal/shipped/sql/schema.snapshot" in names
     assert {f"dal/shipped/seeds/{p.name}" for p in (ROOT / "seeds").glob("*.sql")} <= names
     assert {f"dal/queries/{p.name}" for p in (ROOT / "dal" / "queries").glob("*.sql")} <= names
+    assert "dal/common-passwords.txt" in names  # NIST 800-63B 5.1.1.2 list (issue 20 item 8)
     assert not any(n.startswith(("tests/", "bench/", "sql/", "seeds/")) for n in names)
 
 
