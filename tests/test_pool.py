@@ -91,7 +91,7 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
             assert outcomes[-1] == "ok" and outcomes.count("unavailable") <= 2, outcomes
             assert again == user
             assert (
-                await UsersRepository(db).authenticate("ada@example.com", "pw-1234")
+                await UsersRepository(db).authenticate("ada@example.com", "pw-123456")
             ).id == user.id
     finally:
         await asyncio.to_thread(server.stop)

@@ -62,7 +62,7 @@ RELAXED = settings(
 
 def pydantic_verdict(**fields: Any) -> InvalidUserData | None:
     try:
-        NewUser(**{"email": "ok@example.com", "password": "pw", **fields})
+        NewUser(**{"email": "ok@example.com", "password": "pw-long-enough", **fields})
     except InvalidUserData as exc:
         return exc
     return None
@@ -71,7 +71,7 @@ def pydantic_verdict(**fields: Any) -> InvalidUserData | None:
 async def database_verdict(db: Database, **fields: Any) -> InvalidUserData | None:
     values: dict[str, Any] = {
         "email": "ok@example.com",
-        "password": SecretStr("pw"),
+        "password": SecretStr("pw-long-enough"),
         "full_name": None,
         "is_active": True,
         "is_verified": False,

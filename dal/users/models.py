@@ -207,7 +207,8 @@ class AuthEvent(BaseModel):
     """One row of ``auth_events``: a sign-in attempt (or an operator unlock) and what decided it.
 
     ``decided_by`` is ``password`` for a checked attempt, the budget key that refused it
-    (``account``, ``ip <address>``, ``network <network>``), or ``operator``.
+    (``account``, ``known``, ``streak``, ``ip <address>``, ``network <network>``), or
+    ``operator``.
     """
 
     model_config = ConfigDict(frozen=True)
