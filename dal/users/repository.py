@@ -183,11 +183,10 @@ class UsersRepository:
         (strangers' or known addresses', or 100 failures in a row), ``TooManyAttempts`` when
         ``client_ip`` spent its ceiling across emails, and ``InvalidCredentials`` -- the very
         answer of a wrong password -- when this (email, network) budget is spent, even for the
-        right password.  A checked attempt
-        raises ``InvalidCredentials`` for an unknown email (after the same bcrypt work as a
-        real check) or a wrong password, and ``AccountInactive`` only once the password is
-        right.  A hash with an outdated cost is upgraded.  Each attempt writes one
-        ``auth_events`` row.
+        right password.  A checked attempt raises ``InvalidCredentials`` for an unknown email
+        (after the same bcrypt work as a real check) or a wrong password, and
+        ``AccountInactive`` only once the password is right.  A hash with an outdated cost is
+        upgraded.  Each attempt writes one ``auth_events`` row.
         """
         expect("email", email, str)
         expect("password", password, str)
