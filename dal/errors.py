@@ -70,7 +70,9 @@ class InvalidCredentials(DalError):
 
 
 class AccountLocked(DalError):
-    """The account-wide ceiling was reached: locked for everyone until ``locked_until`` (UTC).
+    """An account budget was spent: the strangers' ceiling (locked for every address the account
+    never signed in from), the known addresses' own budget, or the streak of 100 failures in a
+    row (``dal.users.budgets``); refused until ``locked_until`` (UTC).
 
     Deliberately distinct from ``InvalidCredentials``, so it reveals that state: a locked
     email answers ``AccountLocked`` whether or not it has an account (the budget is keyed by

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
+from importlib.resources import files
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import available_timezones
 
@@ -44,6 +45,7 @@ from dal.rules import (
     LANGUAGE_MAX_LENGTH,
     LANGUAGE_PATTERN,
     PASSWORD_MAX_BYTES,
+    PASSWORD_MIN_LENGTH,
     RULE_ACCESS_TOKEN_MAX,
     RULE_EMAIL_FORMAT,
     RULE_EMAIL_MIN,
@@ -54,6 +56,8 @@ from dal.rules import (
     RULE_NOT_NULL,
     RULE_NUL,
     RULE_PASSWORD_BYTES,
+    RULE_PASSWORD_COMMON,
+    RULE_PASSWORD_MIN,
     RULE_TIMEZONE,
     RULE_UNICODE,
     TIMEZONE_MAX_LENGTH,
@@ -144,8 +148,28 @@ def check_password(password: str) -> str:
     return password
 
 
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of the 10,000 most common passwords (``dal/common-passwords.txt``,
+    package data; its header says where it comes from and under which licence)."""
+    text = files("dal").joinpath("common-passwords.txt").read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def check_new_password(password: str) -> str:
+    """The rules of a password a user chooses (NIST SP 800-63B 5.1.1.2): the sign-in rules,
+    at least ``PASSWORD_MIN_LENGTH`` characters, and not on the common-password list (compared
+    in lower case and without surrounding spaces, so ``" Password1"`` is refused too)."""
+    check_password(password)
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise _fail(RULE_PASSWORD_MIN)
+    if password.strip().lower() in common_passwords():
+        raise _fail(RULE_PASSWORD_COMMON)
+    return password
+
+
 def _password(secret: SecretStr) -> SecretStr:
-    check_password(secret.get_secret_value())
+    check_new_password(secret.get_secret_value())
     return secret
 
 

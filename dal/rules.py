@@ -20,6 +20,14 @@ LANGUAGE_MAX_LENGTH: Final = 5
 INSTAGRAM_USER_ID_MAX_LENGTH: Final = 100
 INSTAGRAM_USERNAME_MAX_LENGTH: Final = 255
 PASSWORD_MAX_BYTES: Final = 72  # bcrypt reads no further; we refuse instead of truncating
+# NIST SP 800-63B 5.1.1.2: a password a user chooses has at least 8 characters (code points).
+# Only new passwords (create, update) are held to it and to the common-password list; sign-in
+# checks what it is given against the stored hash, so an older, shorter password still works
+# until it is changed.  No SQL CHECK can apply: the table holds only the bcrypt hash.
+PASSWORD_MIN_LENGTH: Final = 8
+# The largest INTEGER: the users counters (failed_login_attempts, login_count) saturate here in
+# SQL instead of overflowing, and the User model's bounds say the same.
+COUNTER_MAX: Final = 2**31 - 1
 # Real Instagram tokens are a few hundred characters.  The table stores the *encrypted* form
 # (dal/instagram/keyring.py: base64 plus a short prefix, about 4/3 of the UTF-8 size), capped at
 # 4096 characters by CHECK instagram_access_token_max_length (0004); 2048 bytes of plaintext
@@ -57,6 +65,8 @@ RULE_EMPTY: Final = "must not be empty"
 RULE_PASSWORD_BYTES: Final = (
     f"must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8 (bcrypt ignores anything longer)"
 )
+RULE_PASSWORD_MIN: Final = f"must be at least {PASSWORD_MIN_LENGTH} characters"
+RULE_PASSWORD_COMMON: Final = "must not be a commonly used password"  # noqa: S105 (a rule)
 RULE_NOT_NULL: Final = "must not be null"
 RULE_AWARE: Final = "must be a timezone-aware datetime"
 RULE_EXPIRY_RANGE: Final = "must be from 1970-01-01 up to (excluding) 9999-12-31 UTC"

@@ -84,7 +84,10 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 @pytest.fixture
 def clean_dsn(shared_dsn: str) -> str:
     # CASCADE: the tables that point at users (0010's callback records) are emptied with it
-    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events CASCADE")
+    query(
+        shared_dsn,
+        "TRUNCATE users, sign_in_budgets, auth_events, sign_in_known_addresses CASCADE",
+    )
     return shared_dsn
 
 

@@ -26,7 +26,7 @@ from tests.factories import make_settings
 
 ID = uuid.uuid4()
 SOON = datetime.now(UTC) + timedelta(days=30)
-NEW = NewUser(email="ada@example.com", password="pw")  # type: ignore[arg-type]
+NEW = NewUser(email="ada@example.com", password="pw-long-enough")  # type: ignore[arg-type]
 CHANGES = UserUpdate(full_name="Ada")
 LINK = InstagramConnection(instagram_user_id="1", access_token="t")  # type: ignore[arg-type]
 

@@ -26,7 +26,10 @@ def test_defaults() -> None:
     assert s.acquire_timeout == 5.0
     assert s.bcrypt_rounds == 12
     assert (s.lockout_threshold, s.lockout_window) == (5, 900.0)
-    assert (s.lockout_ip_threshold, s.lockout_account_threshold) == (20, 50)
+    # 40 (was 50) since issue 20 item 8: with the known budget, 100 failures an hour at most.
+    assert (s.lockout_ip_threshold, s.lockout_account_threshold) == (20, 40)
+    assert (s.lockout_known_threshold, s.lockout_account_window) == (10, 3600.0)
+    assert s.lockout_consecutive_limit == 100
     assert (s.host, s.port) == ("127.0.0.1", 8080)
     assert s.data_dir == ROOT / ".defeah" / "pgdata" == default_data_dir()
 

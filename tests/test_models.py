@@ -17,7 +17,7 @@ from tests.factories import user_row
 
 
 def make(**kw: Any) -> NewUser:
-    values: dict[str, Any] = {"email": "ada@example.com", "password": "pw", **kw}
+    values: dict[str, Any] = {"email": "ada@example.com", "password": "pw-long-enough", **kw}
     return NewUser(**values)
 
 
@@ -95,10 +95,12 @@ def test_time_zones_come_from_the_tz_database() -> None:
 
 def test_validate_entry_points_raise_invalid_user_data_too() -> None:
     with pytest.raises(InvalidUserData) as caught:
-        NewUser.model_validate({"email": "ada@example.com", "password": "pw", "full_name": "A"})
+        NewUser.model_validate(
+            {"email": "ada@example.com", "password": "pw-long-enough", "full_name": "A"}
+        )
     assert caught.value.field == "full_name"
     with pytest.raises(InvalidUserData) as from_json:
-        NewUser.model_validate_json('{"email": "nope", "password": "pw"}')
+        NewUser.model_validate_json('{"email": "nope", "password": "pw-long-enough"}')
     assert from_json.value.field == "email"
     with pytest.raises(InvalidUserData) as missing:
         NewUser.model_validate({"email": "ada@example.com"})
@@ -256,7 +258,7 @@ def test_input_models_are_strict_for_strings_and_booleans(
     model: type[UserInput], fields: dict[str, Any], field: str
 ) -> None:
     required: dict[type[UserInput], dict[str, Any]] = {
-        NewUser: {"email": "ada@example.com", "password": "pw"},
+        NewUser: {"email": "ada@example.com", "password": "pw-long-enough"},
         UserUpdate: {},
         InstagramConnection: {"instagram_user_id": "1", "access_token": "t"},
     }
@@ -276,7 +278,7 @@ def test_strict_models_still_parse_json_and_aware_datetimes() -> None:
     assert parsed.token_expires_at == datetime(2030, 1, 1, tzinfo=UTC)
     assert (
         NewUser.model_validate_json(
-            '{"email": "ada@example.com", "password": "pw", "is_active": false}'
+            '{"email": "ada@example.com", "password": "pw-long-enough", "is_active": false}'
         ).is_active
         is False
     )

@@ -67,7 +67,7 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
         settings = make_settings(dsn, pool_min_size=2, pool_max_size=4, acquire_timeout=2.0)
         async with Database(settings) as db:
             user = await UsersRepository(db).create(
-                NewUser(email="ada@example.com", password="pw-1234")
+                NewUser(email="ada@example.com", password="pw-123456")
             )  # type: ignore[arg-type]
 
             await asyncio.to_thread(server.stop)
@@ -91,7 +91,7 @@ async def test_server_restart_is_survived_without_reopening(tmp_path: Path) -> N
             assert outcomes[-1] == "ok" and outcomes.count("unavailable") <= 2, outcomes
             assert again == user
             assert (
-                await UsersRepository(db).authenticate("ada@example.com", "pw-1234")
+                await UsersRepository(db).authenticate("ada@example.com", "pw-123456")
             ).id == user.id
     finally:
         await asyncio.to_thread(server.stop)
@@ -170,7 +170,7 @@ async def test_a_repository_statement_blocked_past_statement_timeout_is_unavaila
     settings = make_settings(clean_dsn, statement_timeout=0.3, command_timeout=10.0)
     async with Database(settings) as db:
         user = await UsersRepository(db).create(
-            NewUser(email="ada@example.com", password="pw-1234")
+            NewUser(email="ada@example.com", password="pw-123456")
         )  # type: ignore[arg-type]
         async with db.transaction() as holder:
             await holder.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
@@ -197,7 +197,7 @@ async def test_replica_on_a_closed_port_reads_use_the_primary_and_it_is_marked_d
     caplog.set_level(logging.WARNING, logger="dal.db.replicas")
     async with Database(settings) as db:
         user = await UsersRepository(db).create(
-            NewUser(email="ada@example.com", password="pw-1234")
+            NewUser(email="ada@example.com", password="pw-123456")
         )  # type: ignore[arg-type]
         async with asyncio.timeout(10):
             for _ in range(3):

@@ -80,12 +80,17 @@ async def test_point_lookups_use_their_indexes(filled: asyncpg.Connection[Any]) 
         emails=["user5@example.com", "user5@example.com"],
         networks=["", "203.0.113.0/24"],
         limits=[50, 5],
+        known=False,
         client_ip="203.0.113.7",
         user_agent=None,
     )
     sign_in = await _plan(filled, state)
     assert "users_email_lower_key" in _indexes(sign_in)
     assert _seq_scans(sign_in) == []  # the budget rows by primary key, the user by email
+    known = q("known_address", file="signin", email="user5@example.com", address="203.0.113.7/32")
+    assert {"users_email_lower_key", "sign_in_known_addresses_pkey"} <= _indexes(
+        await _plan(filled, known)
+    )
     failure = await _plan(
         filled, q("record_login_failure", id=some_id, threshold=5, window=timedelta(minutes=15))
     )

@@ -171,11 +171,13 @@ async def test_account_ceiling_from_60_networks_locks_for_everyone(db: Database)
     user = await new_user(db)
     results = [await outcome(db, user.email, WRONG, f"10.{i}.0.1") for i in range(60)]
     ceiling = db.settings.lockout_account_threshold
-    assert ceiling == 50
+    # 40, not 50, since issue 20 item 8: with the known budget's 10, at most 100 failures an
+    # hour (ASVS V2.2.1); the owner's known addresses are tested in test_signin_budgets.py.
+    assert ceiling == 40
     assert results == [InvalidCredentials] * ceiling + [AccountLocked] * (60 - ceiling)
     locked = await UsersRepository(db).get(user.id)
     assert locked.is_locked and locked.failed_login_attempts == ceiling
-    assert await outcome(db, user.email, PASSWORD, OWNER) is AccountLocked  # owner too
+    assert await outcome(db, user.email, PASSWORD, OWNER) is AccountLocked  # a new address too
     assert await outcome(db, user.email, PASSWORD) is AccountLocked
 
 

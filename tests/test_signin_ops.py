@@ -62,7 +62,8 @@ async def test_unlock_clears_budgets_and_the_lock_and_is_guarded(fresh_dsn: str)
 
         done = run_cli(fresh_dsn, "unlock", "ADA@example.com", "--force", DEFEAH_ENV="production")
         assert done.returncode == 0, done.stderr
-        assert "unlocked ada@example.com: 3 budget(s) cleared" in done.stdout
+        # 4: two network keys, the account key and (since issue 20 item 8) the streak key.
+        assert "unlocked ada@example.com: 4 budget(s) cleared" in done.stdout
         assert not (await UsersRepository(db).get(user.id)).is_locked
         # Even the attacker's network has its budget back (the operator's call).
         signed_in = await UsersRepository(db).authenticate(user.email, PASSWORD, client_ip=ATTACKER)

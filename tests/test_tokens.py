@@ -53,7 +53,7 @@ def link(token: str, account: str = "1784") -> InstagramConnection:
 
 
 async def new_user(users: UsersRepository, email: str) -> UUID:
-    created = await users.create(NewUser(email=email, password="pw"))  # type: ignore[arg-type]
+    created = await users.create(NewUser(email=email, password="pw-long-enough"))  # type: ignore[arg-type]
     return created.id
 
 

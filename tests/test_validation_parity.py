@@ -62,7 +62,7 @@ RELAXED = settings(
 
 def pydantic_verdict(**fields: Any) -> InvalidUserData | None:
     try:
-        NewUser(**{"email": "ok@example.com", "password": "pw", **fields})
+        NewUser(**{"email": "ok@example.com", "password": "pw-long-enough", **fields})
     except InvalidUserData as exc:
         return exc
     return None
@@ -71,7 +71,7 @@ def pydantic_verdict(**fields: Any) -> InvalidUserData | None:
 async def database_verdict(db: Database, **fields: Any) -> InvalidUserData | None:
     values: dict[str, Any] = {
         "email": "ok@example.com",
-        "password": SecretStr("pw"),
+        "password": SecretStr("pw-long-enough"),
         "full_name": None,
         "is_active": True,
         "is_verified": False,
@@ -137,7 +137,7 @@ async def test_access_token_cap_keeps_the_encrypted_form_inside_the_check(
 
 
 async def _largest_tokens_fit(users: UsersRepository, instagram: InstagramRepository) -> None:
-    user = await users.create(NewUser(email="ok@example.com", password="pw"))  # type: ignore[arg-type]
+    user = await users.create(NewUser(email="ok@example.com", password="pw-long-enough"))  # type: ignore[arg-type]
     for token in ("t" * 2048, "é" * 1024, "\U0001f600" * 512):
         link = InstagramConnection(instagram_user_id="1", access_token=token)  # type: ignore[arg-type]
         await instagram.connect(user.id, link)

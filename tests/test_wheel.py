@@ -45,6 +45,7 @@ def test_the_wheel_carries_migrations_seeds_and_queries(wheel: Path) -> None:
     assert "dal/shipped/sql/schema.snapshot" in names
     assert {f"dal/shipped/seeds/{p.name}" for p in (ROOT / "seeds").glob("*.sql")} <= names
     assert {f"dal/queries/{p.name}" for p in (ROOT / "dal" / "queries").glob("*.sql")} <= names
+    assert "dal/common-passwords.txt" in names  # NIST 800-63B 5.1.1.2 list (issue 20 item 8)
     assert not any(n.startswith(("tests/", "bench/", "sql/", "seeds/")) for n in names)
 
 
@@ -66,3 +67,11 @@ def test_installed_outside_the_checkout_it_migrates_and_seeds(
     assert query(empty_dsn, "SELECT count(*) AS n FROM users") == [{"n": 3}]
     status = _run(env_dir / "bin" / "defeah-db", "status", cwd=work, env=env)
     assert "0 pending, 0 changed" in status
+    # The common-password list is read from the installed package, not from the checkout.
+    code = (
+        "from dal.inputs import common_passwords, check_new_password\n"
+        "assert len(common_passwords()) == 10_000\n"
+        "try:\n    check_new_password('Password1')\nexcept ValueError as exc:\n    print(exc)\n"
+    )
+    refused = _run(python, "-c", code, cwd=work, env=env)
+    assert "must not be a commonly used password" in refused

@@ -5,6 +5,7 @@ the secrets and the constructors."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -23,6 +24,9 @@ from dal.db.setting_types import (
     stripped,
 )
 
+# ASVS 4.0 V2.2.1: at most 100 failed sign-ins per account per hour (checked on production).
+ASVS_FAILURES_PER_HOUR = 100
+HOUR = 3600.0
 MIN_PRODUCTION_TOKEN = 16  # characters of DEFEAH_HEALTH_TOKEN / DEFEAH_METRICS_TOKEN on production
 
 
@@ -166,12 +170,47 @@ class SignInSettings(BaseModel):
         le=1_000_000,
     )
     lockout_account_threshold: int = setting(
-        50,
+        40,
         "DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD",
-        "Failed sign-ins per email per window from all networks before it locks for everyone.",
+        "Failed sign-ins per email per account window from addresses it never signed in from; "
+        "then it locks for them.",
         ge=1,
         le=1_000_000,
     )
+    lockout_known_threshold: int = setting(
+        10,
+        "DEFEAH_LOCKOUT_KNOWN_THRESHOLD",
+        "Failed sign-ins per email per account window from addresses where it signed in before "
+        "(a budget of their own: strangers cannot spend it).",
+        ge=1,
+        le=1_000_000,
+    )
+    lockout_account_window: Seconds = setting(
+        3600.0,
+        "DEFEAH_LOCKOUT_ACCOUNT_WINDOW",
+        "Seconds of one window of the account and known budgets (and of the account lock).",
+        ge=0.001,
+        le=31_536_000,
+    )
+    lockout_consecutive_limit: int = setting(
+        100,
+        "DEFEAH_LOCKOUT_CONSECUTIVE_LIMIT",
+        "Failures since an email's last success after which no check runs until a success or "
+        "`defeah-db unlock` (strangers stop that many known-budget units earlier).",
+        ge=2,
+        le=100,
+    )
+
+    def failures_per_hour(self) -> int:
+        """The most failed sign-ins these budgets let through on one account in any hour.
+
+        Every attempt spends either the account (strangers) or the known budget of its email,
+        each at most its threshold per window; windows follow one another without overlap, so
+        an hour meets at most ``ceil(3600 / window) + 1`` of them -- two at the default 3600 s,
+        which is how (40 + 10) per window stays within ASVS V2.2.1's 100 per hour even across
+        a window edge."""
+        windows = math.ceil(HOUR / self.lockout_account_window) + 1
+        return (self.lockout_account_threshold + self.lockout_known_threshold) * windows
 
 
 class MigrationSettings(BaseModel):

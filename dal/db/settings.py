@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 from dal.db.dsn import dsn_secrets, redact_dsn, scrub
 from dal.db.setting_groups import (
+    ASVS_FAILURES_PER_HOUR,
     MIN_PRODUCTION_TOKEN,
     DatabaseSettings,
     HttpSettings,
@@ -99,6 +100,19 @@ class Settings(
             raise ValueError(
                 f"DEFEAH_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
                 f"DEFEAH_POOL_MAX_SIZE ({self.pool_max_size})"
+            )
+        if self.lockout_known_threshold >= self.lockout_consecutive_limit:
+            raise ValueError(
+                f"DEFEAH_LOCKOUT_KNOWN_THRESHOLD ({self.lockout_known_threshold}) must be below "
+                f"DEFEAH_LOCKOUT_CONSECUTIVE_LIMIT ({self.lockout_consecutive_limit})"
+            )
+        hourly = self.failures_per_hour()
+        if hourly > ASVS_FAILURES_PER_HOUR and self.environment == "production":
+            raise ValueError(
+                f"sign-in budgets allow {hourly} failed sign-ins per account per hour; "
+                f"DEFEAH_ENV=production needs at most {ASVS_FAILURES_PER_HOUR} (ASVS V2.2.1): "
+                "lower DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD / DEFEAH_LOCKOUT_KNOWN_THRESHOLD or "
+                "lengthen DEFEAH_LOCKOUT_ACCOUNT_WINDOW"
             )
         for env, token in (
             ("DEFEAH_HEALTH_TOKEN", self.health_token),

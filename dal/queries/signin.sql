@@ -1,7 +1,7 @@
--- Sign-in: attempt budgets, outcomes and the auth_events log (dal/users/signin.py and signin_jobs.py, migration 0005).
+-- Sign-in: attempt budgets, outcomes and the auth_events log (dal/users/signin.py and signin_jobs.py, migrations 0005 and 0011).
 --
--- A sign-in involves up to three budget keys, passed as three parallel arrays
--- (:scopes, :emails, :networks) in no particular order.  Every statement that locks budget
+-- A sign-in involves up to four budget keys (dal/users/budgets.py), passed as parallel arrays
+-- (:scopes, :emails, :networks, and their :limits and :windows) in no particular order.  Every statement that locks budget
 -- rows takes them in primary-key order itself (ORDER BY, or FOR UPDATE after an ORDER BY), so
 -- concurrent sign-ins can wait for each other but never deadlock.  A new statement that locks
 -- budget rows must do the same.
@@ -14,6 +14,7 @@
 -- Counters only fall by a success or a new window, so a stale "spent" can only refuse an
 -- attempt a moment early, never let one through.  Budget rows are read by primary key.
 -- Always one row: user columns NULL for an unknown email, scope NULL when nothing is spent.
+-- The account lock (users.locked_until) refuses strangers only: not :known addresses.
 WITH account AS (
     SELECT id, hashed_password, is_active, locked_until
     FROM users WHERE lower(email) = :email
@@ -26,7 +27,7 @@ keys AS (
 spent AS (
     SELECT scope, decided_by, until FROM (
         SELECT k.scope,
-               CASE k.scope WHEN 'account' THEN 'account' ELSE k.scope || ' ' || k.network END
+               CASE k.network WHEN '' THEN k.scope ELSE k.scope || ' ' || k.network END
                    AS decided_by,
                b.window_ends_at AS until
         FROM keys k
@@ -35,15 +36,17 @@ spent AS (
         WHERE b.window_ends_at > now() AND b.used >= k.lim
         UNION ALL
         SELECT 'account', 'account', a.locked_until
-        FROM account a WHERE a.locked_until > now()
+        FROM account a WHERE a.locked_until > now() AND NOT :known::boolean
     ) candidates
-    ORDER BY scope, until DESC
+    -- the order of PRIORITY in dal/users/signin.py
+    ORDER BY array_position(ARRAY['streak', 'account', 'known', 'ip', 'network'], scope),
+             until DESC
     LIMIT 1
 ),
 event AS (
     INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
     SELECT :email, (SELECT id FROM account),
-           CASE scope WHEN 'account' THEN 'locked' ELSE 'throttled' END,
+           CASE WHEN scope IN ('account', 'known', 'streak') THEN 'locked' ELSE 'throttled' END,
            :client_ip::inet, :user_agent, decided_by
     FROM spent
 )
@@ -53,19 +56,21 @@ LEFT JOIN account a ON true
 LEFT JOIN spent s ON true;
 
 -- name: claim_attempt
--- The claim: one unit on every key, in one atomic upsert.  A key whose window has ended starts
--- a new one at 1.  ON CONFLICT takes each row's lock and reads its latest version, so N
+-- The claim: one unit on every key, in one atomic upsert.  A key whose window (:windows, one
+-- per key) has ended starts a new one at 1; the streak key's window restarts at every claim
+-- (it remembers failures for a year after the last one, not from the first).  ON CONFLICT takes each row's lock and reads its latest version, so N
 -- concurrent claims on a key return N distinct values of used; the caller may run bcrypt only
 -- if every returned used is within its key's limit.  Rows are inserted (and so locked) in
 -- primary-key order (ORDER BY), which keeps concurrent claims deadlock-free.
 INSERT INTO sign_in_budgets AS b (scope, email, network, used, window_ends_at)
-SELECT k.scope, k.email, k.network, 1, now() + :window::interval
-FROM unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
+SELECT k.scope, k.email, k.network, 1, now() + k.win
+FROM unnest(:scopes::text[], :emails::text[], :networks::text[], :windows::interval[])
+    AS k(scope, email, network, win)
 ORDER BY k.scope, k.email, k.network
 ON CONFLICT (scope, email, network) DO UPDATE SET
     used = CASE WHEN b.window_ends_at <= now() THEN 1 ELSE b.used + 1 END,
-    window_ends_at = CASE WHEN b.window_ends_at <= now() THEN EXCLUDED.window_ends_at
-                          ELSE b.window_ends_at END
+    window_ends_at = CASE WHEN b.window_ends_at <= now() OR b.scope = 'streak'
+                          THEN EXCLUDED.window_ends_at ELSE b.window_ends_at END
 RETURNING scope, network, used, window_ends_at;
 
 -- name: release_claims!
@@ -85,7 +90,8 @@ VALUES (:email, :user_id::uuid, :result, :client_ip::inet, :user_agent, :decided
 -- A wrong password after a claim: the claims stay (they are the failure), users counts it
 -- (users_pkey) and takes the account-wide lock when the account budget is spent, and the
 -- event is written -- one statement, so all of it or none.  For an unknown email :user_id is
--- NULL and only the event is written.
+-- NULL and only the event is written.  The counter saturates at INTEGER's maximum (rules.py
+-- COUNTER_MAX) instead of overflowing, which would fail the statement and lose the event.
 WITH account AS (
     SELECT window_ends_at FROM sign_in_budgets
     WHERE scope = 'account' AND email = :email AND network = ''
@@ -93,7 +99,7 @@ WITH account AS (
 ),
 counted AS (
     UPDATE users SET
-        failed_login_attempts = failed_login_attempts + 1,
+        failed_login_attempts = LEAST(failed_login_attempts, 2147483646) + 1,
         locked_until = COALESCE((SELECT window_ends_at FROM account), locked_until)
     WHERE id = :user_id::uuid
 )
@@ -123,7 +129,9 @@ VALUES (:email, :user_id::uuid, 'inactive', :client_ip::inet, :user_agent, 'pass
 
 -- name: record_success^
 -- A right password on an active account, in one statement: reset this (email, network) key
--- only, give back the ip and account units, stamp the user (users_pkey) and log the event.
+-- and the email's streak (the consecutive failures end here), give back the ip and account
+-- (or known) units, stamp the user (users_pkey; login_count saturates at INTEGER's maximum)
+-- and log the event.
 -- An upgraded hash (:upgraded) replaces the stored one only if that is still :verified, so a
 -- password change racing the sign-in is never undone.
 WITH mine AS (
@@ -136,7 +144,7 @@ WITH mine AS (
 ),
 settled AS (
     UPDATE sign_in_budgets b
-    SET used = CASE WHEN b.scope = 'network' THEN 0 ELSE greatest(b.used - 1, 0) END
+    SET used = CASE WHEN b.scope IN ('network', 'streak') THEN 0 ELSE greatest(b.used - 1, 0) END
     FROM mine WHERE (b.scope, b.email, b.network) = (mine.scope, mine.email, mine.network)
 ),
 event AS (
@@ -145,7 +153,7 @@ event AS (
 )
 UPDATE users SET
     last_login_at = now(),
-    login_count = login_count + 1,
+    login_count = LEAST(login_count, 2147483646) + 1,
     failed_login_attempts = 0,
     locked_until = NULL,
     hashed_password = CASE WHEN hashed_password = :verified THEN COALESCE(:upgraded, hashed_password)
@@ -158,12 +166,12 @@ RETURNING id, email, full_name, is_active, is_verified,
     created_at, updated_at;
 
 -- name: unlock_email
--- Operator unlock: delete every budget of the email (network and account keys, by the
--- primary key's prefix after scope), lift the account lock and log an 'unlocked' event, in
+-- Operator unlock: delete every budget of the email (network, account, known and streak keys,
+-- by the primary key's prefix after scope), lift the account lock and log an 'unlocked' event, in
 -- one statement.  Returns the number of budget rows removed and the user id, if any.
 WITH cleared AS (
     DELETE FROM sign_in_budgets
-    WHERE scope IN ('account', 'network') AND email = :email
+    WHERE scope IN ('account', 'known', 'network', 'streak') AND email = :email
     RETURNING 1
 ),
 unlocked AS (
@@ -176,6 +184,35 @@ event AS (
     SELECT :email, (SELECT id FROM unlocked), 'unlocked', 'operator'
 )
 SELECT (SELECT count(*) FROM cleared) AS budgets, (SELECT id FROM unlocked) AS user_id;
+
+-- name: known_address^
+-- Whether :address (an ip budget key) is one where the account of :email signed in within the
+-- last 90 days: users_email_lower_key, then sign_in_known_addresses_pkey.  Runs for unknown
+-- emails too (false), so it tells nothing about which emails have accounts.
+SELECT EXISTS (
+    SELECT 1 FROM users u
+    JOIN sign_in_known_addresses k ON k.user_id = u.id
+    WHERE lower(u.email) = :email AND k.address = :address
+      AND k.last_success_at > now() - interval '90 days'
+) AS known;
+
+-- name: remember_address!
+-- After a successful sign-in: :address becomes (or stays) known for the user, and the user's
+-- other known addresses are forgotten when unused for 90 days or beyond the 9 newest, so a
+-- user has at most 10.  (The DELETE sees the rows as they were before this INSERT.)
+WITH seen AS (
+    INSERT INTO sign_in_known_addresses AS k (user_id, address)
+    VALUES (:user_id::uuid, :address)
+    ON CONFLICT (user_id, address) DO UPDATE SET last_success_at = now()
+)
+DELETE FROM sign_in_known_addresses
+WHERE user_id = :user_id::uuid AND address <> :address
+  AND (last_success_at <= now() - interval '90 days'
+       OR address NOT IN (
+           SELECT address FROM sign_in_known_addresses
+           WHERE user_id = :user_id::uuid AND address <> :address
+           ORDER BY last_success_at DESC
+           LIMIT 9));
 
 -- name: recent_events_for_user
 -- Newest events of one user: auth_events_user_idx on every partition, merged, LIMIT n.

@@ -62,7 +62,9 @@ RETURNING id, email, full_name, is_active, is_verified,
           created_at, updated_at;
 
 -- name: delete_user
--- Delete one user by primary key; no row back means there was none.
+-- Delete one user by primary key; no row back means there was none.  The user's known sign-in
+-- addresses go with it (sign_in_known_addresses has no foreign key, like auth_events).
+WITH addresses AS (DELETE FROM sign_in_known_addresses WHERE user_id = :id)
 DELETE FROM users WHERE id = :id RETURNING id;
 
 -- name: list_users
@@ -100,10 +102,10 @@ LIMIT :limit;
 -- Successful sign-in: stamp it, count it, clear the failure counter and any lock.  When
 -- :upgraded_hash is given it is a new hash of the same password; it replaces the stored hash
 -- only if that is still :verified_hash (the one we checked), so a password change racing the
--- sign-in is never undone.
+-- sign-in is never undone.  login_count saturates at INTEGER's maximum (rules.COUNTER_MAX).
 UPDATE users SET
     last_login_at = now(),
-    login_count = login_count + 1,
+    login_count = LEAST(login_count, 2147483646) + 1,
     failed_login_attempts = 0,
     locked_until = NULL,
     hashed_password = CASE WHEN hashed_password = :verified_hash
@@ -119,10 +121,11 @@ RETURNING id, email, full_name, is_active, is_verified,
 -- name: record_login_failure
 -- Failed sign-in, atomically: the increment reads the row's current value under its row
 -- lock, so N concurrent failures count N (a read-then-write in Python would lose some).
--- Reaching :threshold locks the account for :window from now.
+-- Reaching :threshold locks the account for :window from now.  The counter saturates at
+-- INTEGER's maximum (rules.COUNTER_MAX) instead of failing the statement.
 UPDATE users SET
-    failed_login_attempts = failed_login_attempts + 1,
-    locked_until = CASE WHEN failed_login_attempts + 1 >= :threshold
+    failed_login_attempts = LEAST(failed_login_attempts, 2147483646) + 1,
+    locked_until = CASE WHEN failed_login_attempts >= :threshold - 1
                         THEN now() + :window::interval
                         ELSE locked_until END
 WHERE id = :id

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictBool
 
 from dal.errors import InvalidUserData, NotFound
 from dal.inputs import Email, FullName, LanguageTag, Password, TimeZoneName, UserInput
-from dal.rules import RULE_NOT_NULL
+from dal.rules import COUNTER_MAX, RULE_NOT_NULL
 
 
 class NewUser(UserInput):
@@ -83,8 +83,8 @@ class User(BaseModel):
     timezone: str
     language: str
     last_login_at: datetime | None
-    login_count: int
-    failed_login_attempts: int
+    login_count: int = Field(ge=0, le=COUNTER_MAX)  # CHECK non_negative_login_count, INTEGER
+    failed_login_attempts: int = Field(ge=0, le=COUNTER_MAX)  # saturates in SQL at the maximum
     locked_until: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -207,7 +207,8 @@ class AuthEvent(BaseModel):
     """One row of ``auth_events``: a sign-in attempt (or an operator unlock) and what decided it.
 
     ``decided_by`` is ``password`` for a checked attempt, the budget key that refused it
-    (``account``, ``ip <address>``, ``network <network>``), or ``operator``.
+    (``account``, ``known``, ``streak``, ``ip <address>``, ``network <network>``), or
+    ``operator``.
     """
 
     model_config = ConfigDict(frozen=True)

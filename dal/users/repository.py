@@ -152,7 +152,9 @@ class UsersRepository:
         self, user_id: UUID, *, conn: Connection | None = None
     ) -> LoginFailure:
         """Count a failed sign-in from another sign-in path; at the account-wide ceiling
-        (``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``) the account locks for everyone for the window."""
+        (``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``) the account locks for the window, for every
+        address ``authenticate`` does not know as the account's (the counter saturates at
+        INTEGER's maximum)."""
         expect("user_id", user_id, UUID)
         values = {
             "id": user_id,
@@ -177,14 +179,14 @@ class UsersRepository:
         Raises ``InvalidUserData`` for input no account can have (empty or over-long email,
         password empty or over 72 bytes, ``client_ip`` not an address), before any work.  Then
         one atomic claim on the attempt budgets decides, before bcrypt, whether the password
-        is checked at all: ``AccountLocked`` when the email's account-wide ceiling is reached
-        (for everyone), ``TooManyAttempts`` when ``client_ip`` spent its ceiling across
-        emails, and ``InvalidCredentials`` -- the very answer of a wrong password -- when this
-        (email, network) budget is spent, even for the right password.  A checked attempt
-        raises ``InvalidCredentials`` for an unknown email (after the same bcrypt work as a
-        real check) or a wrong password, and ``AccountInactive`` only once the password is
-        right.  A hash with an outdated cost is upgraded.  Each attempt writes one
-        ``auth_events`` row.
+        is checked at all: ``AccountLocked`` when an account budget of the email is spent
+        (strangers' or known addresses', or 100 failures in a row), ``TooManyAttempts`` when
+        ``client_ip`` spent its ceiling across emails, and ``InvalidCredentials`` -- the very
+        answer of a wrong password -- when this (email, network) budget is spent, even for the
+        right password.  A checked attempt raises ``InvalidCredentials`` for an unknown email
+        (after the same bcrypt work as a real check) or a wrong password, and
+        ``AccountInactive`` only once the password is right.  A hash with an outdated cost is
+        upgraded.  Each attempt writes one ``auth_events`` row.
         """
         expect("email", email, str)
         expect("password", password, str)

@@ -1,16 +1,8 @@
 """Sign-in that holds under attack: attempt budgets claimed before bcrypt, and the event log.
 
-Every attempt involves up to three budget keys (table ``sign_in_budgets``, migration 0005):
-
-* ``network`` -- (normalized email, client network: IPv4 /24, IPv6 /64, or ``unknown`` when no
-  address is given), ``DEFEAH_LOCKOUT_THRESHOLD`` per window.  Spent, it refuses with the same
-  ``InvalidCredentials`` as a wrong password, and only from that network: a stranger cannot
-  lock the owner out from elsewhere.
-* ``ip`` -- one client address (IPv4 /32; IPv6 /64, which one host usually owns) across all
-  emails, ``DEFEAH_LOCKOUT_IP_THRESHOLD``; spent, ``TooManyAttempts``.  Not used without an
-  address: callers that pass none are one shared "unknown" network, as before this budget.
-* ``account`` -- all networks of one email, ``DEFEAH_LOCKOUT_ACCOUNT_THRESHOLD``; spent, the
-  account locks for everyone (``users.locked_until``) and ``AccountLocked`` says so.
+Every attempt claims one unit on each of its budget keys (``network``, ``ip``, ``account`` or
+``known``, ``streak``: table ``sign_in_budgets``, migrations 0005 and 0011); which keys, their
+limits and windows are the policy of ``dal.users.budgets``, where each key is described.
 
 Why claims, not counters read then written: the attempt takes one unit on every key in one
 atomic upsert *before* bcrypt, and may check the password only if every key had a unit left.  A
@@ -52,6 +44,7 @@ from dal.errors import (
 from dal.queries import Query, load
 from dal.rules import EMAIL_MAX_LENGTH, RULE_EMPTY, RULE_NUL, rule_max_length
 from dal.telemetry import LOCKOUTS, SIGN_INS
+from dal.users.budgets import LOCKING_SCOPES, UNKNOWN_NETWORK, BudgetPolicy
 from dal.users.models import AuthEvent, User
 from dal.users.passwords import PasswordHasher, encode_password
 
@@ -61,12 +54,13 @@ if TYPE_CHECKING:
 SIGNIN_SQL: Final = load("signin")
 OPS_SQL: Final = load("ops")
 
-UNKNOWN_NETWORK: Final = "unknown"
+# NAT64 (RFC 6052's well-known prefix): the IPv4 client is the last 32 bits of the address.
+NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 USER_AGENT_MAX: Final = 256
 MAX_EVENTS: Final = 1000
-# Which spent key speaks first when several are: the lock that is true for everyone, then
-# the address, then the (email, network) pair.
-PRIORITY: Final = ("account", "ip", "network")
+# Which spent key speaks first when several are (sign_in_state orders by the same list): the
+# lasting refusal, the account locks, then the address, then the (email, network) pair.
+PRIORITY: Final = ("streak", "account", "known", "ip", "network")
 # The ``result`` label of each outcome (a fixed list: bounded cardinality).
 RESULTS: Final[dict[type[DalError], str]] = {
     InvalidCredentials: "invalid_credentials",
@@ -103,13 +97,18 @@ def normalize_email(email: str) -> str:
 
 def client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The address in ``client_ip``; an IPv4-mapped IPv6 address counts as its IPv4 address
-    (the same client seen through a dual-stack socket) and an IPv6 zone is dropped."""
+    (the same client seen through a dual-stack socket), so does a NAT64 address (the IPv4
+    client behind a NAT64 gateway: otherwise all of them would share one /64 key), and an
+    IPv6 zone is dropped."""
     try:
         address = ipaddress.ip_address(client_ip.split("%", 1)[0])
     except ValueError:
         raise InvalidUserData("client_ip", "must be an IPv4 or IPv6 address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
     return address
 
 
@@ -144,6 +143,10 @@ class Attempt:
     client_ip: str | None
     user_agent: str | None
     keys: tuple[tuple[str, str, str], ...]
+    limits: tuple[int, ...] = ()
+    windows: tuple[timedelta, ...] = ()
+    ip_key: str | None = None
+    known: bool = False
     user_id: UUID | None = None
     stored_hash: str | None = None
     is_active: bool = False
@@ -158,18 +161,25 @@ class Attempt:
             "scopes": scopes,
             "emails": emails,
             "networks": networks,
+            "limits": list(self.limits),
+            "windows": list(self.windows),
+            "known": self.known,
             **extra,
         }
 
+    def limit(self, scope: str) -> int:
+        """This attempt's limit on its key of ``scope``."""
+        return self.limits[[key[0] for key in self.keys].index(scope)]
+
 
 def decided_by(scope: str, network: str) -> str:
-    return "account" if scope == "account" else f"{scope} {network}"
+    return f"{scope} {network}" if network else scope
 
 
 def refusal(scope: str, until: datetime) -> DalError:
     """The error of a spent key: only the account lock and the address ceiling say so; a spent
     (email, network) budget reads exactly like a wrong password."""
-    if scope == "account":
+    if scope in LOCKING_SCOPES:
         return AccountLocked(until)
     if scope == "ip":
         return TooManyAttempts(until)
@@ -184,23 +194,34 @@ class SignIn:
         self.passwords = passwords
         settings: Settings = db.settings
         self.window = timedelta(seconds=settings.lockout_window)
-        self.limits: dict[str, int] = {
-            "network": settings.lockout_threshold,
-            "ip": settings.lockout_ip_threshold,
-            "account": settings.lockout_account_threshold,
-        }
+        self.policy = BudgetPolicy(settings)
+        self.limits = self.policy.limits
 
     def __repr__(self) -> str:
         return f"<SignIn on {self._db!r}>"
 
-    def attempt(self, email: str, client_ip: str | None, user_agent: str | None) -> Attempt:
-        """Validate the inputs and name the budget keys, before any database work."""
+    def attempt(
+        self, email: str, client_ip: str | None, user_agent: str | None, *, known: bool = False
+    ) -> Attempt:
+        """Validate the inputs and name the budget keys, before any database work.  ``known``:
+        the address is one where this email's account signed in before (``known_address``)."""
         normalized = normalize_email(email)
         address, network, ip_key = budget_networks(client_ip)
-        keys = [("account", normalized, ""), ("network", normalized, network)]
-        if ip_key is not None:
-            keys.append(("ip", "", ip_key))
-        return Attempt(normalized, address, user_agent_value(user_agent), tuple(keys))
+        known = known and ip_key is not None
+        keys, limits, windows = self.policy.keys(normalized, network, ip_key, known=known)
+        agent = user_agent_value(user_agent)
+        return Attempt(normalized, address, agent, keys, limits, windows, ip_key, known)
+
+    async def known_address(self, conn: Connection, attempt: Attempt) -> Attempt:
+        """The attempt with the known budget when its address is one of the account's known
+        addresses; as it is otherwise (and always without an address).  The same statement
+        runs for unknown emails, so it tells nothing about which have accounts."""
+        if attempt.ip_key is None:
+            return attempt
+        values = {"email": attempt.email, "address": attempt.ip_key}
+        if not (await run(conn, SIGNIN_SQL["known_address"], values))[0]["known"]:
+            return attempt
+        return self.attempt(attempt.email, attempt.client_ip, attempt.user_agent, known=True)
 
     async def authenticate(
         self,
@@ -225,8 +246,8 @@ class SignIn:
         secret = encode_password(password)  # the password rules, once per attempt
         attempt = self.attempt(email, client_ip, user_agent)
         async with self._db.acquire() as conn:
-            limits = [self.limits[scope] for scope, _, _ in attempt.keys]
-            state = (await run(conn, SIGNIN_SQL["sign_in_state"], attempt.values(limits=limits)))[0]
+            attempt = await self.known_address(conn, attempt)
+            state = (await run(conn, SIGNIN_SQL["sign_in_state"], attempt.values()))[0]
             if state["scope"] is not None:
                 raise refusal(state["scope"], state["until"])
             if state["id"] is not None:
@@ -246,13 +267,14 @@ class SignIn:
         in the same transaction, which still holds the rows' locks.  Returns the account key's
         units used, this one included: at the limit, a failure of this attempt locks."""
         async with conn.transaction():
-            rows = await run(conn, SIGNIN_SQL["claim_attempt"], attempt.values(window=self.window))
-            over = [row for row in rows if row["used"] > self.limits[row["scope"]]]
+            rows = await run(conn, SIGNIN_SQL["claim_attempt"], attempt.values())
+            over = [row for row in rows if row["used"] > attempt.limit(row["scope"])]
             if not over:
-                return max(int(row["used"]) for row in rows if row["scope"] == "account")
+                used = (int(row["used"]) for row in rows if row["scope"] == "account")
+                return max(used, default=0)  # a known address spends no account unit
             decider = min(over, key=lambda row: PRIORITY.index(row["scope"]))
             await run(conn, SIGNIN_SQL["release_claims"], attempt.values())
-            result = "locked" if decider["scope"] == "account" else "throttled"
+            result = "locked" if decider["scope"] in LOCKING_SCOPES else "throttled"
             by = decided_by(decider["scope"], decider["network"])
             await run(
                 conn, SIGNIN_SQL["record_event"], attempt.values(result=result, decided_by=by)
@@ -291,6 +313,9 @@ class SignIn:
         )
         if not rows:  # the account was deleted while its password was being checked
             raise InvalidCredentials()
+        if attempt.ip_key is not None:
+            values = {"user_id": attempt.user_id, "address": attempt.ip_key}
+            await run(conn, SIGNIN_SQL["remember_address"], values)
         return User.from_record(rows[0])
 
     # -- readers -------------------------------------------------------------------------------
