@@ -6,6 +6,7 @@ worker; the body is read to a few KB at most; no redirect is followed."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import sys
 from collections import Counter
@@ -69,7 +70,7 @@ BAD_BODIES: dict[str, tuple[bytes, str]] = {
 class HostileGraph:
     """Answers by the token's suffix (``tok<n>-<kind>``): a bad body from ``BAD_BODIES``,
     ``-stream`` an endless body, ``-redirect`` a 302 to ``elsewhere``, ``-ok`` a good answer,
-    ``-code`` an error whose code is ``true``."""
+    ``-code`` an error whose code is ``true``, ``-gzip`` a compressed body."""
 
     def __init__(self) -> None:
         self.seen: Counter[str] = Counter()
@@ -84,6 +85,10 @@ class HostileGraph:
             return web.Response(body=BAD_BODIES[kind][0], content_type="application/json")
         if kind == "redirect":
             raise web.HTTPFound(f"{self.elsewhere}/refresh_access_token?{request.query_string}")
+        if kind == "gzip":  # asked for identity; a compressed body could inflate past any cap
+            body = gzip.compress(json.dumps({**GOOD, "pad": "0" * 10**6}).encode())
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            return web.Response(body=body, headers=headers)
         if kind == "code":
             return web.json_response({"error": {"code": True}}, status=400)
         if kind == "stream":
@@ -135,7 +140,7 @@ async def test_every_hostile_answer_fails_its_own_token_and_the_worker_goes_on(
     clean_dsn: str, graph: tuple[HostileGraph, Elsewhere, str]
 ) -> None:
     hostile, elsewhere, url = graph
-    kinds = ["ok", *BAD_BODIES, "stream", "redirect", "code", "ok"]
+    kinds = ["ok", *BAD_BODIES, "stream", "redirect", "code", "gzip", "ok"]
     tokens = await fill(clean_dsn, kinds)
     config = RefreshConfig(graph_url=url, concurrency=3, batch=4, request_timeout=5, retries=2)
     lines: list[str] = []
@@ -153,7 +158,9 @@ async def test_every_hostile_answer_fails_its_own_token_and_the_worker_goes_on(
                 )
             }
     expected = {kind: code for kind, (_, code) in BAD_BODIES.items()}
-    expected.update(stream="body_too_large", redirect="http_302", code="http_400")
+    expected.update(
+        stream="body_too_large", redirect="http_302", code="http_400", gzip="bad_response"
+    )
     # Each token was claimed and asked exactly once: no crash, no retry, no second claim.
     assert summary.claimed == len(kinds) and summary.refreshed == 2
     assert set(hostile.seen.values()) == {1} and len(hostile.seen) == len(kinds)
