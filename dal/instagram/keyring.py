@@ -12,7 +12,8 @@ relabelled with another key id, fails authentication instead of decrypting.
 Keys come from ``DEFEAH_TOKEN_KEYS`` (``id:base64key,...``, 32-byte keys): the first encrypts,
 all decrypt, so rotation is "prepend the new key, run ``defeah-db reencrypt``, drop the old".
 In ``development``/``test`` without the variable a key is generated once into
-``<data folder's parent>/token-keys`` (mode 0600) so a checkout works out of the box; on
+``<data folder's parent>/token-keys`` (mode 0600; ``dev_key`` refuses a file or folder someone
+else could have planted) so a checkout works out of the box; on
 ``staging``/``production`` whatever reads or writes a token refuses to start without it
 (``settings_cipher``), while the DBA's verbs never need it.
 
@@ -45,6 +46,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dal.db.settings import Settings
 from dal.errors import ConfigError, TokenUnreadable
+from dal.instagram import dev_key
+from dal.instagram.dev_key import dev_key_path
 
 VERSION: Final = "v1"
 KEY_BYTES: Final = 32
@@ -52,7 +55,6 @@ NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 ENV: Final = "DEFEAH_TOKEN_KEYS"
-DEV_KEY_FILE: Final = "token-keys"
 # v1:<key id>:<canonical padded base64>, nothing before or after (no whitespace, no newline).
 BASE64_BODY: Final = r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
 STORED_FORM: Final = re.compile(rf"v1:([A-Za-z0-9_-]{{1,32}}):({BASE64_BODY})")
@@ -165,31 +167,9 @@ class TokenCipher:
             raise TokenUnreadable(user_id, "the value does not authenticate") from None
 
 
-def dev_key_path(data_dir: Path) -> Path:
-    """Where development/test keep their generated key: next to the embedded data folder."""
-    return data_dir.parent / DEV_KEY_FILE
-
-
 def dev_key_text(path: Path) -> str:
-    """The development ring stored at ``path``, created (mode 0600) on first use.
-
-    Several processes may start at once (test workers): the key is written to a private
-    temporary file and hard-linked into place, so exactly one key wins and nobody reads a
-    half-written file.
-    """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="ascii") as out:
-            out.write(new_key_entry("dev") + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process created it first; its key is the one everybody uses
-        finally:
-            temporary.unlink()
-    return path.read_text(encoding="ascii").strip()
+    """The development ring at ``path`` (``dev_key``: checked, created with a fresh key)."""
+    return dev_key.dev_key_text(path, new_key_entry("dev"))
 
 
 def settings_cipher(settings: Settings, purpose: str) -> TokenCipher:
