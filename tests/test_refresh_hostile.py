@@ -56,6 +56,8 @@ BAD_BODIES: dict[str, tuple[bytes, str]] = {
     "tokempty": (fields(access_token=""), "bad_response"),
     "toknum": (fields(access_token=12345), "bad_response"),
     "toklong": (fields(access_token="a" * 3000), "bad_response"),
+    "tokspace": (fields(access_token="two words"), "bad_response"),
+    "tokctl": (fields(access_token="line\nbreak"), "bad_response"),
     "dupkey": (
         b'{"access_token": "a", "access_token": "b", "expires_in": 5184000}',
         "bad_response",

@@ -10,10 +10,10 @@ a compromised DNS entry or a hostile test server can answer anything.  So an ans
   ``json.loads``, whose recursion would raise ``RecursionError`` on a few KB of brackets), with
   no duplicate keys (which of two ``access_token`` values would count?) and no ``NaN`` or
   ``Infinity``;
-* on 200: ``access_token`` a non-empty string within the table's bound (``AccessToken``, the
-  rules of a connected token) and ``expires_in`` an integer -- not a bool, a float or a string
-  -- from ``EXPIRES_IN_MIN`` to ``EXPIRES_IN_MAX``, so the expiry computed from it can never
-  overflow a ``datetime``;
+* on 200: ``access_token`` a non-empty string of visible ASCII within the table's bound
+  (``AccessToken``, the rules of a connected token) and ``expires_in`` an integer -- not a
+  bool, a float or a string -- from ``EXPIRES_IN_MIN`` to ``EXPIRES_IN_MAX``, so the expiry
+  computed from it can never overflow a ``datetime``;
 * otherwise ``error.code`` an integer in a sane range, else only the HTTP status is kept.
 
 Each answer becomes an outcome code; nothing here raises, and no code contains answer text.
@@ -22,12 +22,13 @@ Each answer becomes an outcome code; nothing here raises, and no code contains a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from dal.inputs import AccessToken
 
@@ -42,6 +43,7 @@ ERROR_CODE_MAX: Final = 10**9
 BAD_RESPONSE: Final = "bad_response"
 TOO_LARGE: Final = "body_too_large"
 
+_VISIBLE_ASCII: Final = re.compile(r"[\x21-\x7e]+")
 _OPEN, _CLOSE, _QUOTE, _BACKSLASH = frozenset(b"[{"), frozenset(b"]}"), ord('"'), ord("\\")
 
 
@@ -63,8 +65,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
 
+def _visible_ascii(token: SecretStr) -> SecretStr:
+    if _VISIBLE_ASCII.fullmatch(token.get_secret_value()) is None:
+        raise ValueError("not visible ASCII")  # the value itself never enters the message
+    return token
+
+
 class RefreshAnswer(_Strict):
-    access_token: AccessToken = Field(repr=False)
+    # Visible ASCII only: a token goes back into a URL on the next refresh, and Instagram's are
+    # opaque alphanumeric strings; whitespace or control characters mean a broken answer.
+    access_token: Annotated[AccessToken, Field(repr=False), AfterValidator(_visible_ascii)]
     expires_in: Annotated[int, Field(ge=EXPIRES_IN_MIN, le=EXPIRES_IN_MAX)]
 
 
