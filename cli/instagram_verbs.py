@@ -53,9 +53,11 @@ def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
         result, left = asyncio.run(job())
     say(result.summary())
     if left:
-        # Written meanwhile by a process still on the old key ring, or unreadable: keep the old
-        # key until this says 0.
-        say(f"{left} token(s) still not under the active key: keep the old key, run it again")
+        # Written meanwhile by a process still on the old key ring, unreadable, or plaintext not
+        # adopted: keep the old key until this says 0.
+        adopt = "adopt legacy plaintext with --adopt-plaintext if it is yours, "
+        adopt = adopt if result.plaintext else ""
+        say(f"{left} token(s) still not under the active key: keep the old key, {adopt}run again")
         return EXIT_ERROR
     say("every token is under the active key: the old key can go")
     return EXIT_OK
