@@ -26,6 +26,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -124,14 +125,14 @@ def _create(folder: int, path: Path, entry: str) -> None:
         os.unlink(temporary, dir_fd=folder)
 
 
-def dev_key_text(path: Path, new_entry: str) -> str:
-    """The development ring stored at ``path``; created holding ``new_entry`` when absent.
+def dev_key_text(path: Path, new_entry: Callable[[], str]) -> str:
+    """The development ring stored at ``path``; created holding ``new_entry()`` when absent.
     ``ConfigError`` (one line) when the file or its folder could be someone else's."""
     folder = _open_folder(path)
     try:
         text = _read(folder, path)
         if text is None:
-            _create(folder, path, new_entry)
+            _create(folder, path, new_entry())
             text = _read(folder, path)
         if text is None:
             raise _refused(path, "was removed while being created")

@@ -169,7 +169,7 @@ class TokenCipher:
 
 def dev_key_text(path: Path) -> str:
     """The development ring at ``path`` (``dev_key``: checked, created with a fresh key)."""
-    return dev_key.dev_key_text(path, new_key_entry("dev"))
+    return dev_key.dev_key_text(path, lambda: new_key_entry("dev"))
 
 
 def settings_cipher(settings: Settings, purpose: str) -> TokenCipher:

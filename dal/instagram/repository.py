@@ -182,7 +182,8 @@ class InstagramRepository:
                 token = self.cipher.decrypt(row["id"], stored)
             except TokenUnreadable as exc:
                 # One unreadable row must not sink the batch or the worker (it would be claimed
-                # again every lease): flag it needs_reauth, as an invalid token is.
+                # again every lease): flag it needs_reauth, as an invalid token is -- or, when it
+                # may be legacy plaintext awaiting adoption, back off.
                 plaintext = legacy_plaintext(stored)
                 log.warning("%s; %s", exc, "backing off" if plaintext else "flagged needs_reauth")
                 code = PLAINTEXT_TOKEN_CODE if plaintext else UNREADABLE_TOKEN_CODE
