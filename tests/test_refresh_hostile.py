@@ -222,7 +222,7 @@ async def test_an_endless_body_is_cut_after_a_few_kb_with_rss_bounded(
     code, baseline, _ = await run_worker(clean_dsn, url, 5)  # the same worker, a sane answer
     assert code == 0
     async with Database(make_settings(clean_dsn)) as db, db.acquire() as conn:
-        await conn.execute("TRUNCATE users")
+        await conn.execute("TRUNCATE users CASCADE")  # 0010 points at users
     tokens = await fill(clean_dsn, ["stream"])
     async with asyncio.timeout(60):
         code, peak, out = await run_worker(clean_dsn, url, 5)
