@@ -35,9 +35,9 @@ from dal import Database
 from dal.db.embedded import target_dsn
 from dal.db.settings import Settings
 from dal.instagram.keyring import TokenCipher, parse_keys
+from dal.instagram.reencrypt import MAX_BATCH, reencrypt
 from dal.instagram.refresher import RefreshConfig, Refresher
 from dal.instagram.repository import InstagramRepository
-from dal.users.repository import UsersRepository
 
 KEYS = "bench:" + "YmVuY2gtb25seS1rZXktbm90LWEtc2VjcmV0LTMyYnk="
 
@@ -81,7 +81,9 @@ async def _refresh(dsn: str, seconds: float, graph_url: str) -> float:
     """Tokens refreshed per second by one ``Refresher`` (as ``refresh-tokens`` runs it)."""
     async with Database(settings_for(dsn)) as db:
         stop = asyncio.Event()
-        refresher = Refresher(UsersRepository(db), RefreshConfig(graph_url), stop, lambda _: None)
+        refresher = Refresher(
+            InstagramRepository(db), RefreshConfig(graph_url), stop, lambda _: None
+        )
         asyncio.get_running_loop().call_later(seconds, stop.set)
         summary = await refresher.cycle()
         return summary.refreshed / summary.seconds
@@ -156,9 +158,14 @@ async def prepare(server_dsn: str, users: int) -> str:
     conn = await asyncpg.connect(dsn)  # no pool: the fill outlasts the command timeout
     try:
         await conn.execute(FILL, users)
-        await conn.execute("ANALYZE users")
     finally:
         await conn.close()
+    # FILL writes plaintext, which the DAL refuses as a token: adopt it once, as an operator
+    # would (`defeah-db reencrypt --adopt-plaintext`).
+    async with Database(settings_for(dsn)) as db:
+        await reencrypt(db, InstagramRepository(db).cipher, batch=MAX_BATCH, adopt_plaintext=True)
+        async with db.acquire() as pooled:
+            await pooled.execute("ANALYZE users")
     return dsn
 
 

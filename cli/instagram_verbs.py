@@ -19,10 +19,10 @@ from dal.instagram.refresher import RefreshConfig, Refresher
 from dal.instagram.repository import InstagramRepository
 
 REENCRYPT_HELP = (
-    "rewrite every stored Instagram token under the first key of DEFEAH_TOKEN_KEYS and encrypt "
-    "legacy plaintext ones; batches, resumable, compare-and-swap (a token changed meanwhile is "
-    "left alone). Never needs --force, production included: it cannot lose data (it only "
-    "re-seals values it can read, and leaves unreadable ones untouched)"
+    "rewrite every stored Instagram token under the first key of DEFEAH_TOKEN_KEYS; batches, "
+    "resumable, compare-and-swap (a token changed meanwhile is left alone). Legacy plaintext "
+    "is refused unless --adopt-plaintext. Never needs --force, production included: it cannot "
+    "lose data (it only re-seals values it can read, and leaves the others untouched)"
 )
 REFRESH_HELP = (
     "refresh Instagram tokens that are due (expiring within --within-days, at least 24 h old) "
@@ -40,16 +40,24 @@ def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
             cipher = InstagramRepository(db).cipher
             total = await reencrypt.remaining(db, cipher)
             progress = Progress(total, sys.stderr)
-            result = await reencrypt.reencrypt(db, cipher, batch=args.batch, progress=progress)
+            result = await reencrypt.reencrypt(
+                db,
+                cipher,
+                batch=args.batch,
+                adopt_plaintext=args.adopt_plaintext,
+                progress=progress,
+            )
             return result, await reencrypt.remaining(db, cipher)
 
     with target_dsn(settings) as dsn:
         result, left = asyncio.run(job())
     say(result.summary())
     if left:
-        # Written meanwhile by a process still on the old key ring, or unreadable: keep the old
-        # key until this says 0.
-        say(f"{left} token(s) still not under the active key: keep the old key, run it again")
+        # Written meanwhile by a process still on the old key ring, unreadable, or plaintext not
+        # adopted: keep the old key until this says 0.
+        adopt = "adopt legacy plaintext with --adopt-plaintext if it is yours, "
+        adopt = adopt if result.plaintext else ""
+        say(f"{left} token(s) still not under the active key: keep the old key, {adopt}run again")
         return EXIT_ERROR
     say("every token is under the active key: the old key can go")
     return EXIT_OK
@@ -98,6 +106,13 @@ def register(verb: AddVerb) -> None:
     p = verb("reencrypt", cmd_reencrypt, REENCRYPT_HELP)
     p.add_argument(
         "--batch", type=positive_int, default=reencrypt.DEFAULT_BATCH, help="rows per transaction"
+    )
+    p.add_argument(
+        "--adopt-plaintext",
+        action="store_true",
+        help="also seal legacy plaintext tokens (written before encryption, or by the psql "
+        "seeds) as tokens; a one-off, logged with the count. Without it they are refused: a "
+        "plaintext value may have been planted by whoever can write to the table",
     )
 
     p = verb("refresh-tokens", cmd_refresh_tokens, REFRESH_HELP)

@@ -24,7 +24,7 @@ from psycopg2 import sql
 from dal.db.database import Database
 from dal.db.production_guard import DATABASE_MARKER
 from dal.devdata.seeds import BULK_EMAIL_DOMAIN, SEED_EMAILS, SEED_LOCK_KEY, SEEDS_DIR, seed_files
-from dal.errors import InvalidCredentials
+from dal.errors import InvalidCredentials, TokenUnreadable
 from dal.instagram.repository import InstagramRepository
 from dal.users.models import User
 from dal.users.repository import UsersRepository
@@ -183,23 +183,27 @@ async def test_seeded_users_sign_in_through_the_dal(fresh_dsn: str) -> None:
     }
 
 
-async def test_seeded_demo_token_is_legacy_plaintext_the_dal_reads_until_reencrypt(
+async def test_seeded_demo_token_is_legacy_plaintext_the_dal_refuses_until_adopted(
     fresh_dsn: str,
 ) -> None:
     """The seed file stays psql-runnable, so its tokens are stored in plaintext (a psql script
-    cannot encrypt with the application's key); the DAL reads them as legacy values, and
-    `defeah-db reencrypt` seals them like any other."""
+    cannot encrypt with the application's key); the DAL refuses them like any plaintext in the
+    column, `defeah-db reencrypt` leaves them (exit 1, saying how to adopt them), and
+    `defeah-db reencrypt --adopt-plaintext` seals them, after which they read."""
     seed_with_psql(fresh_dsn)
     demo_token = "IGQWRdev-seed-demo-token-not-valid-on-instagram"
     async with Database(make_settings(fresh_dsn)) as db:
         users = UsersRepository(db)
         instagram = InstagramRepository(db)
         demo = await users.get_by_email("demo@defeah.com")
-        before = await instagram.token(demo.id)
-        assert before is not None and before.get_secret_value() == demo_token
-    done = run_cli(fresh_dsn, "reencrypt")
+        with pytest.raises(TokenUnreadable, match="not ciphertext"):
+            await instagram.token(demo.id)
+    refused = run_cli(fresh_dsn, "reencrypt")
+    assert refused.returncode == 1, refused.stderr
+    assert "2 plaintext" in refused.stdout and "--adopt-plaintext" in refused.stdout
+    done = run_cli(fresh_dsn, "reencrypt", "--adopt-plaintext")
     assert done.returncode == 0, done.stderr
-    assert "re-encrypted 2 token(s)" in done.stdout
+    assert "re-encrypted 2 token(s)" in done.stdout and "adopted 2" in done.stdout
     stored = query(
         fresh_dsn,
         "SELECT instagram_access_token AS t FROM users WHERE instagram_access_token IS NOT NULL",

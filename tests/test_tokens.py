@@ -131,7 +131,9 @@ async def test_a_ciphertext_copied_to_another_user_does_not_decrypt(db: Database
     assert TOKEN not in str(caught.value) and "v1:" not in str(caught.value)
 
 
-async def test_legacy_plaintext_still_reads(db: Database) -> None:
+async def test_legacy_plaintext_is_refused_until_adopted(db: Database) -> None:
+    """A plaintext value in the column is no token (anyone who can write the column could have
+    put it there): refused until ``reencrypt(adopt_plaintext=True)`` seals it (issue 20)."""
     users = UsersRepository(db)
     instagram = InstagramRepository(db)
     ada = await new_user(users, "ada@example.com")
@@ -141,6 +143,13 @@ async def test_legacy_plaintext_still_reads(db: Database) -> None:
             TOKEN,
             ada,
         )
+    with pytest.raises(TokenUnreadable, match="not ciphertext") as caught:
+        await instagram.token(ada)
+    assert TOKEN not in str(caught.value)
+    refused = await reencrypt(db, instagram.cipher)
+    assert (refused.rewritten, refused.plaintext) == (0, 1)
+    adopted = await reencrypt(db, instagram.cipher, adopt_plaintext=True)
+    assert (adopted.rewritten, adopted.adopted) == (1, 1)
     read = await instagram.token(ada)
     assert read is not None and read.get_secret_value() == TOKEN
 

@@ -12,12 +12,18 @@ relabelled with another key id, fails authentication instead of decrypting.
 Keys come from ``DEFEAH_TOKEN_KEYS`` (``id:base64key,...``, 32-byte keys): the first encrypts,
 all decrypt, so rotation is "prepend the new key, run ``defeah-db reencrypt``, drop the old".
 In ``development``/``test`` without the variable a key is generated once into
-``<data folder's parent>/token-keys`` (mode 0600) so a checkout works out of the box; on
+``<data folder's parent>/token-keys`` (mode 0600; ``dev_key`` refuses a file or folder someone
+else could have planted) so a checkout works out of the box; on
 ``staging``/``production`` whatever reads or writes a token refuses to start without it
 (``settings_cipher``), while the DBA's verbs never need it.
 
-A stored value that does not start with ``v1:`` is a legacy plaintext token (written before
-this module existed, or by ``seeds/``): it is still read as is, and ``reencrypt`` converts it.
+Only a well-formed stored value (``STORED_FORM``, exactly) is a token.  Anything else in the
+column -- a token written before this module existed or by ``seeds/``, or a value planted by
+whoever can write to the table (``attacker-token``, ``V1:k1:...``, `` v1:...``) -- raises
+``TokenUnreadable``: reading plaintext "as is" would let a writer of the column choose the
+token the application sends to Instagram, and ``reencrypt`` would seal it.  Legacy plaintext
+(``legacy_plaintext``) becomes a token only through ``defeah-db reencrypt --adopt-plaintext``,
+an explicit one-off.
 Key bytes live only in ``AESGCM`` objects and a private attribute; no repr, log line or error
 of this module contains a key or a token.
 """
@@ -40,6 +46,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dal.db.settings import Settings
 from dal.errors import ConfigError, TokenUnreadable
+from dal.instagram import dev_key
+from dal.instagram.dev_key import dev_key_path
 
 VERSION: Final = "v1"
 KEY_BYTES: Final = 32
@@ -47,7 +55,19 @@ NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 ENV: Final = "DEFEAH_TOKEN_KEYS"
-DEV_KEY_FILE: Final = "token-keys"
+# v1:<key id>:<canonical padded base64>, nothing before or after (no whitespace, no newline).
+BASE64_BODY: Final = r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+STORED_FORM: Final = re.compile(rf"v1:([A-Za-z0-9_-]{{1,32}}):({BASE64_BODY})")
+# What a token written before encryption can look like: Instagram's are opaque URL-safe
+# strings.  No colon and no whitespace, so nothing shaped like a stored value (``V1:``, `` v1:``,
+# ``v2:``) -- a damaged or planted one -- is ever adopted as a token.
+LEGACY_TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/=|-]{1,2048}")
+
+
+def legacy_plaintext(stored: str) -> bool:
+    """Whether ``stored`` may be adopted as a pre-encryption token (``reencrypt
+    --adopt-plaintext``): not a stored form, and shaped like an Instagram token."""
+    return LEGACY_TOKEN.fullmatch(stored) is not None
 
 
 @dataclass(frozen=True)
@@ -106,8 +126,15 @@ class TokenCipher:
 
     @property
     def current_prefix(self) -> str:
-        """How every value written under the active key starts (``reencrypt`` skips those)."""
+        """How every value written under the active key starts."""
         return f"{VERSION}:{self.active}:"
+
+    @property
+    def current_form(self) -> str:
+        """A PostgreSQL regular expression (``~``) matching exactly the well-formed
+        values under the active key: ``reencrypt`` skips those, and only those (a value merely
+        starting like one, ``v1:<active>:junk`` or with a trailing newline, is not done)."""
+        return f"^{self.current_prefix}{BASE64_BODY}$"  # a key id has no regex metacharacter
 
     def encrypt(self, user_id: UUID, token: str) -> str:
         nonce = os.urandom(NONCE_BYTES)
@@ -115,14 +142,20 @@ class TokenCipher:
         return self.current_prefix + base64.b64encode(nonce + sealed).decode()
 
     def decrypt(self, user_id: UUID, stored: str) -> str:
-        """The token in ``stored``; a legacy plaintext value is returned as it is.
+        """The token in ``stored``.
 
-        ``TokenUnreadable`` (naming the user only) when the key id is unknown, the value is
-        damaged, or it was sealed for another user.
+        ``TokenUnreadable`` (naming the user only) when ``stored`` is not exactly a stored form
+        (plaintext included), the key id is unknown, the value is damaged, or it was sealed for
+        another user.
         """
-        if not stored.startswith(f"{VERSION}:"):
-            return stored
-        key_id, _, body = stored[len(VERSION) + 1 :].partition(":")
+        form = STORED_FORM.fullmatch(stored)
+        if form is None:
+            raise TokenUnreadable(
+                user_id,
+                "the value is not ciphertext (legacy plaintext is adopted only by "
+                "`defeah-db reencrypt --adopt-plaintext`)",
+            )
+        key_id, body = form.group(1), form.group(2)
         key = self._keys.get(key_id)
         if key is None:
             raise TokenUnreadable(user_id, f"key {key_id!r} is not in {ENV}")
@@ -134,31 +167,9 @@ class TokenCipher:
             raise TokenUnreadable(user_id, "the value does not authenticate") from None
 
 
-def dev_key_path(data_dir: Path) -> Path:
-    """Where development/test keep their generated key: next to the embedded data folder."""
-    return data_dir.parent / DEV_KEY_FILE
-
-
 def dev_key_text(path: Path) -> str:
-    """The development ring stored at ``path``, created (mode 0600) on first use.
-
-    Several processes may start at once (test workers): the key is written to a private
-    temporary file and hard-linked into place, so exactly one key wins and nobody reads a
-    half-written file.
-    """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="ascii") as out:
-            out.write(new_key_entry("dev") + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process created it first; its key is the one everybody uses
-        finally:
-            temporary.unlink()
-    return path.read_text(encoding="ascii").strip()
+    """The development ring at ``path`` (``dev_key``: checked, created with a fresh key)."""
+    return dev_key.dev_key_text(path, lambda: new_key_entry("dev"))
 
 
 def settings_cipher(settings: Settings, purpose: str) -> TokenCipher:

@@ -9,7 +9,10 @@ and releases the leases of the tokens it claimed but did not start.
 The Graph API call is ``GET {base}/refresh_access_token?grant_type=ig_refresh_token&
 access_token=...`` with a per-request timeout.  429, 5xx, timeouts and connection errors are
 retried a bounded number of times with exponential backoff and full jitter; an answer with
-OAuth code 190 (invalid token) is final and flags the row ``needs_reauth``.  The token is part
+OAuth code 190 (invalid token) is final and flags the row ``needs_reauth``.  No redirect is
+followed (it would carry the token to another host), and every answer goes through
+``graph_answer``: a body capped at a few KB, strictly typed fields, so one bad answer fails
+its own token (recorded, back-off) and never the worker.  The token is part
 of the request URL, so nothing here ever logs a URL, a request or an aiohttp exception text:
 outcomes are reduced to codes (``190``, ``http_429``, ``timeout``...) before they leave.
 """
@@ -23,19 +26,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Final
 
 import aiohttp
 from pydantic import SecretStr
 
 from dal.errors import InvalidUserData
+from dal.instagram.graph_answer import Failed, Outcome, Refreshed, outcome_of, read_capped
 from dal.instagram.models import DueToken
 from dal.instagram.repository import INVALID_TOKEN_CODE, InstagramRepository
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+# An uncompressed body: its size on the wire is its size in memory (graph_answer caps it).
+IDENTITY: Final = {"Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
@@ -52,20 +58,6 @@ class RefreshConfig:
     backoff: float = 0.5  # seconds before the first retry; doubles, with full jitter
     backoff_max: float = 8.0
     interval: float = 60.0  # seconds between cycles when not --once
-
-
-@dataclass(frozen=True)
-class Refreshed:
-    token: str = field(repr=False)
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Failed:
-    code: str
-
-
-Outcome = Refreshed | Failed
 
 
 @dataclass
@@ -95,23 +87,16 @@ def _retry_delay(config: RefreshConfig, attempt: int) -> float:
 
 
 async def _answer(response: aiohttp.ClientResponse) -> Outcome | None:
-    """The outcome of one HTTP answer; None when it should be retried."""
+    """The outcome of one HTTP answer; None when it should be retried.  A redirect is an
+    answer like any other status: following it would send the token to wherever it points."""
     if response.status in RETRYABLE_STATUS:
         return None
-    try:
-        body = await response.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
+    if 300 <= response.status < 400:
         return Failed(f"http_{response.status}")
-    if not isinstance(body, dict):
-        return Failed(f"http_{response.status}")
-    if response.status == 200:
-        token, expires_in = body.get("access_token"), body.get("expires_in")
-        if isinstance(token, str) and token and isinstance(expires_in, int) and expires_in > 0:
-            return Refreshed(token, datetime.now(UTC) + timedelta(seconds=expires_in))
-        return Failed("bad_response")
-    error = body.get("error")
-    code = error.get("code") if isinstance(error, dict) else None
-    return Failed(str(code) if isinstance(code, int) else f"http_{response.status}")
+    body = await read_capped(response)
+    if isinstance(body, Failed):
+        return body
+    return outcome_of(response.status, body)
 
 
 async def refresh_once(
@@ -127,7 +112,9 @@ async def refresh_once(
             summary.retries += 1
             await asyncio.sleep(_retry_delay(config, attempt - 1))
         try:
-            async with session.get(url, params=params, timeout=timeout) as response:
+            async with session.get(
+                url, params=params, timeout=timeout, allow_redirects=False, headers=IDENTITY
+            ) as response:
                 outcome = await _answer(response)
                 last = f"http_{response.status}"
         except TimeoutError:
@@ -183,21 +170,25 @@ class Refresher:
             if not claimed:
                 return
             summary.claimed += len(claimed)
-            for index, due in enumerate(claimed):
-                if self.stop.is_set():
-                    rest = claimed[index:]
+            pending = list(claimed)
+            try:
+                while pending and not self.stop.is_set():
+                    outcome = await refresh_once(session, self.config, pending[0].token, summary)
+                    await self._record(pending[0], outcome, summary)
+                    pending.pop(0)
+            finally:
+                # Stopping -- or anything unforeseen escaping -- gives back what was not
+                # recorded, so no row stays leased to a worker that is gone.
+                if pending:
                     summary.released += await self.instagram.release_claims(
-                        [d.user_id for d in rest], leases=[d.lease_until for d in rest]
+                        [d.user_id for d in pending], leases=[d.lease_until for d in pending]
                     )
-                    return
-                outcome = await refresh_once(session, self.config, due.token, summary)
-                await self._record(due, outcome, summary)
 
     async def cycle(self) -> CycleSummary:
         """Claim and refresh until nothing is due (or stop is set); one summary line."""
         summary = CycleSummary()
         started = time.perf_counter()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
             slots = [self._slot(session, summary) for _ in range(self.config.concurrency)]
             await asyncio.gather(*slots)
         summary.seconds = time.perf_counter() - started

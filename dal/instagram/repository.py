@@ -25,7 +25,7 @@ from dal.arguments import expect
 from dal.db.connections import Acquirer, Connection
 from dal.db.statements import Statements
 from dal.errors import InvalidUserData, TokenUnreadable
-from dal.instagram.keyring import TokenCipher, settings_cipher
+from dal.instagram.keyring import TokenCipher, legacy_plaintext, settings_cipher
 from dal.instagram.models import (
     DueToken,
     InstagramConnection,
@@ -48,6 +48,9 @@ MAX_CLAIM: Final = 1000
 INVALID_TOKEN_CODE: Final = "190"  # noqa: S105 -- an error code, not a password
 # Recorded for a stored token no configured key decrypts: like 190, only a reconnect helps.
 UNREADABLE_TOKEN_CODE: Final = "unreadable"  # noqa: S105 -- an error code, not a password
+# Recorded for a claimed row holding what looks like a pre-encryption plaintext token: never
+# sent anywhere, backed off (not flagged), so it resumes once `reencrypt --adopt-plaintext` ran.
+PLAINTEXT_TOKEN_CODE: Final = "plaintext"  # noqa: S105 -- an error code, not a password
 REAUTH_CODES: Final = frozenset({INVALID_TOKEN_CODE, UNREADABLE_TOKEN_CODE})
 # After a failed refresh the row rests for this long per consecutive failure (at most a day),
 # so a persistently failing token is retried at a falling rate rather than in a hot loop.
@@ -157,7 +160,9 @@ class InstagramRepository:
         One statement (FOR UPDATE SKIP LOCKED), so concurrent workers -- processes, hosts,
         PgBouncer in transaction mode -- get disjoint sets.  A lease that runs out (its worker
         died) makes the row claimable again.  A claimed value that does not decrypt is not
-        returned: it is recorded as a failure with code ``unreadable`` (needs_reauth).
+        returned: it is recorded as a failure with code ``unreadable`` (needs_reauth), or
+        ``plaintext`` (back-off) for what may be a legacy plaintext token, which is never
+        handed out either (see ``keyring``).
         """
         expect("within", within, timedelta)
         expect("limit", limit, int)
@@ -172,14 +177,18 @@ class InstagramRepository:
         rows = await self._sql.rows("claim_tokens_due", values, conn)
         due = []
         for row in rows:
+            stored = row["instagram_access_token"]
             try:
-                token = self.cipher.decrypt(row["id"], row["instagram_access_token"])
+                token = self.cipher.decrypt(row["id"], stored)
             except TokenUnreadable as exc:
                 # One unreadable row must not sink the batch or the worker (it would be claimed
-                # again every lease): flag it needs_reauth, as an invalid token is.
-                log.warning("%s; flagged needs_reauth", exc)
+                # again every lease): flag it needs_reauth, as an invalid token is -- or, when it
+                # may be legacy plaintext awaiting adoption, back off.
+                plaintext = legacy_plaintext(stored)
+                log.warning("%s; %s", exc, "backing off" if plaintext else "flagged needs_reauth")
+                code = PLAINTEXT_TOKEN_CODE if plaintext else UNREADABLE_TOKEN_CODE
                 await self.record_refresh_failed(
-                    row["id"], UNREADABLE_TOKEN_CODE, lease_until=row["lease_until"], conn=conn
+                    row["id"], code, lease_until=row["lease_until"], conn=conn
                 )
                 continue
             due.append(

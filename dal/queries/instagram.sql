@@ -138,22 +138,23 @@ WHERE id = :id AND refresh_claimed_until IS NOT NULL
 RETURNING token_refresh_failures, needs_reauth;
 
 -- name: tokens_to_reencrypt
--- The next batch for `defeah-db reencrypt`: tokens not yet under the active key (:prefix is
--- 'v1:<active key id>:'), in id order after :after_id so a run walks the table once and a
--- resumed run skips what is done (finished rows no longer match).  An index scan of
--- users_pkey from :after_id; the prefix test is a filter.
+-- The next batch for `defeah-db reencrypt`: tokens not yet well-formed under the active key
+-- (:current_form is the regular expression of 'v1:<active key id>:<base64>', anchored, so a
+-- value that merely starts like one is not done), in id order after :after_id so a run walks
+-- the table once and a resumed run skips what is done (finished rows no longer match).  An
+-- index scan of users_pkey from :after_id; the form test is a filter.
 SELECT id, instagram_access_token FROM users
 WHERE id > :after_id
   AND instagram_access_token IS NOT NULL
-  AND left(instagram_access_token, length(:prefix)) <> :prefix
+  AND instagram_access_token !~ :current_form
 ORDER BY id
 LIMIT :limit;
 
 -- name: count_tokens_to_reencrypt
--- How many tokens are not under the active key yet (the progress bar's total).
+-- How many tokens are not well-formed under the active key yet (the progress bar's total).
 SELECT count(*) AS remaining FROM users
 WHERE instagram_access_token IS NOT NULL
-  AND left(instagram_access_token, length(:prefix)) <> :prefix;
+  AND instagram_access_token !~ :current_form;
 
 -- name: replace_tokens!
 -- Compare-and-swap for reencrypt, one batch in one statement: each row's token is rewritten

@@ -2,8 +2,9 @@
 
 ``claim_tokens_due`` leases rows with ``FOR UPDATE SKIP LOCKED`` in one statement, so it must
 need no session state: the claim and the record of one token may run on different server
-backends.  The claim tests of tests/test_tokens.py re-run here with the ``settings`` fixture
-pointed at PgBouncer, and four workers (each its own pool, more connections than PgBouncer's
+backends.  The claim tests of tests/test_tokens.py (and the planted-value test of
+tests/test_token_planting.py) re-run here with the ``settings`` fixture pointed at PgBouncer,
+and four workers (each its own pool, more connections than PgBouncer's
 server pool) drain the due tokens concurrently: every token is claimed exactly once.
 """
 
@@ -19,7 +20,7 @@ import pytest
 from dal import Database
 from dal.db.settings import Settings
 from dal.instagram.repository import InstagramRepository
-from tests import test_tokens
+from tests import test_token_planting, test_tokens
 from tests.factories import make_settings
 from tests.test_refresh_tokens import fill
 
@@ -32,6 +33,10 @@ ADOPTED = (
     "test_a_claim_never_waits_on_another_claimers_rows",
 )
 globals().update({name: getattr(test_tokens, name) for name in ADOPTED})
+# Planted values are refused by the read, the claim and reencrypt alike through PgBouncer.
+test_a_planted_value_is_refused_everywhere = (
+    test_token_planting.test_a_planted_value_is_refused_everywhere
+)
 
 DUE = 400
 WORKERS = 4
