@@ -60,7 +60,7 @@ def is_closed(sock: socket.socket) -> bool:
 def idle_keep_alive(port: int, source: str) -> socket.socket | None:
     """A socket from ``source`` that made one request and now idles; None if refused."""
     sock = socket.socket()
-    sock.settimeout(5)
+    sock.settimeout(2)
     sock.bind((source, 0))
     try:
         sock.connect(("127.0.0.1", port))
@@ -74,11 +74,23 @@ def idle_keep_alive(port: int, source: str) -> socket.socket | None:
     return sock
 
 
+def idle_sockets(held: ExitStack, port: int, sources: list[str]) -> list[socket.socket]:
+    """One idle keep-alive socket per source address, each answered: a newcomer is never
+    locked out (without the limits the 250th or so waited for a descriptor in vain)."""
+    opened = []
+    for n, source in enumerate(sources):
+        sock = idle_keep_alive(port, source)
+        assert sock is not None, f"connection {n + 1} from {source} was not served"
+        held.callback(sock.close)
+        opened.append(sock)
+    return opened
+
+
 @contextmanager
 def limited_server(tmp_path: Path, **env: str) -> Iterator[WebProcess]:
-    with web_process(
-        tmp_path, no_database_env(**env), preexec_fn=lowered_file_limit(SOFT, HARD)
-    ) as server:
+    # the keep-alive timeout at its default: no idle socket goes away by itself meanwhile
+    environ = {**no_database_env(**env), "DEFEAH_HTTP_KEEPALIVE_TIMEOUT": "75"}
+    with web_process(tmp_path, environ, preexec_fn=lowered_file_limit(SOFT, HARD)) as server:
         yield server
 
 
@@ -94,26 +106,16 @@ def test_idle_sockets_from_one_address_or_many_leave_room_for_fresh_clients(
         assert file_limits(server.proc.pid) == (HARD, HARD)  # soft raised to the hard limit
         total = HARD - reserved_descriptors(POOL)  # the total cap the file limit leaves
         # 1,100 idle keep-alive sockets from one address: it keeps its 100 newest
-        one = [idle_keep_alive(server.port, "127.0.0.2") for _ in range(1100)]
-        for sock in one:
-            if sock is not None:
-                held.callback(sock.close)
-        assert all(sock is not None for sock in one)  # each newcomer closed an older idle one
+        one = idle_sockets(held, server.port, ["127.0.0.2"] * 1100)
         time.sleep(0.3)
-        still_open = [sock for sock in one if sock is not None and not is_closed(sock)]
+        still_open = [sock for sock in one if not is_closed(sock)]
         assert len(still_open) == 100
         assert still_open == [sock for sock in one[-100:]]  # the oldest went first
         assert_fresh_clients_served(server)
         # 1,100 more from eleven other addresses: the total cap holds, oldest idle first
-        many = [
-            idle_keep_alive(server.port, f"127.0.1.{n % 11 + 1}") for n in range(1100)
-        ]
-        for sock in many:
-            if sock is not None:
-                held.callback(sock.close)
-        assert all(sock is not None for sock in many)
+        many = idle_sockets(held, server.port, [f"127.0.1.{n % 11 + 1}" for n in range(1100)])
         time.sleep(0.3)
-        alive = [s for s in one + many if s is not None and not is_closed(s)]
+        alive = [sock for sock in one + many if not is_closed(sock)]
         assert total - 10 <= len(alive) <= total  # the fresh clients' sockets count meanwhile
         assert alive[-1] is many[-1]
         assert_fresh_clients_served(server)
