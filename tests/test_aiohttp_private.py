@@ -5,7 +5,9 @@ here by name, not somewhere inside the HTTP edge tests.
 Used by web/http_server.py: ``AppRunner._make_server`` (the hook a runner overrides to choose
 its server) and the ``Server`` it returns (``request_handler``, ``request_factory``,
 ``handler_cancellation``, ``_kwargs``, ``_loop``); ``RequestHandler._request_count``,
-``_request_in_progress`` and ``_loop``.  Used by web/http_metrics.py: ``Request._match_info``.
+``_request_in_progress``, ``_loop``, ``_messages`` (queued (message, payload) pairs, a request
+without a body carrying ``aiohttp.streams.EMPTY_PAYLOAD``) and ``_current_request``.  Used by
+web/http_metrics.py: ``Request._match_info``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import inspect
 
 import aiohttp
 from aiohttp import web
+from aiohttp.streams import EMPTY_PAYLOAD
 
 
 def test_the_pinned_minor_version() -> None:
@@ -106,3 +109,50 @@ async def test_match_info_is_unset_before_routing_and_set_after() -> None:
         await server.shutdown(1)
         await app.shutdown()
         await app.cleanup()
+
+
+async def test_request_handler_queues_parsed_requests_and_knows_the_current_one() -> None:
+    """What ``_partial_head_follows``, ``_head_due`` and ``is_idle`` read: a parsed request
+    waits in ``_messages`` (its payload ``EMPTY_PAYLOAD`` when it has no body) until the
+    handler takes it; ``_current_request`` is the request being handled, None between."""
+    release = asyncio.Event()
+    current: list[object] = []
+    queued: list[object] = []
+
+    async def slow(request: web.BaseRequest) -> web.Response:
+        protocol = request.protocol
+        assert isinstance(protocol, web.RequestHandler)
+        current.append(protocol._current_request)
+        queued.extend(payload for _, payload in protocol._messages)
+        await release.wait()
+        return web.Response(text="ok")
+
+    server = web.Server(slow)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab"
+        )
+        while not current:
+            await asyncio.sleep(0.01)
+        [protocol] = server.connections
+        [request] = current
+        assert isinstance(request, web.BaseRequest) and request.content is EMPTY_PAYLOAD
+        [body] = queued  # the pipelined POST, parsed and waiting, its body not complete
+        assert body is not EMPTY_PAYLOAD and not body.is_eof()  # type: ignore[attr-defined]
+        writer.write(b"c")
+        await asyncio.sleep(0.05)
+        assert body.is_eof()  # type: ignore[attr-defined]
+        release.set()
+        await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        await asyncio.sleep(0.05)
+        assert protocol._current_request is None and not protocol._messages
+        writer.close()
+    finally:
+        listener.close()
+        await server.shutdown(1)
