@@ -116,6 +116,7 @@ async def test_request_handler_queues_parsed_requests_and_knows_the_current_one(
     waits in ``_messages`` (its payload ``EMPTY_PAYLOAD`` when it has no body) until the
     handler takes it; ``_current_request`` is the request being handled, None between."""
     release = asyncio.Event()
+    handling = asyncio.Event()
     current: list[object] = []
     queued: list[object] = []
 
@@ -124,6 +125,7 @@ async def test_request_handler_queues_parsed_requests_and_knows_the_current_one(
         assert isinstance(protocol, web.RequestHandler)
         current.append(protocol._current_request)
         queued.extend(payload for _, payload in protocol._messages)
+        handling.set()
         await release.wait()
         return web.Response(text="ok")
 
@@ -137,8 +139,7 @@ async def test_request_handler_queues_parsed_requests_and_knows_the_current_one(
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab"
         )
-        while not current:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(handling.wait(), 5)
         [protocol] = server.connections
         [request] = current
         assert isinstance(request, web.BaseRequest) and request.content is EMPTY_PAYLOAD

@@ -166,7 +166,6 @@ def test_a_partial_head_after_a_complete_request_gets_the_head_timeout(
     assert closed_at is not None and closed_at < HEADER_TIMEOUT + MARGIN, closed_at
 
 
-
 def raw_exchange(port: int, payload: bytes) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(payload)
