@@ -5,8 +5,8 @@ here by name, not somewhere inside the HTTP edge tests.
 Used by web/http_server.py: ``AppRunner._make_server`` (the hook a runner overrides to choose
 its server) and the ``Server`` it returns (``request_handler``, ``request_factory``,
 ``handler_cancellation``, ``_kwargs``, ``_loop``); ``RequestHandler._request_count``,
-``_request_in_progress``, ``_loop``, ``_messages`` (queued (message, payload) pairs, a request
-without a body carrying ``aiohttp.streams.EMPTY_PAYLOAD``) and ``_current_request``.  Used by
+``_request_in_progress``, ``_loop`` and ``_messages`` (queued (message, payload) pairs, a
+request without a body carrying ``aiohttp.streams.EMPTY_PAYLOAD``).  Used by
 web/http_metrics.py: ``Request._match_info``.
 """
 
@@ -111,10 +111,10 @@ async def test_match_info_is_unset_before_routing_and_set_after() -> None:
         await app.cleanup()
 
 
-async def test_request_handler_queues_parsed_requests_and_knows_the_current_one() -> None:
-    """What ``_partial_head_follows``, ``_head_due`` and ``is_idle`` read: a parsed request
-    waits in ``_messages`` (its payload ``EMPTY_PAYLOAD`` when it has no body) until the
-    handler takes it; ``_current_request`` is the request being handled, None between."""
+async def test_request_handler_queues_parsed_requests_with_their_payloads() -> None:
+    """What ``data_received``, ``_partial_head_follows`` and ``is_idle`` read: a parsed
+    request waits in ``_messages`` with its payload (``EMPTY_PAYLOAD`` when it has no body,
+    else a reader that reaches EOF when the body is complete) until the handler takes it."""
     release = asyncio.Event()
     handling = asyncio.Event()
     current: list[object] = []
@@ -123,7 +123,7 @@ async def test_request_handler_queues_parsed_requests_and_knows_the_current_one(
     async def slow(request: web.BaseRequest) -> web.Response:
         protocol = request.protocol
         assert isinstance(protocol, web.RequestHandler)
-        current.append(protocol._current_request)
+        current.append(request)
         queued.extend(payload for _, payload in protocol._messages)
         handling.set()
         await release.wait()
@@ -152,7 +152,7 @@ async def test_request_handler_queues_parsed_requests_and_knows_the_current_one(
         await asyncio.wait_for(reader.readuntil(b"ok"), 5)
         await asyncio.wait_for(reader.readuntil(b"ok"), 5)
         await asyncio.sleep(0.05)
-        assert protocol._current_request is None and not protocol._messages
+        assert not protocol._messages
         writer.close()
     finally:
         listener.close()

@@ -166,6 +166,23 @@ def test_a_partial_head_after_a_complete_request_gets_the_head_timeout(
     assert closed_at is not None and closed_at < HEADER_TIMEOUT + MARGIN, closed_at
 
 
+def test_a_body_in_pieces_is_not_a_slow_head(tmp_path: Path) -> None:
+    """The other side of the rule: bytes that complete no head but belong to the body of the
+    request before them never start the head timer; the socket then idles to keep-alive."""
+    with web_process(tmp_path, no_database_env()) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(b"POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
+        time.sleep(0.2)
+        sock.sendall(b"cde")
+        started = time.monotonic()
+        assert sock.recv(4096).startswith(b"HTTP/1.1 405")
+        sock.settimeout(KEEPALIVE_TIMEOUT + MARGIN)
+        assert sock.recv(4096) == b""  # closed by the server ...
+        closed_at = time.monotonic() - started
+        sock.close()
+    assert closed_at > HEADER_TIMEOUT + MARGIN, closed_at  # ... at keep-alive, not head, time
+
+
 def raw_exchange(port: int, payload: bytes) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(payload)

@@ -7,8 +7,9 @@ socket (and a file descriptor) for the whole keep-alive period; aiohttp has no s
 request-head timeout (``timeout_ceil_threshold`` only rounds timers; ``max_field_size`` and
 ``max_line_size`` bound sizes, not time).  ``HardenedRequestHandler`` adds one timer per
 connection: from the moment a request head is due (the connection opened, or the first byte of
-a new request arrived between requests) the complete head must arrive within ``header_timeout``
-seconds, or the connection is closed.  Idle keep-alive connections are aiohttp's own timer.
+a new request arrived, also in the packet that completed the request before it) the complete
+head must arrive within ``header_timeout`` seconds, or the connection is closed.  Idle
+keep-alive connections are aiohttp's own timer.  Connection caps: web/connection_limits.py.
 
 aiohttp answers a request it cannot parse with a text/plain 400 that echoes up to 8 KB of what
 was sent, logs it at ERROR with a traceback, and puts its and Python's versions in ``Server``.
@@ -35,7 +36,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web import BaseRequest, StreamResponse
 
 from web.connection_limits import ConnectionLimits
@@ -53,9 +54,9 @@ _base_finish_response = web.RequestHandler.finish_response
 class HardenedRequestHandler(web.RequestHandler):
     """aiohttp's protocol with a request-head deadline and a brief, quiet parser-error reply.
 
-    Uses five attributes of its aiohttp base class: ``_loop``, ``_request_count`` (requests
-    parsed so far, malformed ones included), ``_request_in_progress``, ``_messages`` (parsed
-    requests waiting for the handler: (message, payload) pairs) and ``_current_request``.
+    Uses four attributes of its aiohttp base class: ``_loop``, ``_request_count`` (requests
+    parsed so far, malformed ones included), ``_request_in_progress`` and ``_messages``
+    (parsed requests waiting for the handler: (message, payload) pairs).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class HardenedRequestHandler(web.RequestHandler):
         self._limits = limits
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_when_armed = 0
+        self._open_body: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self._limits
@@ -95,10 +97,18 @@ class HardenedRequestHandler(web.RequestHandler):
             if self._head_timer is not None:  # a complete head (or a malformed one) arrived
                 self._head_timer.cancel()
                 self._head_timer = None
+            newest = self._messages[-1][1] if self._messages else EMPTY_PAYLOAD
+            # the newest request's body while it is still to come: bytes that complete no
+            # head are its bytes until it is complete
+            self._open_body = None if newest is EMPTY_PAYLOAD or newest.is_eof() else newest
             if data[-4:] != b"\r\n\r\n" and self._partial_head_follows(data):
                 self._arm_head_timer()  # the same chunk began the next head
-        elif data and self._head_timer is None and self._head_due():
-            self._arm_head_timer()  # first bytes of the next request on a kept-alive socket
+        elif data and self._head_timer is None:
+            body = self._open_body
+            if body is None:
+                self._arm_head_timer()  # first bytes of the next request head
+            elif body.is_eof():
+                self._open_body = None  # these bytes ended the body
 
     def _partial_head_follows(self, data: bytes) -> bool:
         """Whether ``data``, which completed a head, goes on with the start of another.
@@ -106,23 +116,13 @@ class HardenedRequestHandler(web.RequestHandler):
         Decided for a newest request without a body: its head ends at the chunk's last blank
         line (or, split across chunks, the chunk starts with the rest of that line), and any
         byte after it, empty lines aside, begins the next head.  After a body the boundary is
-        the parser's secret; those bytes are left to the keep-alive timeout."""
+        the parser's secret; those bytes (and bytes after the end of a body that arrived in
+        pieces) are left to the keep-alive timeout."""
         if not self._messages or self._messages[-1][1] is not EMPTY_PAYLOAD:
             return False
         end = data.rfind(b"\r\n\r\n")
         rest = data[end + 4 :] if end >= 0 else data
         return bool(rest.lstrip(b"\r\n"))
-
-    def _head_due(self) -> bool:
-        """Whether bytes that completed no head start one: true unless they can be the body
-        of the newest request (one with a body not yet complete)."""
-        if self._messages:
-            payload = self._messages[-1][1]
-        elif self._current_request is not None:
-            payload = self._current_request.content
-        else:
-            return True
-        return payload is EMPTY_PAYLOAD or payload.is_eof()
 
     def is_idle(self) -> bool:
         """No request being handled and none queued (``ConnectionLimits`` may close it)."""
