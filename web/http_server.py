@@ -89,8 +89,9 @@ class HardenedRequestHandler(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         # Every request passes here: the base method is called directly (not through super())
         # and the timer touched only when there is one, which more than halved this wrapper's
-        # instructions per request (bench/bench_web_cost.py counts them).  A chunk ending in
-        # the blank line of a head (the usual request) costs one more comparison.
+        # instructions per request (bench/bench_web_cost.py counts them).  Per request head
+        # this adds a look at the newest payload and, for a chunk ending in the head's blank
+        # line (the usual request), one comparison.
         heads = self._request_count
         _base_data_received(self, data)
         if self._request_count != heads:
