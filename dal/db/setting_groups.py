@@ -288,8 +288,9 @@ class SecretSettings(BaseModel):
     metrics_token: str | None = Field(
         None,
         validation_alias="DEFEAH_METRICS_TOKEN",
-        description="Bearer token required by `GET /metrics` (unset: open; set but blank: "
-        f"error; on production at least {MIN_PRODUCTION_TOKEN} characters).",
+        description="Bearer token required by `GET /metrics` (unset: open, but closed to "
+        "everyone on production; set but blank: error; on production at least "
+        f"{MIN_PRODUCTION_TOKEN} characters).",
         repr=False,
     )
     access_log: bool = setting(
