@@ -5,7 +5,9 @@ here by name, not somewhere inside the HTTP edge tests.
 Used by web/http_server.py: ``AppRunner._make_server`` (the hook a runner overrides to choose
 its server) and the ``Server`` it returns (``request_handler``, ``request_factory``,
 ``handler_cancellation``, ``_kwargs``, ``_loop``); ``RequestHandler._request_count``,
-``_request_in_progress`` and ``_loop``.  Used by web/http_metrics.py: ``Request._match_info``.
+``_request_in_progress``, ``_loop`` and ``_messages`` (queued (message, payload) pairs, a
+request without a body carrying ``aiohttp.streams.EMPTY_PAYLOAD``).  Used by
+web/http_metrics.py: ``Request._match_info``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import inspect
 
 import aiohttp
 from aiohttp import web
+from aiohttp.streams import EMPTY_PAYLOAD
 
 
 def test_the_pinned_minor_version() -> None:
@@ -106,3 +109,51 @@ async def test_match_info_is_unset_before_routing_and_set_after() -> None:
         await server.shutdown(1)
         await app.shutdown()
         await app.cleanup()
+
+
+async def test_request_handler_queues_parsed_requests_with_their_payloads() -> None:
+    """What ``data_received``, ``_partial_head_follows`` and ``is_idle`` read: a parsed
+    request waits in ``_messages`` with its payload (``EMPTY_PAYLOAD`` when it has no body,
+    else a reader that reaches EOF when the body is complete) until the handler takes it."""
+    release = asyncio.Event()
+    handling = asyncio.Event()
+    current: list[object] = []
+    queued: list[object] = []
+
+    async def slow(request: web.BaseRequest) -> web.Response:
+        protocol = request.protocol
+        assert isinstance(protocol, web.RequestHandler)
+        current.append(request)
+        queued.extend(payload for _, payload in protocol._messages)
+        handling.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    server = web.Server(slow)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab"
+        )
+        await asyncio.wait_for(handling.wait(), 5)
+        [protocol] = server.connections
+        [request] = current
+        assert isinstance(request, web.BaseRequest) and request.content is EMPTY_PAYLOAD
+        [body] = queued  # the pipelined POST, parsed and waiting, its body not complete
+        assert body is not EMPTY_PAYLOAD and not body.is_eof()  # type: ignore[attr-defined]
+        writer.write(b"c")
+        await asyncio.sleep(0.05)
+        assert body.is_eof()  # type: ignore[attr-defined]
+        release.set()
+        await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        await asyncio.sleep(0.05)
+        assert not protocol._messages
+        writer.close()
+    finally:
+        listener.close()
+        await server.shutdown(1)

@@ -135,6 +135,54 @@ def test_keep_alive_idles_until_its_own_timeout_but_a_slow_next_head_is_cut(
     assert idle_closed_at is not None and idle_closed_at > HEADER_TIMEOUT + MARGIN
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\nGET /livez HTTP/1.1\r\nHo"],
+        [b"GET /livez HTTP/1.1\r\nHost: x\r\n\r", b"\nGET /li"],  # the blank line split
+    ],
+    ids=["one-packet", "split-blank-line"],
+)
+def test_a_partial_head_after_a_complete_request_gets_the_head_timeout(
+    tmp_path: Path, chunks: list[bytes]
+) -> None:
+    """Issue 20, item 14: the bytes of the next head came in the same packet as the complete
+    first request, so no later byte ever started the head timer: the socket stayed for the
+    keep-alive timeout."""
+    with web_process(tmp_path, no_database_env()) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for chunk in chunks:
+            sock.sendall(chunk)
+            time.sleep(0.2)
+        started = time.monotonic()
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the first request is answered
+        sock.setblocking(False)
+        closed_at = None
+        while closed_at is None and time.monotonic() < started + KEEPALIVE_TIMEOUT + MARGIN:
+            if is_closed(sock):
+                closed_at = time.monotonic() - started
+            time.sleep(0.05)
+        sock.close()
+    assert closed_at is not None and closed_at < HEADER_TIMEOUT + MARGIN, closed_at
+
+
+def test_a_body_in_pieces_is_not_a_slow_head(tmp_path: Path) -> None:
+    """The other side of the rule: bytes that complete no head but belong to the body of the
+    request before them never start the head timer; the socket then idles to keep-alive."""
+    with web_process(tmp_path, no_database_env()) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(b"POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
+        time.sleep(0.2)
+        sock.sendall(b"cde")
+        started = time.monotonic()
+        assert sock.recv(4096).startswith(b"HTTP/1.1 405")
+        sock.settimeout(KEEPALIVE_TIMEOUT + MARGIN)
+        assert sock.recv(4096) == b""  # closed by the server ...
+        closed_at = time.monotonic() - started
+        sock.close()
+    assert closed_at > HEADER_TIMEOUT + MARGIN, closed_at  # ... at keep-alive, not head, time
+
+
 def raw_exchange(port: int, payload: bytes) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(payload)

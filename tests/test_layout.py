@@ -76,11 +76,13 @@ DAL_LAYERS = {
     "dal.devdata": frozenset({"dal.db"}),
     "dal.migrations": frozenset({"dal.db", "dal.devdata.bulk"}),  # rehearsal fills a copy
 }
-# web: the edge (server, edge layer, problems, headers, request counters, log) imports no other
-# web module; the routes may import the edge.
+# web: the edge (server, connection limits, edge layer, problems, headers, request counters,
+# log) imports no other web module; the routes may import the edge.
 WEB_EDGE = frozenset(
     {
         "web.http_server",
+        "web.connection_limits",
+        "web.rate_limited_log",
         "web.edge",
         "web.problems",
         "web.headers",

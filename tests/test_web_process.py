@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +80,24 @@ class WebProcess:
 
 @contextmanager
 def web_process(
-    tmp_path: Path, env: dict[str, str], *args: str, module: str = "web"
+    tmp_path: Path,
+    env: dict[str, str],
+    *args: str,
+    module: str = "web",
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Iterator[WebProcess]:
     port = free_port()
     log = tmp_path / f"web-{port}.log"
     command = [sys.executable, "-m", module, *args, "--port", str(port)]
     with log.open("wb") as sink:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,  # e.g. a lowered file limit (tests/test_connection_limits.py)
+        )
     server = WebProcess(proc, port, log, [])
     try:
         deadline = time.monotonic() + 90

@@ -33,12 +33,18 @@ from dal.db.database import Database
 from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable
 from web.access_log import AccessLog
+from web.connection_limits import (
+    AcceptErrorLog,
+    ConnectionLimits,
+    raise_file_limit,
+    reserved_descriptors,
+)
 from web.edge import edge_layer
 from web.health import HEALTH, HealthService, read_migration_files, routes
 from web.http_server import HttpRunner
 from web.instagram_callbacks import add_instagram_routes
 from web.log_sink import LineSink, SinkHandler
-from web.metrics import METRICS, Metrics
+from web.metrics import METRICS, Metrics, warn_if_closed
 from web.metrics import routes as metrics_routes
 
 log = logging.getLogger("web")
@@ -58,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(metrics_routes)
     add_instagram_routes(app, database, settings)
     app.on_startup.append(read_migration_files)
+    app.on_startup.append(warn_if_closed)
     app.cleanup_ctx.append(database_lifecycle)
     return app
 
@@ -93,10 +100,13 @@ async def serve(settings: Settings, sink: LineSink) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    accept_errors = AcceptErrorLog(loop)
+    accept_errors.install()
     access_log = AccessLog(sink)
     runner = HttpRunner(
         create_app(settings),
         header_timeout=settings.http_header_timeout,
+        limits=connection_limits(settings),
         keepalive_timeout=settings.http_keepalive_timeout,
         access_log_class=access_log.logger_class(),
         # aiohttp wants a Logger to enable access logging; ours writes to the sink instead
@@ -118,9 +128,29 @@ async def serve(settings: Settings, sink: LineSink) -> None:
         await runner.cleanup()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        accept_errors.uninstall()
     if access_log.dropped:
         log.warning("%d access log lines were dropped: stderr did not keep up", access_log.dropped)
     log.info("stopped")
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The caps of ``DEFEAH_HTTP_MAX_CONNECTIONS*``, the total kept below the file limit (raised
+    to the hard one first) minus what the pools and the process need besides client sockets."""
+    soft, _ = raise_file_limit()
+    pools = settings.pool_max_size * (1 + len(settings.replica_urls))
+    room = soft - reserved_descriptors(pools)
+    total = settings.http_max_connections
+    if room < total:
+        log.warning(
+            "serving at most %d connections, not DEFEAH_HTTP_MAX_CONNECTIONS=%d: the file limit "
+            "is %d (raise LimitNOFILE / ulimit -n)",
+            max(room, 1),
+            total,
+            soft,
+        )
+        total = max(room, 1)
+    return ConnectionLimits(total, settings.http_max_connections_per_address)
 
 
 def add_address_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,12 @@ HTTP_DURATION: Final = LoopHistogram(
     ["route", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+CONNECTIONS_CLOSED: Final = LoopCounter(
+    "defeah_http_connections_closed",
+    "Client connections closed at a connection cap: idle_address or idle_total (an idle one "
+    "closed for a new one), refused (none idle).",
+    ["reason"],
+)
 # The two children of each (route, method, status): one dict lookup per request.  Bounded like
 # the labels: routes are templates, methods a fixed set, statuses three digits.
 _CHILDREN: dict[tuple[str, str, int], tuple[CounterChild, HistogramChild]] = {}

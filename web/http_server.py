@@ -7,8 +7,9 @@ socket (and a file descriptor) for the whole keep-alive period; aiohttp has no s
 request-head timeout (``timeout_ceil_threshold`` only rounds timers; ``max_field_size`` and
 ``max_line_size`` bound sizes, not time).  ``HardenedRequestHandler`` adds one timer per
 connection: from the moment a request head is due (the connection opened, or the first byte of
-a new request arrived between requests) the complete head must arrive within ``header_timeout``
-seconds, or the connection is closed.  Idle keep-alive connections are aiohttp's own timer.
+a new request arrived, also in the packet that completed the request before it) the complete
+head must arrive within ``header_timeout`` seconds, or the connection is closed.  Idle
+keep-alive connections are aiohttp's own timer.  Connection caps: web/connection_limits.py.
 
 aiohttp answers a request it cannot parse with a text/plain 400 that echoes up to 8 KB of what
 was sent, logs it at ERROR with a traceback, and puts its and Python's versions in ``Server``.
@@ -29,44 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from functools import partial
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web import BaseRequest, StreamResponse
 
+from web.connection_limits import ConnectionLimits
 from web.edge import edge_layer
 from web.headers import SECURITY_HEADERS
 from web.problems import DETAILS, problem_response
+from web.rate_limited_log import RateLimitedWarning
 
 log = logging.getLogger("web.http")
-
-LOG_INTERVAL = 10.0  # seconds between two lines of the same rate-limited warning
-
-
-class RateLimitedWarning:
-    """At most one WARNING line per ``interval``; the next line says how many were held back."""
-
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._next = 0.0
-        self.suppressed = 0  # events since the last line written
-
-    def __call__(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self.suppressed += 1
-            return
-        self._next = now + self._interval
-        if self.suppressed:
-            message += f" (and {self.suppressed} more in the previous {self._interval:g}s)"
-            self.suppressed = 0
-        self._logger.warning(message, *args)
-
 
 _base_data_received = web.RequestHandler.data_received
 _base_finish_response = web.RequestHandler.finish_response
@@ -75,8 +54,9 @@ _base_finish_response = web.RequestHandler.finish_response
 class HardenedRequestHandler(web.RequestHandler):
     """aiohttp's protocol with a request-head deadline and a brief, quiet parser-error reply.
 
-    Uses three attributes of its aiohttp base class: ``_loop``, ``_request_count`` (requests
-    parsed so far, malformed ones included) and ``_request_in_progress``.
+    Uses four attributes of its aiohttp base class: ``_loop``, ``_request_count`` (requests
+    parsed so far, malformed ones included), ``_request_in_progress`` and ``_messages``
+    (parsed requests waiting for the handler: (message, payload) pairs).
     """
 
     def __init__(
@@ -86,34 +66,73 @@ class HardenedRequestHandler(web.RequestHandler):
         header_timeout: float,
         rejected: RateLimitedWarning,
         cut_off: RateLimitedWarning,
+        limits: ConnectionLimits | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._rejected = rejected
         self._cut_off = cut_off
+        self._limits = limits
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_when_armed = 0
+        self._open_body: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits = self._limits
+        if limits is not None and not limits.admit(self, transport.get_extra_info("peername")):
+            transport.close()  # refused before aiohttp starts serving it: no task, no timers
+            return
         super().connection_made(transport)
         self._arm_head_timer()  # a connection that never sends anything is cut off too
 
     def data_received(self, data: bytes) -> None:
         # Every request passes here: the base method is called directly (not through super())
         # and the timer touched only when there is one, which more than halved this wrapper's
-        # instructions per request (bench/bench_web_cost.py counts them).
+        # instructions per request (bench/bench_web_cost.py counts them).  Per request head
+        # this adds a look at the newest payload and, for a chunk ending in the head's blank
+        # line (the usual request), one comparison.
         heads = self._request_count
         _base_data_received(self, data)
         if self._request_count != heads:
             if self._head_timer is not None:  # a complete head (or a malformed one) arrived
                 self._head_timer.cancel()
                 self._head_timer = None
-        elif data and self._head_timer is None and not self._request_in_progress:
-            self._arm_head_timer()  # first bytes of the next request on a kept-alive socket
+            newest = self._messages[-1][1] if self._messages else EMPTY_PAYLOAD
+            # the newest request's body while it is still to come: bytes that complete no
+            # head are its bytes until it is complete
+            self._open_body = None if newest is EMPTY_PAYLOAD or newest.is_eof() else newest
+            if data[-4:] != b"\r\n\r\n" and self._partial_head_follows(data):
+                self._arm_head_timer()  # the same chunk began the next head
+        elif data and self._head_timer is None:
+            body = self._open_body
+            if body is None:
+                self._arm_head_timer()  # first bytes of the next request head
+            elif body.is_eof():
+                self._open_body = None  # these bytes ended the body
+
+    def _partial_head_follows(self, data: bytes) -> bool:
+        """Whether ``data``, which completed a head, goes on with the start of another.
+
+        Decided for a newest request without a body: its head ends at the chunk's last blank
+        line (or, split across chunks, the chunk starts with the rest of that line), and any
+        byte after it, empty lines aside, begins the next head.  After a body the boundary is
+        the parser's secret; those bytes (and bytes after the end of a body that arrived in
+        pieces) are left to the keep-alive timeout."""
+        if not self._messages or self._messages[-1][1] is not EMPTY_PAYLOAD:
+            return False
+        end = data.rfind(b"\r\n\r\n")
+        rest = data[end + 4 :] if end >= 0 else data
+        return bool(rest.lstrip(b"\r\n"))
+
+    def is_idle(self) -> bool:
+        """No request being handled and none queued (``ConnectionLimits`` may close it)."""
+        return not self._request_in_progress and not self._messages
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()
+        if self._limits is not None:
+            self._limits.release(self)
         super().connection_lost(exc)
 
     def _arm_head_timer(self) -> None:
@@ -134,7 +153,10 @@ class HardenedRequestHandler(web.RequestHandler):
                 peer[0] if peer else "?",
                 self._header_timeout,
             )
-            self.force_close()
+            if self._request_in_progress:
+                self.close()  # the response under way is finished first, then the socket
+            else:
+                self.force_close()
 
     def handle_error(
         self,
@@ -186,11 +208,13 @@ class HttpServer(web.Server):
         *,
         header_timeout: float,
         protocol: type[HardenedRequestHandler] = HardenedRequestHandler,
+        limits: ConnectionLimits | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
         self._protocol = protocol
+        self._limits = limits
         self._rejected = RateLimitedWarning(log)
         self._cut_off = RateLimitedWarning(log)
 
@@ -201,6 +225,7 @@ class HttpServer(web.Server):
             header_timeout=self._header_timeout,
             rejected=self._rejected,
             cut_off=self._cut_off,
+            limits=self._limits,
             **self._kwargs,
         )
 
@@ -227,9 +252,17 @@ class HttpRunner(web.AppRunner):
     inside another) keeps its middleware and is served by ``HeaderGuardRequestHandler``.
     """
 
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        header_timeout: float,
+        limits: ConnectionLimits | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
+        self.limits = limits  # None: no cap (tests that build a runner of their own)
         self._edge_outside = False  # edge_layer taken out of the app, run by the server
 
     async def _make_server(self) -> web.Server:
@@ -255,5 +288,6 @@ class HttpRunner(web.AppRunner):
             handler_cancellation=plain.handler_cancellation,
             header_timeout=self._header_timeout,
             protocol=HardenedRequestHandler if self._edge_outside else HeaderGuardRequestHandler,
+            limits=self.limits,
             **plain._kwargs,
         )

@@ -21,7 +21,14 @@ Prometheus's scrape configuration (``authorization.credentials_file``), readable
 administers monitoring; the health token lets an operator see the database's identity and raw
 errors on ``/detailed``.  Separate secrets mean a leaked scrape config does not open
 ``/detailed``, each can be rotated without touching the other's clients, and ``/metrics`` can
-stay open on a private network while ``/detailed`` stays closed.  Unset, the route is open.
+stay open on a private network while ``/detailed`` stays closed.  Unset, the route is open,
+except on production (``DEFEAH_ENV=production``), where it is then closed to everyone (401):
+the figures (pool sizes, sign-in outcomes, route names) map the service for an attacker, so a
+forgotten token must not leave them public.
+
+Bounded rate: the rendered text is kept ``EXPOSITION_CACHE_SECONDS`` and rendered by one task
+for all the scrapes that arrive meanwhile, so a flood of scrapes costs one render a second
+(docs/benchmarks.md has the req/s before and after).
 """
 
 from __future__ import annotations
@@ -47,18 +54,24 @@ from prometheus_client.registry import Collector
 
 import dal
 from dal.db.database import Database
+from dal.db.production_guard import PRODUCTION
+from dal.db.setting_groups import MIN_PRODUCTION_TOKEN
+from dal.db.settings import Settings
 from dal.errors import DalError
 from dal.instagram.repository import InstagramRepository
 from web.bearer import authorized
 from web.headers import SECURITY_HEADERS
 from web.health import HEALTH, HealthService
-from web.http_metrics import HTTP_DURATION, HTTP_REQUESTS
+from web.http_metrics import CONNECTIONS_CLOSED, HTTP_DURATION, HTTP_REQUESTS
 from web.instagram_callbacks import CALLBACKS_HANDLED, CALLBACKS_REJECTED
 from web.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 TOKENS_CACHE_SECONDS: Final = 60.0
+# Rendering costs about 1.5 ms of CPU (docs/benchmarks.md); Prometheus scrapes every 15 s or
+# more, so a second-old text loses nothing and a flood of scrapes costs one render a second.
+EXPOSITION_CACHE_SECONDS: Final = 1.0
 TOKENS_DUE_WITHIN: Final = timedelta(days=7)  # a refresh job's horizon (tokens last 60 days)
 
 
@@ -143,28 +156,56 @@ class Metrics:
             HTTP_DURATION,
             CALLBACKS_HANDLED,
             CALLBACKS_REJECTED,
+            CONNECTIONS_CLOSED,
             PoolCollector(db),
             self.figures,
         )
         for collector in collectors:
             self.registry.register(collector)
         ProcessCollector(registry=self.registry)
+        self._body = b""
+        self._fresh_until = -EXPOSITION_CACHE_SECONDS
+        self._flight = SingleFlight[bytes]()
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 
     async def exposition(self) -> bytes:
+        """The text of the last scrape while it is younger than ``EXPOSITION_CACHE_SECONDS``,
+        else a new one, rendered once for every scrape arriving meanwhile."""
+        if time.monotonic() < self._fresh_until:
+            return self._body
+        return await self._flight.run(self._render)
+
+    async def _render(self) -> bytes:
         await self.figures.refresh()
-        return generate_latest(self.registry)
+        body = generate_latest(self.registry)
+        self._body, self._fresh_until = body, time.monotonic() + EXPOSITION_CACHE_SECONDS
+        return body
 
 
 METRICS = web.AppKey("metrics", Metrics)
 routes = web.RouteTableDef()
 
 
+def closed_on_production(settings: Settings) -> bool:
+    """On production ``/metrics`` needs its token: without one configured, nobody may read it."""
+    return settings.environment == PRODUCTION and settings.metrics_token is None
+
+
+async def warn_if_closed(app: web.Application) -> None:
+    """Start-up hook: say once why a production scrape will get 401."""
+    if closed_on_production(app[HEALTH].settings):
+        log.warning(
+            "/metrics answers 401 to everyone: DEFEAH_ENV=production requires "
+            "DEFEAH_METRICS_TOKEN (at least %d characters)",
+            MIN_PRODUCTION_TOKEN,
+        )
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     settings = request.app[HEALTH].settings
-    if not authorized(request, settings.metrics_token):
+    if closed_on_production(settings) or not authorized(request, settings.metrics_token):
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     body = await request.app[METRICS].exposition()
     # Text format 0.0.4, not the client's newest (1.0.0): our names are classic ones, so the

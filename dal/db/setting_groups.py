@@ -264,6 +264,25 @@ class HttpSettings(BaseModel):
         ge=0.1,
         le=3600,
     )
+    # 1,000 in total: below the file limit systemd gives a service (1,024 soft; raised to the
+    # hard limit at start, and the cap is kept below whatever limit remains).  100 per address:
+    # a browser opens 6, a NAT'd office a few dozen; behind a proxy, raise it to the total.
+    http_max_connections: int = setting(
+        1000,
+        "DEFEAH_HTTP_MAX_CONNECTIONS",
+        "Client connections open at once, at most (also kept below the file limit); when full, "
+        "the oldest idle one is closed for a new one, and with none idle the new one is refused.",
+        ge=1,
+        le=1_000_000,
+    )
+    http_max_connections_per_address: int = setting(
+        100,
+        "DEFEAH_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        "Client connections open at once from one address (IPv4, IPv6 /64), at most; the same "
+        "rule at that address's cap. Behind a proxy, set it to `DEFEAH_HTTP_MAX_CONNECTIONS`.",
+        ge=1,
+        le=1_000_000,
+    )
     health_timeout: Seconds = setting(
         2.0,
         "DEFEAH_HEALTH_TIMEOUT",
@@ -309,8 +328,9 @@ class SecretSettings(BaseModel):
     metrics_token: str | None = Field(
         None,
         validation_alias="DEFEAH_METRICS_TOKEN",
-        description="Bearer token required by `GET /metrics` (unset: open; set but blank: "
-        f"error; on production at least {MIN_PRODUCTION_TOKEN} characters).",
+        description="Bearer token required by `GET /metrics` (unset: open, but closed to "
+        "everyone on production; set but blank: error; on production at least "
+        f"{MIN_PRODUCTION_TOKEN} characters).",
         repr=False,
     )
     access_log: bool = setting(
