@@ -4,13 +4,15 @@ production guard on the destructive ones, and the 0005 catalog (comments everywh
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import psycopg2
 import pytest
 
 from cli.data_verbs import age
 from dal import Database, NewUser
-from dal.errors import AccountLocked, InvalidCredentials
+from dal.errors import AccountLocked, InvalidCredentials, InvalidUserData
+from dal.users import signin_jobs
 from dal.users.repository import UsersRepository
 from tests.commands import run_cli
 from tests.factories import make_settings
@@ -186,3 +188,18 @@ def test_prune_gives_up_instead_of_queueing_sign_ins_behind_its_lock(fresh_dsn: 
     assert query(fresh_dsn, "SELECT to_regclass('auth_events_p202001') IS NOT NULL AS t") == [
         {"t": True}
     ]
+
+
+@pytest.mark.parametrize("raw", ["999999999d", "99999999999999999999999d", "36501d", "876025h"])
+def test_a_huge_age_is_a_clean_argument_error(raw: str) -> None:
+    """Issue 20 item 18: 999999999d overflowed the cut-off's date arithmetic (a traceback)."""
+    done = run_cli("postgresql://nobody@127.0.0.1:1/none", "prune-events", f"--older-than={raw}")
+    assert done.returncode == 2, done.stderr
+    assert "expected an age of at most 36500d" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_prune_events_refuses_a_huge_age_before_any_query(fresh_dsn: str) -> None:
+    async with Database(make_settings(fresh_dsn)) as db:
+        with pytest.raises(InvalidUserData, match="older_than"):
+            await signin_jobs.prune_events(db, timedelta(days=999_999_999))

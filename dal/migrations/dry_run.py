@@ -71,6 +71,7 @@ def rollback_plan(
     found = yoyo_backend.read(sources)
     with yoyo_backend.read_only(dsn) as run:
         todo = runner.select_rollback(run.backend, found, to=to, all_=all_)
+        runner.require_reviewed_rollbacks(run.backend, todo)
         writer = _Writer(run.backend.connection, dsn, policy or runner.RunPolicy(), "rollback")
         for m in todo:
             writer.migration(m, checksums.rollback_path(Path(m.path)), "rollback")

@@ -48,6 +48,8 @@ class MaintenanceReport:
 
 
 PRUNE_BATCH: Final = 10_000
+# Older than a century means "everything": a larger age only overflows the date arithmetic.
+MAX_PRUNE_AGE: Final = timedelta(days=36_500)
 MONTHS_AHEAD: Final = 3
 MAX_MONTHS_AHEAD: Final = 120
 EVENTS_TABLE: Final = "auth_events"
@@ -96,8 +98,8 @@ async def prune_events(
 ) -> PruneReport:
     """Drop the monthly partitions wholly older than ``older_than`` (no row-by-row delete, no
     bloat), then delete what is left before the cutoff in ``batch``-row transactions."""
-    if older_than <= timedelta(0):
-        raise InvalidUserData("older_than", "must be a positive duration")
+    if not timedelta(0) < older_than <= MAX_PRUNE_AGE:
+        raise InvalidUserData("older_than", f"must be positive, at most {MAX_PRUNE_AGE.days} days")
     async with db.acquire() as conn:
         await guard(conn, db.settings, "prune sign-in events", force=force)
         cutoff = (await run(conn, OPS_SQL["database_now"], {}))[0]["now"] - older_than
