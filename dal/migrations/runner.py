@@ -195,11 +195,13 @@ def _apply_one(backend: Any, migration: Any, dsn: str, app: str, policy: RunPoli
     for attempt in range(policy.retries + 1):
         if attempt:
             time.sleep(policy.backoff * 2 ** (attempt - 1))
-        if not migration.use_transactions:
-            _drop_invalid_indexes(backend, migration)
         interval = min(0.2, policy.lock_timeout / 4)
         with BlockerWatch(dsn, app, interval) as watch:
             try:
+                # The drop of a killed build's INVALID index waits on the same lock_timeout:
+                # inside the attempt, so its timeout is retried and reported like the DDL's.
+                if not migration.use_transactions:
+                    _drop_invalid_indexes(backend, migration)
                 backend.apply_one(migration)
                 return
             except psycopg2.errors.LockNotAvailable:
