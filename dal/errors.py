@@ -33,6 +33,11 @@ class ProductionRefused(DalError):
     """The target is marked as production and a destructive job was not forced."""
 
 
+class LockUnavailable(DalError):
+    """A statement gave up waiting for a lock (``lock_timeout``, SQLSTATE 55P03); its
+    transaction was rolled back, so nothing of it happened.  Maintenance jobs retry on it."""
+
+
 class SeedError(DalError):
     """A seed file could not be applied; its transaction was rolled back."""
 
