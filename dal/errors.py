@@ -116,6 +116,15 @@ class TokenUnreadable(DalError):
         self.reason = reason
 
 
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM during a job that cleans up after itself (``rehearse``).
+
+    Deliberately not a ``DalError``: it is raised by a signal handler wherever the main thread
+    happens to be, and must pass every ``except DalError`` on the way out, as Ctrl-C's
+    ``KeyboardInterrupt`` does (asyncio lets that family through at once, running every
+    ``finally``).  The CLI tells it from Ctrl-C by its type (exit 143, not 130)."""
+
+
 class Overloaded(DalError):
     """Too much work is already waiting (say, bcrypt checks in a sign-in storm): refused now,
     within a bounded wait, instead of answered late.  Retry later; nothing was changed."""
