@@ -42,11 +42,14 @@ OWNER_LOCK_CLASS = 47336201  # first key of the ownership locks (the second: has
 class Sweep:
     dropped: tuple[str, ...]
     unmarked: tuple[str, ...]
+    failed: tuple[str, ...] = ()  # "name: reason" of stale copies that could not be dropped
 
     def lines(self) -> list[str]:
         found = []
         if self.dropped:
             found.append(f"swept stale rehearsal database(s): {', '.join(self.dropped)}")
+        if self.failed:
+            found.append(f"could not sweep: {'; '.join(self.failed)}")
         if self.unmarked:
             found.append(
                 "left alone (no owner mark; drop by hand if no rehearsal runs): "
@@ -76,8 +79,9 @@ def mark(server: str, name: str) -> None:
 
 
 def sweep(conn: Any, server: str) -> Sweep:
-    """Drop the marked scratch databases whose owner is gone; name the unmarked ones."""
-    dropped, unmarked = [], []
+    """Drop the marked scratch databases whose owner is gone; name the unmarked ones.  A copy
+    that cannot be dropped (another role's, say) is reported, never a reason to stop."""
+    dropped, unmarked, failed = [], [], []
     with conn.cursor() as cur:
         cur.execute(REHEARSAL_SQL["scratch_databases"].pyformat)
         found = cur.fetchall()
@@ -91,9 +95,11 @@ def sweep(conn: Any, server: str) -> Sweep:
             try:
                 admin.drop_database(server, name)
                 dropped.append(name)
+            except DalError as exc:
+                failed.append(f"{name}: {exc}")
             finally:
                 cur.execute(REHEARSAL_SQL["disown_scratch"].pyformat, _params(name))
-    return Sweep(tuple(dropped), tuple(unmarked))
+    return Sweep(tuple(dropped), tuple(unmarked), tuple(failed))
 
 
 class Sigterm:
