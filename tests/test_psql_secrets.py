@@ -61,7 +61,9 @@ def _psql_process(cli: subprocess.Popen[str], deadline: float) -> tuple[bytes, d
 def test_psql_gets_the_password_in_its_environment_never_in_argv(
     fresh_dsn: str, how: str, query_string: str
 ) -> None:
-    dsn = (with_password(fresh_dsn, PASSWORD) if how != "parameter" else fresh_dsn) + query_string
+    dsn = with_password(fresh_dsn, PASSWORD) if how != "parameter" else fresh_dsn
+    if query_string:  # the embedded server's DSN already has a query (?host=)
+        dsn += ("&" if "?" in dsn else "?") + query_string.removeprefix("?")
     cli = subprocess.Popen(
         [sys.executable, "-m", "cli", "psql", "-At", "-c", "SELECT 'ok', pg_sleep(1.5)"],
         stdout=subprocess.PIPE,
