@@ -18,6 +18,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM during a verb that cleans up first (rehearse): 128 + 15
 FORCE_HELP = "act even on a database marked as production (DEFEAH_ENV or defeah.environment)"
 
 

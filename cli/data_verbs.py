@@ -103,15 +103,23 @@ async def _generate(
 
 
 _AGE = re.compile(r"(\d+)([dhms])")
-_AGE_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_AGE_SECONDS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 
 
 def age(raw: str) -> timedelta:
-    """``90d``, ``12h``, ``30m`` or ``45s``: how old an event must be to be pruned."""
+    """``90d``, ``12h``, ``30m`` or ``45s``: how old an event must be to be pruned.
+
+    Bounded by ``signin_jobs.MAX_PRUNE_AGE`` before any ``timedelta`` is built: a huge count
+    (``999999999d``) would otherwise overflow the date arithmetic as a traceback."""
     match = _AGE.fullmatch(raw.strip())
     if match is None or int(match.group(1)) == 0:
         raise argparse.ArgumentTypeError(f"expected a positive age such as 90d or 12h, got {raw!r}")
-    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+    seconds = int(match.group(1)) * _AGE_SECONDS[match.group(2)]
+    if seconds > signin_jobs.MAX_PRUNE_AGE.total_seconds():
+        raise argparse.ArgumentTypeError(
+            f"expected an age of at most {signin_jobs.MAX_PRUNE_AGE.days}d, got {raw!r}"
+        )
+    return timedelta(seconds=seconds)
 
 
 def cmd_unlock(args: argparse.Namespace, settings: Settings) -> int:

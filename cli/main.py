@@ -16,9 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from cli import data_verbs, instagram_verbs, schema_verbs, serve_verbs
-from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED, Verb
+from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_TERMINATED, Verb
 from dal.db.settings import Settings
-from dal.errors import DalError, ProductionRefused
+from dal.errors import DalError, ProductionRefused, Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = str(exc) if settings is None else settings.scrub(str(exc))
         print(f"defeah-db: error: {text}", file=sys.stderr, flush=True)
         return EXIT_ERROR
+    except Terminated as exc:
+        print(f"defeah-db: {exc}", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("defeah-db: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -76,7 +76,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
+    """Guarded like rollback: accepting an edit is what lets ``migrate`` and ``rollback`` run
+    a file nobody reviewed against this database."""
+
+    def check(db: Database) -> Awaitable[None]:
+        action = f"accept the edited checksum of {args.id!r}"
+        return production_guard.guard_database(db, action, force=args.force)
+
     with target_dsn(settings) as dsn:
+        with_database(settings, dsn, check)
         hashes = runner.accept_checksum(dsn, args.id)
     say(
         f"recorded {hashes.migration_id}: sha256 {hashes.sha256}, rollback {hashes.rollback_sha256}"
@@ -144,6 +152,7 @@ def register(verb: AddVerb) -> None:
         "re-record the content hash of an applied migration after a reviewed edit",
     )
     acc.add_argument("id", metavar="ID", help="migration id, e.g. 0002_users_hardening")
+    acc.add_argument("--force", action="store_true", help=FORCE_HELP)
     verb("drift", cmd_drift, "compare the live catalog with sql/schema.snapshot (exit 1 on drift)")
     verb(
         "snapshot",

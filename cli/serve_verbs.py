@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from cli.common import EXIT_OK, AddVerb, say, with_database
+from cli.psql_login import psql_login
 from dal.db import admin
 from dal.db.dsn import describe_dsn, redact_dsn
 from dal.db.embedded import bundled_psql, target_dsn
@@ -87,11 +88,13 @@ def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
 
     The bundled psql (the embedded server's own version) is used unless one is on PATH for an
     external server.  Extra arguments go to psql (``defeah-db psql -f seeds/0001_users.sql``).
+    The DSN's secrets travel in psql's environment, never its argv (``cli.psql_login``).
     """
     external = settings.database_url is not None
     psql = (shutil.which("psql") if external else None) or str(bundled_psql())
-    with target_dsn(settings) as dsn:
-        done = subprocess.run([psql, "-v", "ON_ERROR_STOP=1", "-d", dsn, *args.args], check=False)
+    with target_dsn(settings) as dsn, psql_login(dsn) as login:
+        argv = [psql, "-v", "ON_ERROR_STOP=1", "-d", login.conninfo, *args.args]
+        done = subprocess.run(argv, env=login.env, check=False)
     return done.returncode
 
 

@@ -33,6 +33,11 @@ class ProductionRefused(DalError):
     """The target is marked as production and a destructive job was not forced."""
 
 
+class LockUnavailable(DalError):
+    """A statement gave up waiting for a lock (``lock_timeout``, SQLSTATE 55P03); its
+    transaction was rolled back, so nothing of it happened.  Maintenance jobs retry on it."""
+
+
 class SeedError(DalError):
     """A seed file could not be applied; its transaction was rolled back."""
 
@@ -111,6 +116,15 @@ class TokenUnreadable(DalError):
         super().__init__(f"instagram token of user {user_id} is unreadable: {reason}")
         self.user_id = user_id
         self.reason = reason
+
+
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM during a job that cleans up after itself (``rehearse``).
+
+    Deliberately not a ``DalError``: it is raised by a signal handler wherever the main thread
+    happens to be, and must pass every ``except DalError`` on the way out, as Ctrl-C's
+    ``KeyboardInterrupt`` does (asyncio lets that family through at once, running every
+    ``finally``).  The CLI tells it from Ctrl-C by its type (exit 143, not 130)."""
 
 
 class Overloaded(DalError):

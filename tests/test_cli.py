@@ -127,6 +127,46 @@ def test_rollback_refuses_on_a_database_marked_production(pg: PgServer, fresh_ds
     assert not users_table_exists(fresh_dsn)
 
 
+@pytest.mark.parametrize("marker", ["prod", " Live ", "productoin"])
+def test_an_unknown_marker_value_counts_as_production(
+    pg: PgServer, fresh_dsn: str, marker: str
+) -> None:
+    """Issue 20 item 18: a marker other than the known DEFEAH_ENV values fails closed."""
+    name = urlsplit(fresh_dsn).path.lstrip("/")
+    pg.execute(
+        sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(name), sql.Identifier(*DATABASE_MARKER.split(".")), sql.Literal(marker)
+        )
+    )
+    reason = f"{DATABASE_MARKER} = '{marker.strip()}', not one of development, test, staging"
+    assert_refused(run_cli(fresh_dsn, "rollback"), reason)
+    pruned = run_cli(fresh_dsn, "prune-events", "--older-than", "90d")
+    assert pruned.returncode == 2 and reason in pruned.stderr, pruned.stderr
+    assert migrations.status(fresh_dsn).head == IDS[-1]
+
+
+@pytest.mark.parametrize("marker", ["development", "Test", "staging"])
+def test_a_known_non_production_marker_guards_nothing(
+    pg: PgServer, fresh_dsn: str, marker: str
+) -> None:
+    name = urlsplit(fresh_dsn).path.lstrip("/")
+    pg.execute(
+        sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(name), sql.Identifier(*DATABASE_MARKER.split(".")), sql.Literal(marker)
+        )
+    )
+    done = run_cli(fresh_dsn, "rollback")
+    assert done.returncode == 0, done.stderr
+    assert migrations.status(fresh_dsn).head == IDS[-2]
+
+
+def test_an_unknown_defeah_env_stops_every_verb(fresh_dsn: str) -> None:
+    done = run_cli(fresh_dsn, "rollback", DEFEAH_ENV="prod")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "DEFEAH_ENV" in done.stderr, done.stderr
+    assert migrations.status(fresh_dsn).head == IDS[-1]
+
+
 def test_forced_rollback_on_production_environment(fresh_dsn: str) -> None:
     done = run_cli(fresh_dsn, "rollback", "--force", DEFEAH_ENV="production")
     assert done.returncode == 0, done.stderr
@@ -142,4 +182,12 @@ def test_every_verb_that_deletes_data_takes_force() -> None:
         for name, parser in sub.choices.items()
         if any("--force" in a.option_strings for a in parser._actions)
     }
-    assert forced == {"rollback", "seed", "clear", "generate", "unlock", "prune-events"}
+    assert forced == {
+        "rollback",
+        "seed",
+        "clear",
+        "generate",
+        "unlock",
+        "prune-events",
+        "accept-checksum",
+    }

@@ -37,7 +37,7 @@ DBA_VERBS = {
     ("drift",): 0,
     ("rollback", "--dry-run"): 0,
     ("rollback",): 2,
-    ("accept-checksum", "0001_users"): 0,
+    ("accept-checksum", "0001_users"): 2,
     ("createdb",): 0,
     ("rehearse", "--rows", "1000"): 0,
     ("dsn",): 0,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED
+from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_TERMINATED
 from dal.db.settings import Settings
 from dal.migrations.files import file_ids
 from tests.commands import ROOT, cli_env
@@ -187,4 +187,4 @@ def test_the_exit_code_table_is_the_cli_s() -> None:
     text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     table = text.split("| Exit code | Meaning |", 1)[1].split("\n\n", 1)[0]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
-    assert documented == {EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_INTERRUPTED}
+    assert documented == {EXIT_OK, EXIT_ERROR, EXIT_REFUSED, EXIT_INTERRUPTED, EXIT_TERMINATED}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dal.errors import MigrationError
+from dal.migrations import dry_run, yoyo_backend
 from dal.migrations import runner as migrations
 from dal.migrations.files import file_ids
 from dal.migrations.yoyo_backend import read
@@ -184,3 +185,46 @@ def test_a_migration_id_outside_the_pattern_is_refused(
         read(sources)
     assert "migration ids are NNNN_lowercase_words" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\u2028"])
+def test_a_crafted_name_past_the_id_check_stays_inside_its_plan_comment(
+    fresh_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, brk: str
+) -> None:
+    """Issue 20 item 16, the second defence: with the file-name check bypassed, a line break
+    in a migration's id and file name is escaped in the plan's comments, so psql never runs
+    the ``\\!`` meta-command that follows it."""
+    monkeypatch.setattr(yoyo_backend, "file_ids", lambda sources: ())
+    sources = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sources)
+    crafted = f"0099_bad{brk}\\! touch pwned;#"
+    (sources / f"{crafted}.sql").write_text(f"-- depends: {file_ids()[-1]}\nSELECT 1;\n")
+    run_cli(fresh_dsn, "migrate")  # records the checksums of the applied ones
+    plan_text = dry_run.migrate_plan(fresh_dsn, sources=sources)
+    plan = tmp_path / "plan.sql"
+    plan.write_text(plan_text)
+    ran = subprocess.run(
+        [str(shutil.which("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", fresh_dsn],
+        stdin=plan.open(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert not (tmp_path / "pwned").exists()
+    escaped = "0099_bad" + brk.encode("unicode_escape").decode() + "\\! touch pwned;#"
+    assert f"-- apply {escaped} ({escaped}.sql)" in plan_text
+    assert f"-- apply {crafted}" not in plan_text
+    applied = query(
+        fresh_dsn, "SELECT migration_id FROM _yoyo_migration WHERE migration_id ~ '^0099'"
+    )
+    assert applied == [{"migration_id": crafted}]  # the plan's literals are quoted, not cut
+
+
+def test_comment_line_escapes_every_line_break() -> None:
+    for text in ("a\nb", "a\rb", "a\r\nb", "a\x0bb", "a\x0cb", "a\x85b", "a\u2028b", "a\u2029b"):
+        line = dry_run.comment_line(text)
+        assert line.splitlines() == [line] and line.startswith("-- a") and line.endswith("b")
+    assert dry_run.comment_line("plain \\! é") == "-- plain \\! é"

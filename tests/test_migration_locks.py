@@ -190,3 +190,61 @@ def _wait_for_build(dsn: str, deadline: float) -> int:
             return int(rows[0]["pid"])
         time.sleep(0.05)
     raise AssertionError("the concurrent build never started waiting")
+
+
+def _interrupted_build(dsn: str) -> None:
+    """Leave an INVALID users_token_expiry_idx as a killed 0006 would: the concurrent build
+    waits for an older snapshot at its last phase, and is cancelled there."""
+    create = (ROOT / "sql" / "0006_users_token_expiry_index_concurrently.sql").read_text()
+    statement = create[create.index("CREATE INDEX CONCURRENTLY") :].split(";")[0]
+    with _open(dsn) as old_snapshot, _open(dsn) as builder, ThreadPoolExecutor(1) as pool:
+        old_snapshot.set_session(isolation_level="REPEATABLE READ")
+        with old_snapshot.cursor() as cur:
+            cur.execute("SELECT count(*) FROM users")
+        builder.autocommit = True
+        with builder.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        future = pool.submit(builder.cursor().execute, statement)
+        until = time.monotonic() + 30
+        waiting = "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
+        while not query(dsn, waiting, (pid,)):
+            assert time.monotonic() < until, "the concurrent build never waited"
+            time.sleep(0.02)
+        query(dsn, "SELECT pg_cancel_backend(%s)", (pid,))
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            future.result(timeout=30)
+        old_snapshot.rollback()
+    assert {"name": NEW_INDEX, "valid": False} in _index_state(dsn)
+
+
+def test_a_lock_timeout_dropping_an_invalid_index_is_one_line_naming_the_blocker(
+    pg: PgServer, tmp_path: Path
+) -> None:
+    """Issue 20 item 12: the retry's DROP INDEX CONCURRENTLY timed out as a raw
+    psycopg2.errors.LockNotAvailable traceback, naming nobody."""
+    name = pg.create_database("defeah_drop")
+    dsn = pg.dsn(name)
+    migrations.apply(dsn, sources=_sources(tmp_path / "upto5", upto="0005"))
+    _interrupted_build(dsn)
+    sources = _sources(tmp_path / "all")
+    with _open(dsn) as holder:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            holder_pid = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FROM users")  # an analyst's open transaction
+        with pytest.raises(migrations.LockTimeoutExhausted) as failed:
+            migrations.apply(dsn, sources=sources, policy=FAST)
+        holder.rollback()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "0006_users_token_expiry_index_concurrently not applied: lock_timeout 0.5s reached on 3"
+    )
+    assert f"pid {holder_pid} (idle in transaction" in message
+    assert "SELECT count(*) FROM users" in message
+    # nothing half-done: the invalid index waits for the next run, which rebuilds it
+    assert {"name": NEW_INDEX, "valid": False} in _index_state(dsn)
+    assert migrations.apply(dsn, sources=sources, policy=FAST)[0].startswith("0006_")
+    assert _index_state(dsn) == [{"name": NEW_INDEX, "valid": True}]
+    pg.drop_database(name)

@@ -7,6 +7,14 @@ caught by the other:
 * the database-level setting ``defeah.environment = 'production'``, set once by the operator
   with ``ALTER DATABASE <name> SET defeah.environment = 'production'`` and read by every new
   session (PostgreSQL 9.6+, no extension; the machine's 15 and the embedded 18 alike).
+
+The marker's known values are ``DEFEAH_ENV``'s own (``ENVIRONMENTS``: development, test,
+staging, production), compared trimmed and case-insensitively; unset or empty means no marker.
+Any other value (``prod``, ``live``, a typo) counts as production: whoever set a marker meant
+to protect the database, and guessing that ``prod`` meant "not production" would turn a typo
+into a wiped table.  Treating it as production rather than refusing every verb keeps ``--force``
+as the one documented way through.  ``DEFEAH_ENV`` itself takes only the known values: any
+other stops every verb when the settings load.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import logging
 
 from dal.db.connections import Acquirer, Connection
+from dal.db.setting_types import ENVIRONMENTS
 from dal.db.settings import Settings
 from dal.db.statements import run
 from dal.errors import ProductionRefused
@@ -33,8 +42,14 @@ async def production_reason(conn: Connection, settings: Settings) -> str | None:
         return "DEFEAH_ENV=production"
     rows = await run(conn, OPS_SQL["production_marker"], {"name": DATABASE_MARKER})
     marker = rows[0]["marker"]
-    if isinstance(marker, str) and marker.strip().lower() == PRODUCTION:
+    # A session that once SET LOCAL the marker reads '' afterwards: empty is unset.
+    value = marker.strip().lower() if isinstance(marker, str) else ""
+    if value == PRODUCTION:
         return f"the database sets {DATABASE_MARKER} = '{PRODUCTION}'"
+    if value and value not in ENVIRONMENTS:
+        known = ", ".join(ENVIRONMENTS)
+        shown = str(marker).strip().encode("unicode_escape").decode()[:40]
+        return f"the database sets {DATABASE_MARKER} = '{shown}', not one of {known}"
     return None
 
 

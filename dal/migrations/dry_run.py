@@ -71,20 +71,39 @@ def rollback_plan(
     found = yoyo_backend.read(sources)
     with yoyo_backend.read_only(dsn) as run:
         todo = runner.select_rollback(run.backend, found, to=to, all_=all_)
+        runner.require_reviewed_rollbacks(run.backend, todo)
         writer = _Writer(run.backend.connection, dsn, policy or runner.RunPolicy(), "rollback")
         for m in todo:
             writer.migration(m, checksums.rollback_path(Path(m.path)), "rollback")
     return writer.text(nothing="nothing to roll back")
 
 
+def comment_line(text: str) -> str:
+    """``text`` as one SQL comment line that stays one line for psql.
+
+    A migration id, a file, index or database name reaches the plan's comments; ``psql -f``
+    ends a ``--`` comment at a newline or carriage return, and whatever follows (``\\! cmd``)
+    would run as a meta-command.  Every character that is not printable (line breaks, Unicode
+    line separators, controls) is written as its ``\\x``/``\\u`` escape instead; a backslash
+    inside a comment is inert, so nothing else needs escaping.
+    """
+    shown = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+    return f"-- {shown}"
+
+
 class _Writer:
-    """Accumulates the plan; literal values are quoted by psycopg2 (``mogrify``)."""
+    """Accumulates the plan; literal values are quoted by psycopg2 (``mogrify``), names in
+    comments are escaped (``comment_line``)."""
 
     def __init__(self, connection: Any, dsn: str, policy: runner.RunPolicy, verb: str):
         self._conn = connection
         self._head = [
-            f"-- defeah-db {verb} --dry-run for {describe_dsn(dsn)}, "
-            f"{datetime.now(UTC).isoformat(timespec='seconds')}",
+            comment_line(
+                f"defeah-db {verb} --dry-run for {describe_dsn(dsn)}, "
+                f"{datetime.now(UTC).isoformat(timespec='seconds')}"
+            ),
         ]
         self._limits = (
             MIGRATIONS_SQL["plan_session_limits"].sql.format(
@@ -96,7 +115,7 @@ class _Writer:
         self._lines: list[str] = []
 
     def comment(self, text: str) -> None:
-        self._lines.append(f"\n-- {text}")
+        self._lines.append("\n" + comment_line(text))
 
     def statement(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._conn.cursor() as cur:
@@ -140,7 +159,7 @@ class _Writer:
 
     def text(self, nothing: str) -> str:
         if not self._lines:
-            return "\n".join([*self._head, f"-- {nothing}"]) + "\n"
+            return "\n".join([*self._head, comment_line(nothing)]) + "\n"
         head = [*self._head, "-- Apply with: psql -v ON_ERROR_STOP=1 -f <this file>", self._limits]
         return "\n".join([*head, *self._lines]) + "\n"
 

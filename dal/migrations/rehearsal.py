@@ -36,7 +36,7 @@ from dal.db.settings import Settings
 from dal.db.statements import Statements, run
 from dal.devdata import bulk
 from dal.errors import DalError
-from dal.migrations import runner
+from dal.migrations import runner, scratch
 from dal.migrations.files import SQL_DIR
 from dal.queries import load
 
@@ -155,20 +155,35 @@ def report(traces: list[StatementTrace], ops: list[LoadOp]) -> list[str]:
 
 
 def rehearse(settings: Settings, dsn: str, rows: int, sources: Path = SQL_DIR) -> list[str]:
-    """Run the rehearsal against a scratch copy beside ``dsn``; return the report lines."""
+    """Run the rehearsal against a scratch copy beside ``dsn``; return the report lines.
+
+    The copy is owned, marked, dropped on SIGTERM (``Terminated``), and swept by the next run
+    if its owner died (``dal.migrations.scratch``)."""
     applied = runner.status(dsn, sources).applied
-    scratch = f"defeah_rehearse_{uuid.uuid4().hex[:8]}"
+    name = f"{scratch.SCRATCH_PREFIX}{uuid.uuid4().hex[:8]}"
     server = maintenance_dsn(dsn)
-    scratch_dsn = with_database(dsn, scratch)
-    admin.create_database(server, scratch)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            current = _subset(sources, applied, Path(tmp))
-            runner.apply(scratch_dsn, sources=current)
-        config = settings.replace(database_url=scratch_dsn, pool_min_size=1, pool_max_size=4)
-        return asyncio.run(_rehearse(config, scratch_dsn, rows, sources))
-    finally:
-        admin.drop_database(server, scratch)
+    scratch_dsn = with_database(dsn, name)
+    sigterm = scratch.Sigterm(server, name)
+    with admin.connect(server) as owner, sigterm.deferred():
+        scratch.own(owner, name)
+        swept = scratch.sweep(owner, server)
+        admin.create_database(server, name)
+        try:
+            scratch.mark(server, name)
+            with tempfile.TemporaryDirectory() as tmp:
+                current = _subset(sources, applied, Path(tmp))
+                runner.apply(scratch_dsn, sources=current)
+            sigterm.check()
+            config = settings.replace(database_url=scratch_dsn, pool_min_size=1, pool_max_size=4)
+            try:
+                lines = asyncio.run(_rehearse(config, scratch_dsn, rows, sources, sigterm))
+            except DalError:
+                sigterm.check()  # the pending migration whose session SIGTERM ended
+                raise
+            sigterm.check()
+            return swept.lines() + lines
+        finally:
+            admin.drop_database(server, name)
 
 
 def _subset(sources: Path, ids: tuple[str, ...], dest: Path) -> Path:
@@ -179,14 +194,31 @@ def _subset(sources: Path, ids: tuple[str, ...], dest: Path) -> Path:
     return dest
 
 
-async def _rehearse(settings: Settings, dsn: str, rows: int, sources: Path) -> list[str]:
+async def _rehearse(
+    settings: Settings, dsn: str, rows: int, sources: Path, sigterm: scratch.Sigterm
+) -> list[str]:
     policy = runner.RunPolicy.from_settings(settings)
+    stop, ops = asyncio.Event(), list[LoadOp]()
+    with sigterm.in_loop(stop):
+        return await _filled_run(settings, dsn, rows, sources, policy, stop, ops)
+
+
+async def _filled_run(
+    settings: Settings,
+    dsn: str,
+    rows: int,
+    sources: Path,
+    policy: runner.RunPolicy,
+    stop: asyncio.Event,
+    ops: list[LoadOp],
+) -> list[str]:
     async with Database(settings) as db:
-        filled = await bulk.generate(db, rows, force=True)
+        filled = await bulk.generate(db, rows, force=True, stop=stop)
+        if stop.is_set():
+            return []  # SIGTERM: the caller raises Terminated
         async with db.acquire() as conn:
             query = REHEARSAL_SQL["sample_user_ids"]
             ids = [r["id"] for r in await run(conn, query, {"limit": LOAD_SAMPLE})]
-        stop, ops = asyncio.Event(), list[LoadOp]()
         load_task = asyncio.create_task(_load(db, ids, stop, ops)) if ids else None
         try:
             with LockSampler(dsn) as sampler:

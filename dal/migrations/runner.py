@@ -195,11 +195,13 @@ def _apply_one(backend: Any, migration: Any, dsn: str, app: str, policy: RunPoli
     for attempt in range(policy.retries + 1):
         if attempt:
             time.sleep(policy.backoff * 2 ** (attempt - 1))
-        if not migration.use_transactions:
-            _drop_invalid_indexes(backend, migration)
         interval = min(0.2, policy.lock_timeout / 4)
         with BlockerWatch(dsn, app, interval) as watch:
             try:
+                # The drop of a killed build's INVALID index waits on the same lock_timeout:
+                # inside the attempt, so its timeout is retried and reported like the DDL's.
+                if not migration.use_transactions:
+                    _drop_invalid_indexes(backend, migration)
                 backend.apply_one(migration)
                 return
             except psycopg2.errors.LockNotAvailable:
@@ -259,6 +261,7 @@ def rollback(
     app = f"defeah-db rollback {uuid.uuid4().hex[:8]}"
     with backend_for(policy.session_dsn(dsn, app)) as backend, locked(backend):
         todo = select_rollback(backend, migrations, to=to, all_=all_)
+        require_reviewed_rollbacks(backend, todo)
         _run(lambda ms: _rollback_each(backend, ms), todo, "roll back")
         return list(ids(todo))
 
@@ -280,6 +283,26 @@ def select_rollback(backend: Any, migrations: Any, *, to: str | None, all_: bool
     else:
         todo = applied[:1]
     return todo
+
+
+def require_reviewed_rollbacks(backend: Any, todo: Any) -> None:
+    """Refuse (``ChecksumMismatch``, nothing run) when a rollback file about to run differs
+    from the one recorded when its migration was applied: an edited rollback would otherwise
+    run unreviewed.  A migration with no recorded hash (applied by plain ``yoyo apply``) has
+    nothing to compare with; the next ``migrate`` records today's files as its baseline."""
+    recorded = checksums.recorded(backend.connection)
+    for migration in todo:
+        was = recorded.get(migration.id)
+        if was is None:
+            continue
+        path = checksums.rollback_path(Path(migration.path))
+        now = checksums.content_hash(path)
+        if now != was.rollback_sha256:
+            changed = checksums.Mismatch(path.name, was.rollback_sha256, now)
+            raise ChecksumMismatch(
+                f"refusing to roll back: {changed.line()}; review it, then "
+                f"`defeah-db accept-checksum {migration.id}`"
+            )
 
 
 def _rollback_each(backend: Any, todo: Any) -> None:

@@ -183,6 +183,10 @@ def read_only(dsn: str) -> Iterator[ReadOnlyRun]:
 
 @contextmanager
 def locked(backend: Any) -> Iterator[None]:
+    """yoyo's lock around the block.  When the session dies inside (terminated, server gone),
+    yoyo's release of the lock fails with a raw driver error that would hide why: the block's
+    own ``MigrationError`` is raised instead, or one naming the lost connection."""
+    import psycopg2
     from yoyo.exceptions import LockTimeout
 
     try:
@@ -193,3 +197,7 @@ def locked(backend: Any) -> Iterator[None]:
             f"another migration run holds the yoyo lock (waited {LOCK_TIMEOUT:g}s); if no other "
             "run is active, clear it with `yoyo break-lock`"
         ) from None
+    except psycopg2.Error as exc:
+        if isinstance(exc.__context__, MigrationError):
+            raise exc.__context__ from None
+        raise MigrationError(f"the migration session failed: {first_line(exc)}") from None

@@ -58,3 +58,16 @@ SELECT set_config('lock_timeout', :timeout, true) AS lock_timeout;
 -- name: database_now
 -- The database clock, for cut-offs computed against timestamps the database wrote.
 SELECT now() AS now;
+
+-- name: events_lock_holders
+-- Other sessions holding a granted lock on auth_events or one of its partitions: whom a
+-- prune-events that gave up names, so the DBA knows which transaction to wait for or end.
+SELECT DISTINCT a.pid, a.state, a.query,
+       extract(epoch FROM now() - a.xact_start)::float8 AS xact_seconds
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (l.relation = 'auth_events'::regclass
+       OR l.relation IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'auth_events'::regclass))
+ORDER BY a.pid;

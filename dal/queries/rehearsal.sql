@@ -31,3 +31,41 @@ UPDATE users SET last_login_at = now(), login_count = login_count + 1,
                  failed_login_attempts = 0
 WHERE id = :id
 RETURNING id;
+
+-- name: own_scratch
+-- Marks this session as the owner of a rehearsal's scratch database for as long as it lives:
+-- a session-level advisory lock on (:lock_class, hashtext(:name)), taken before the database
+-- exists and released by the server when the owner's session ends, however its process died.
+-- The application_name shows the owner in pg_stat_activity.
+SELECT pg_advisory_lock(:lock_class, hashtext(:name)) AS locked,
+       set_config('application_name', :application_name, false) AS application_name;
+
+-- name: mark_scratch#
+-- The comment that tells a rehearsal's scratch database (whose owner holds the lock above)
+-- from anything else named alike: only marked databases are ever swept.
+COMMENT ON DATABASE {database} IS 'defeah-db rehearse scratch copy';
+
+-- name: scratch_databases
+-- The rehearsal scratch databases on this server, and whether each carries our mark.
+SELECT datname AS name,
+       coalesce(shobj_description(oid, 'pg_database') = 'defeah-db rehearse scratch copy', false)
+           AS marked
+FROM pg_database
+WHERE datname LIKE 'defeah\_rehearse\_%'
+ORDER BY datname;
+
+-- name: try_own_scratch
+-- True when nobody owns the scratch database :name any more (its owner's session is gone):
+-- the lock is then ours, so no second sweeper drops it at the same time.
+SELECT pg_try_advisory_lock(:lock_class, hashtext(:name)) AS free;
+
+-- name: disown_scratch
+-- Releases the lock of try_own_scratch once the stale database is dropped.
+SELECT pg_advisory_unlock(:lock_class, hashtext(:name)) AS released;
+
+-- name: end_scratch_migrations
+-- On SIGTERM: ends the migration sessions working on the scratch database :name, so the worker
+-- thread running them returns at once instead of finishing a long index build first.
+SELECT count(pg_terminate_backend(pid)) AS ended
+FROM pg_stat_activity
+WHERE datname = :name AND application_name LIKE 'defeah-db migrate%';

@@ -7,9 +7,10 @@ production guard; ``maintain-events`` only creates partitions and drops expired 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
@@ -17,11 +18,13 @@ from dal.db import partitions
 from dal.db.connections import Acquirer, Connection
 from dal.db.production_guard import guard
 from dal.db.statements import run, run_count
-from dal.errors import InvalidUserData
+from dal.errors import InvalidUserData, LockUnavailable
 from dal.queries import Query, load
 from dal.users.signin import normalize_email
 
 if TYPE_CHECKING:
+    from asyncpg import Record
+
     from dal.db.settings import Settings
 
 SIGNIN_SQL: Final = load("signin")
@@ -48,6 +51,10 @@ class MaintenanceReport:
 
 
 PRUNE_BATCH: Final = 10_000
+# Older than a century means "everything": a larger age only overflows the date arithmetic.
+MAX_PRUNE_AGE: Final = timedelta(days=36_500)
+PRUNE_LOCK_WAIT: Final = 0.05  # seconds a sign-in may queue behind prune's partition drop
+PRUNE_BACKOFF_CAP: Final = 1.0  # seconds between two tries, at most
 MONTHS_AHEAD: Final = 3
 MAX_MONTHS_AHEAD: Final = 120
 EVENTS_TABLE: Final = "auth_events"
@@ -91,22 +98,60 @@ async def _limit_lock_wait(conn: Connection, settings: Settings) -> None:
     await run(conn, OPS_SQL["local_lock_timeout"], {"timeout": timeout})
 
 
+async def _drop_partitions_politely(
+    conn: Connection, settings: Settings, cutoff: datetime
+) -> list[Record]:
+    """Drop the partitions before ``cutoff`` without ever queueing sign-ins for long.
+
+    A partition drop needs ACCESS EXCLUSIVE on auth_events; while it waits behind an open
+    transaction (an analyst's), every sign-in's insert queues behind the waiting request.  So
+    each try waits at most ``PRUNE_LOCK_WAIT`` -- the longest a sign-in can queue behind it --
+    and then gives way, backing off (doubling up to ``PRUNE_BACKOFF_CAP``) and trying again
+    until ``migration_lock_timeout`` has passed.  ``DETACH PARTITION CONCURRENTLY`` would need
+    no such lock, but PostgreSQL refuses it on a table with a default partition, as ours has.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.migration_lock_timeout
+    pause, tries = PRUNE_LOCK_WAIT, 0
+    while True:
+        tries += 1
+        try:
+            async with conn.transaction():
+                timeout = f"{round(PRUNE_LOCK_WAIT * 1000)}ms"
+                await run(conn, OPS_SQL["local_lock_timeout"], {"timeout": timeout})
+                await _sound_events_layout(conn)
+                return await run(conn, SIGNIN_SQL["drop_partitions_before"], {"cutoff": cutoff})
+        except LockUnavailable:
+            if loop.time() + pause > deadline:
+                break
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, PRUNE_BACKOFF_CAP)
+    holders = await run(conn, OPS_SQL["events_lock_holders"], {})
+    named = "; ".join(_holder(row) for row in holders) or "no holder seen any more"
+    raise LockUnavailable(
+        f"prune-events dropped nothing: {EVENTS_TABLE} stayed locked for "
+        f"{settings.migration_lock_timeout:g}s ({tries} tries of "
+        f"{round(PRUNE_LOCK_WAIT * 1000)}ms, 55P03); held by {named}"
+    )
+
+
+def _holder(row: Record) -> str:
+    query = " ".join((row["query"] or "").split())[:120]
+    held = f" for {row['xact_seconds']:.1f}s" if row["xact_seconds"] is not None else ""
+    return f"pid {row['pid']} ({row['state'] or 'unknown state'}{held}): {query or '?'}"
+
+
 async def prune_events(
     db: Acquirer, older_than: timedelta, *, force: bool = False, batch: int = PRUNE_BATCH
 ) -> PruneReport:
     """Drop the monthly partitions wholly older than ``older_than`` (no row-by-row delete, no
     bloat), then delete what is left before the cutoff in ``batch``-row transactions."""
-    if older_than <= timedelta(0):
-        raise InvalidUserData("older_than", "must be a positive duration")
+    if not timedelta(0) < older_than <= MAX_PRUNE_AGE:
+        raise InvalidUserData("older_than", f"must be positive, at most {MAX_PRUNE_AGE.days} days")
     async with db.acquire() as conn:
         await guard(conn, db.settings, "prune sign-in events", force=force)
         cutoff = (await run(conn, OPS_SQL["database_now"], {}))[0]["now"] - older_than
-        # Dropping a partition locks auth_events exclusively, and every sign-in inserts there:
-        # wait at most the migration lock timeout, never queue the sign-ins behind us.
-        async with conn.transaction():
-            await _limit_lock_wait(conn, db.settings)
-            await _sound_events_layout(conn)
-            dropped = await run(conn, SIGNIN_SQL["drop_partitions_before"], {"cutoff": cutoff})
+        dropped = await _drop_partitions_politely(conn, db.settings, cutoff)
         deleted = await delete_in_batches(
             conn, SIGNIN_SQL["delete_events_batch"], {"cutoff": cutoff}, batch
         )
