@@ -24,17 +24,30 @@ from dal.db.database import Database
 from dal.db.embedded import target_dsn
 from dal.db.settings import Settings
 from dal.devdata import bulk, seeds
+from dal.instagram import reencrypt
+from dal.instagram.keyring import TokenCipher, settings_cipher
 from dal.users import signin_jobs
 
 
+async def seed_and_seal(db: Database, cipher: TokenCipher, *, force: bool) -> list[str]:
+    """Load the seed files, then seal the plaintext tokens of the seed users they just inserted
+    (rows already present are left exactly as they are), so a database seeded by ``seed`` or
+    ``up`` reads its demo tokens; the report's lines."""
+    report = await seeds.apply_seeds(db, force=force)
+    inserted = [email for file in report.files for email in file.inserted]
+    sealed = await reencrypt.seal_seed_tokens(db, cipher, inserted) if inserted else 0
+    return report.lines() + ([f"sealed {sealed} seed token(s) under the active key"] * bool(sealed))
+
+
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    cipher = settings_cipher(settings, "defeah-db seed")
+
     async def job(db: Database) -> list[str]:
         lines = []
         if args.clear:
             cleared = await seeds.clear_seeds(db, force=args.force)
             lines.append(f"removed {cleared.seed_users} seed user(s)")
-        report = await seeds.apply_seeds(db, force=args.force)
-        return lines + report.lines()
+        return lines + await seed_and_seal(db, cipher, force=args.force)
 
     with target_dsn(settings) as dsn:
         for line in with_database(settings, dsn, job):

@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 from cli.common import EXIT_OK, AddVerb, say, with_database
+from cli.data_verbs import seed_and_seal
 from cli.psql_login import psql_login
 from dal.db import admin
 from dal.db.dsn import describe_dsn, redact_dsn
 from dal.db.embedded import bundled_psql, target_dsn
 from dal.db.settings import Settings
-from dal.devdata import seeds
 from dal.errors import ProductionRefused
-from dal.instagram.keyring import settings_cipher
+from dal.instagram.keyring import TokenCipher, settings_cipher
 from dal.migrations import runner
 from web.app import add_address_arguments, run_server
 
@@ -26,13 +26,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     One embedded server (if any) lives for the whole run: the HTTP server gets its DSN, and
     ``target_dsn`` stops it after Ctrl-C/SIGTERM ends serving.
     """
-    settings_cipher(settings, "defeah-db up")
+    cipher = settings_cipher(settings, "defeah-db up")
     settings.require_callbacks("defeah-db up")
     if settings.database_url is None:
         say(f"embedded PostgreSQL in {settings.data_dir}")
     with target_dsn(settings) as dsn:
         _migrate_step(dsn, runner.RunPolicy.from_settings(settings))
-        say(_seed_step(settings, dsn))
+        for line in _seed_step(settings, dsn, cipher):
+            say(line)
         if args.no_serve:
             return EXIT_OK
         served = settings.replace(database_url=dsn)
@@ -47,13 +48,13 @@ def _migrate_step(dsn: str, policy: runner.RunPolicy) -> None:
     say(f"migrations: {len(applied)} applied now, head {state.head}, {len(state.pending)} pending")
 
 
-def _seed_step(settings: Settings, dsn: str) -> str:
+def _seed_step(settings: Settings, dsn: str, cipher: TokenCipher) -> list[str]:
     """``up`` seeds development databases; on production it skips, never forces."""
     try:
-        report = with_database(settings, dsn, seeds.apply_seeds)
+        lines = with_database(settings, dsn, lambda db: seed_and_seal(db, cipher, force=False))
     except ProductionRefused:
-        return "seeds: skipped (the target is production)"
-    return report.lines()[-1]
+        return ["seeds: skipped (the target is production)"]
+    return [line for line in lines if line.startswith(("seeds:", "sealed"))]
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -216,10 +216,13 @@ async def test_seeded_demo_token_is_legacy_plaintext_the_dal_refuses_until_adopt
 
 
 def test_cli_seed_and_psql_produce_the_same_rows(fresh_dsn: str, second_dsn: str) -> None:
+    """The same rows, except that the CLI seals the seed tokens psql leaves in plaintext (a
+    real change, so it moves updated_at: the times are compared relative to created_at)."""
     seed_with_psql(fresh_dsn)
     done = run_cli(second_dsn, "seed")
     assert done.returncode == 0, done.stderr
-    assert query(second_dsn, ROWS) == query(fresh_dsn, ROWS)
+    sealed = ROWS.replace("instagram_access_token, ", "").replace("- updated_at", "- created_at")
+    assert query(second_dsn, sealed) == query(fresh_dsn, sealed)
     assert "seeds: 3 inserted, 0 already present" in done.stdout
     for email in SEED_EMAILS:
         assert f"inserted {email}" in done.stdout
@@ -400,3 +403,28 @@ async def test_concurrent_runs_of_the_seed_file_never_hit_a_duplicate_key(fresh_
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def test_cli_seed_seals_the_seed_tokens_and_nothing_else(fresh_dsn: str) -> None:
+    """`seed` (and `up`) seal the tokens the seed file wrote, so a development database reads
+    its demo token; plaintext in any other row stays refused until `reencrypt
+    --adopt-plaintext` (adoption stays the operator's decision), and a second run seals none."""
+    query(
+        fresh_dsn,
+        "INSERT INTO users (email, hashed_password, instagram_user_id, instagram_access_token) "
+        "VALUES ('planted@example.com', 'x', '1', 'IGQWRplanted-plaintext-token')",
+    )
+    done = run_cli(fresh_dsn, "seed")
+    assert done.returncode == 0, done.stderr
+    assert "sealed 2 seed token(s) under the active key" in done.stdout
+    again = run_cli(fresh_dsn, "seed")
+    assert again.returncode == 0 and "sealed" not in again.stdout, again.stdout
+    async with Database(make_settings(fresh_dsn)) as db:
+        users, instagram = UsersRepository(db), InstagramRepository(db)
+        demo = await users.get_by_email("demo@defeah.com")
+        token = await instagram.token(demo.id)
+        assert token is not None
+        assert token.get_secret_value() == "IGQWRdev-seed-demo-token-not-valid-on-instagram"
+        planted = await users.get_by_email("planted@example.com")
+        with pytest.raises(TokenUnreadable):
+            await instagram.token(planted.id)

@@ -154,6 +154,18 @@ async def reencrypt(
     return result
 
 
+async def seal_seed_tokens(db: Acquirer, cipher: TokenCipher, emails: Sequence[str]) -> int:
+    """Seal the legacy plaintext tokens of the users with ``emails`` (the seed users).
+
+    The seed file stays runnable by psql, so it writes its invented tokens in plaintext; the
+    ``seed`` verb (and ``up``) then seals exactly those rows, so a development database reads
+    them.  Adoption stays explicit everywhere else: this names its rows, never the table."""
+    sql = Statements(db, "instagram")
+    rows = await sql.rows("tokens_of_emails", {"emails": list(emails)})
+    _, adopted, _, _ = _reseal(cipher, rows, adopt_plaintext=True)
+    return await _swap(db, sql, adopted)
+
+
 async def remaining(db: Acquirer, cipher: TokenCipher) -> int:
     """Tokens not yet under the active key (the progress bar's total; 0 when done)."""
     row = await Statements(db, "instagram").row(

@@ -150,6 +150,13 @@ WHERE id > :after_id
 ORDER BY id
 LIMIT :limit;
 
+-- name: tokens_of_emails
+-- The stored tokens of the users with these emails: `defeah-db seed` seals the tokens its own
+-- seed file wrote in plaintext (a psql script cannot encrypt), for the seed users only.
+SELECT id, instagram_access_token FROM users
+WHERE email = ANY(:emails::text[]) AND instagram_access_token IS NOT NULL
+ORDER BY id;
+
 -- name: count_tokens_to_reencrypt
 -- How many tokens are not well-formed under the active key yet (the progress bar's total).
 SELECT count(*) AS remaining FROM users
