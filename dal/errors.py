@@ -41,6 +41,10 @@ class DatabaseUnavailable(DalError):
     """The database cannot be reached in time (down, restarting, or the pool is exhausted)."""
 
 
+class LockBusy(DalError):
+    """A maintenance statement gave up waiting for a lock (lock_timeout, SQLSTATE 55P03)."""
+
+
 class NotFound(DalError):
     """The requested row does not exist."""
 

@@ -83,7 +83,7 @@ def shared_dsn(pg: PgServer, template_db: str) -> str:
 
 @pytest.fixture
 def clean_dsn(shared_dsn: str) -> str:
-    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events")
+    query(shared_dsn, "TRUNCATE users, sign_in_budgets, auth_events, erasure_receipts")
     return shared_dsn
 
 

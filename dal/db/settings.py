@@ -36,6 +36,7 @@ from dal.db.setting_groups import (
     DatabaseSettings,
     HttpSettings,
     MigrationSettings,
+    PrivacySettings,
     SecretSettings,
     SignInSettings,
 )
@@ -49,11 +50,20 @@ from dal.errors import ConfigError
 # Where a secret's development fallback (a generated key file) is not acceptable.
 SECRET_ENVIRONMENTS = ("staging", "production")
 # What a required secret must look like, for the error that says it is missing.
-REQUIRED_FORMAT = {"token_keys": "id:base64key,..., 32-byte AES keys; the first encrypts"}
+REQUIRED_FORMAT = {
+    "token_keys": "id:base64key,..., 32-byte AES keys; the first encrypts",
+    "erasure_pepper": "a random secret of at least 32 characters, never changed",
+}
 
 
 class Settings(
-    SecretSettings, HttpSettings, MigrationSettings, SignInSettings, DatabaseSettings, BaseSettings
+    PrivacySettings,
+    SecretSettings,
+    HttpSettings,
+    MigrationSettings,
+    SignInSettings,
+    DatabaseSettings,
+    BaseSettings,
 ):
     """Validated configuration; ``Settings.from_env()`` reads the environment."""
 
@@ -131,6 +141,8 @@ class Settings(
         if self.token_keys is not None:
             for entry in self.token_keys.get_secret_value().split(","):
                 found.add(entry.partition(":")[2].strip())
+        if self.erasure_pepper is not None:
+            found.add(self.erasure_pepper.get_secret_value())
         return frozenset(found - {""})
 
     def scrub(self, text: str) -> str:

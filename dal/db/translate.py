@@ -21,6 +21,7 @@ from dal.errors import (
     DuplicateEmail,
     DuplicateInstagramAccount,
     InvalidUserData,
+    LockBusy,
 )
 from dal.rules import CHECK_RULES, COLUMN_LIMITS, RULE_NOT_NULL, RULE_NUL, rule_max_length
 
@@ -72,6 +73,8 @@ def translate(exc: BaseException, params: Mapping[str, object] | None = None) ->
         if match and 0 < int(match.group(1)) <= len(names):
             return InvalidUserData(names[int(match.group(1)) - 1], "has the wrong type or value")
         return InvalidUserData("users", "an argument has the wrong type or value")
+    if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
+        return LockBusy("gave up waiting for a lock within lock_timeout (55P03)")
     if isinstance(exc, CONNECTION_ERRORS):
         return DatabaseUnavailable(f"database connection failed ({type(exc).__name__})")
     sqlstate = getattr(exc, "sqlstate", None) or "no SQLSTATE"
