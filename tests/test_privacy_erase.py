@@ -227,3 +227,25 @@ def test_the_pepper_never_shows_in_settings() -> None:
 
 def pepper_env() -> dict[str, str]:
     return {"DEFEAH_ERASURE_PEPPER": TEST_PEPPER}
+
+
+async def test_reapply_sweeps_an_event_written_after_the_erasure_by_an_earlier_attempt(
+    clean_dsn: str,
+) -> None:
+    """A sign-in already running when the user is erased writes its event afterwards, stamped
+    with its (earlier) start; with no account left to match, reapply finds it by the email."""
+    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)
+    async with Database(settings) as db:
+        user = await UsersRepository(db).create(
+            NewUser(email="late@example.com", password="pw-1234567")
+        )
+        report = await UsersRepository(db).erase(user.id)
+        query(
+            clean_dsn,
+            "INSERT INTO auth_events (occurred_at, email, result, decided_by) VALUES "
+            "(%s - interval '1 second', 'late@example.com', 'invalid_credentials', 'password')",
+            (report.erased_at,),
+        )
+        done = await erasure.reapply(db, settings_pepper(settings, "test"))
+    assert (done.users, done.events) == (0, 1)
+    assert query(clean_dsn, "SELECT count(*) AS n FROM auth_events")[0]["n"] == 0
