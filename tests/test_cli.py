@@ -142,4 +142,13 @@ def test_every_verb_that_deletes_data_takes_force() -> None:
         for name, parser in sub.choices.items()
         if any("--force" in a.option_strings for a in parser._actions)
     }
-    assert forced == {"rollback", "seed", "clear", "generate", "unlock", "prune-events"}
+    assert forced == {
+        "rollback",
+        "seed",
+        "clear",
+        "generate",
+        "unlock",
+        "prune-events",
+        "erase-user",
+        "reapply-erasures",
+    }
