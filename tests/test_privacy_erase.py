@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dal import Database, NewUser
+from dal.db.settings import Settings
 from dal.errors import NotFound, ProductionRefused
 from dal.users import erasure
 from dal.users.receipts import Pepper, dev_pepper_path, settings_pepper
@@ -36,8 +37,10 @@ def digest(label: str, value: str) -> str:
     return hmac.new(TEST_PEPPER.encode(), f"{label}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
-async def test_erase_removes_every_trace_and_leaves_only_hmacs(clean_dsn: str) -> None:
-    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)
+async def test_erase_removes_every_trace_and_leaves_only_hmacs(
+    clean_dsn: str, settings: Settings
+) -> None:
+    settings = settings.replace(erasure_pepper=TEST_PEPPER)
     async with Database(settings) as db:
         erin = await make_person(db, "Erase")
         other = await make_person(db, "Keep")
@@ -130,8 +133,8 @@ def test_production_needs_force_and_the_pepper(fresh_dsn: str) -> None:
     assert TEST_PEPPER not in forced.stdout + forced.stderr
 
 
-async def test_the_dal_refuses_production_too(clean_dsn: str) -> None:
-    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER, environment="production")
+async def test_the_dal_refuses_production_too(clean_dsn: str, settings: Settings) -> None:
+    settings = settings.replace(erasure_pepper=TEST_PEPPER, environment="production")
     async with Database(settings) as db:
         user = await UsersRepository(db).create(
             NewUser(email="p@example.com", password="pw-12345678")
@@ -143,12 +146,14 @@ async def test_the_dal_refuses_production_too(clean_dsn: str) -> None:
             await UsersRepository(db).erase(uuid.uuid4(), force=True)
 
 
-async def test_erase_stays_correct_when_events_gain_columns(clean_dsn: str) -> None:
+async def test_erase_stays_correct_when_events_gain_columns(
+    clean_dsn: str, settings: Settings
+) -> None:
     """The erase goes by user id and email only: a column added to auth_events (as issue 20
     may) changes nothing."""
     query(clean_dsn, "ALTER TABLE auth_events ADD COLUMN refused_count INTEGER")
     try:
-        async with Database(make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)) as db:
+        async with Database(settings.replace(erasure_pepper=TEST_PEPPER)) as db:
             erin = await make_person(db, "Columns")
             await UsersRepository(db).erase(erin.user_id)
         assert traces(clean_dsn, erin) == NOTHING
@@ -156,10 +161,12 @@ async def test_erase_stays_correct_when_events_gain_columns(clean_dsn: str) -> N
         query(clean_dsn, "ALTER TABLE auth_events DROP COLUMN refused_count")
 
 
-async def test_reapply_erases_the_restored_user_but_not_a_newer_account(clean_dsn: str) -> None:
+async def test_reapply_erases_the_restored_user_but_not_a_newer_account(
+    clean_dsn: str, settings: Settings
+) -> None:
     """A restore brings back the erased user; reapply removes them, their events and budgets,
     but a new account opened with the same email after the erasure (and its attempts) stays."""
-    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)
+    settings = settings.replace(erasure_pepper=TEST_PEPPER)
     async with Database(settings) as db:
         erin = await make_person(db, "Restore")
         saved = query(clean_dsn, "SELECT * FROM users WHERE id = %s", (str(erin.user_id),))[0]
@@ -231,10 +238,11 @@ def pepper_env() -> dict[str, str]:
 
 async def test_reapply_sweeps_an_event_written_after_the_erasure_by_an_earlier_attempt(
     clean_dsn: str,
+    settings: Settings,
 ) -> None:
     """A sign-in already running when the user is erased writes its event afterwards, stamped
     with its (earlier) start; with no account left to match, reapply finds it by the email."""
-    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)
+    settings = settings.replace(erasure_pepper=TEST_PEPPER)
     async with Database(settings) as db:
         user = await UsersRepository(db).create(
             NewUser(email="late@example.com", password="pw-1234567")

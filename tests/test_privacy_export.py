@@ -13,9 +13,10 @@ import tracemalloc
 from pathlib import Path
 
 from dal import Database, NewUser
+from dal.db.settings import Settings
 from dal.users.repository import UsersRepository
 from tests.commands import run_cli
-from tests.factories import make_settings, stored_column, stored_hash
+from tests.factories import stored_column, stored_hash
 from tests.pg import query
 from tests.privacy_helpers import INSTAGRAM_TOKEN, TEST_PEPPER, make_person
 
@@ -32,8 +33,10 @@ EVENT_KEYS = {
 }
 
 
-async def test_the_document_holds_everything_but_secrets(clean_dsn: str) -> None:
-    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)
+async def test_the_document_holds_everything_but_secrets(
+    clean_dsn: str, settings: Settings
+) -> None:
+    settings = settings.replace(erasure_pepper=TEST_PEPPER)
     async with Database(settings) as db:
         users = UsersRepository(db)
         # An earlier account of the same email, erased: its receipt belongs in the export.
@@ -92,10 +95,12 @@ EVENTS = 100_000
 PEAK_LIMIT = 8 * 1024 * 1024  # bytes of Python allocations while exporting
 
 
-async def test_100000_events_export_in_bounded_memory(clean_dsn: str, tmp_path: Path) -> None:
+async def test_100000_events_export_in_bounded_memory(
+    clean_dsn: str, settings: Settings, tmp_path: Path
+) -> None:
     """The export is far larger than the memory it takes: a reader that fetched every row (or
     a writer that built the document first) would hold all of it at once."""
-    settings = make_settings(clean_dsn, erasure_pepper=TEST_PEPPER)
+    settings = settings.replace(erasure_pepper=TEST_PEPPER)
     async with Database(settings) as db:
         user = await UsersRepository(db).create(
             NewUser(email="many@example.com", password="pw-1234567")
