@@ -101,21 +101,36 @@ async def receipts(db: Acquirer) -> list[Receipt]:
     return [Receipt(r["erased_at"], r["user_hmac"], r["email_hmac"]) for r in rows]
 
 
-async def _digested(conn: Connection, pepper: Pepper) -> tuple[dict[str, UUID], dict[str, str]]:
-    """Every user id and email the database holds, by digest (streamed through cursors)."""
+async def _digested(
+    conn: Connection, pepper: Pepper, wanted: set[str]
+) -> tuple[dict[str, UUID], dict[str, str]]:
+    """The user ids and emails the database holds whose digest is in ``wanted`` (the
+    receipts'), by digest; everything is streamed through cursors and only matches are kept,
+    so memory follows the receipts, not the size of the log."""
     ids: dict[str, UUID] = {}
     emails: dict[str, str] = {}
+
+    def keep_id(user_id: UUID) -> None:
+        digest = pepper.user(user_id)
+        if digest in wanted:
+            ids[digest] = user_id
+
+    def keep_email(email: str) -> None:
+        digest = pepper.email(email)
+        if digest in wanted:
+            emails[digest] = email
+
     async with conn.transaction(readonly=True):
         query = PRIVACY_SQL["known_users"]
         async for row in conn.cursor(query.sql, prefetch=CURSOR_PREFETCH):
-            ids[pepper.user(row["id"])] = row["id"]
-            emails[pepper.email(row["email"])] = row["email"]
+            keep_id(row["id"])
+            keep_email(row["email"])
         query = PRIVACY_SQL["logged_user_ids"]
         async for row in conn.cursor(query.sql, prefetch=CURSOR_PREFETCH):
-            ids[pepper.user(row["user_id"])] = row["user_id"]
+            keep_id(row["user_id"])
         query = PRIVACY_SQL["logged_emails"]
         async for row in conn.cursor(query.sql, prefetch=CURSOR_PREFETCH):
-            emails[pepper.email(row["email"])] = row["email"]
+            keep_email(row["email"])
     return ids, emails
 
 
@@ -136,7 +151,8 @@ async def reapply(
             }
             await run(conn, PRIVACY_SQL["keep_receipt"], values)
         rows = await run(conn, PRIVACY_SQL["all_receipts"], {})
-        ids, emails = await _digested(conn, pepper)
+        wanted = {r["user_hmac"] for r in rows} | {r["email_hmac"] for r in rows}
+        ids, emails = await _digested(conn, pepper, wanted)
         for row in rows:
             user_id = ids.get(row["user_hmac"])
             email = emails.get(row["email_hmac"])
