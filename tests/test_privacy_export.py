@@ -126,3 +126,37 @@ async def test_100000_events_export_in_bounded_memory(
     assert len(json.loads(target.read_text())["sign_in_events"]) == EVENTS
     assert size > 3 * PEAK_LIMIT  # the document could not have fitted under the limit
     assert peak < PEAK_LIMIT, f"peak {peak} bytes for a {size}-byte export"
+
+
+async def test_deletion_requests_are_a_section_where_their_table_exists(
+    clean_dsn: str, settings: Settings
+) -> None:
+    """Migration 0010 (Meta's callbacks) keeps deletion requests; where its table is present
+    the export lists the account's, and without it the section is left out."""
+    async with Database(settings.replace(erasure_pepper=TEST_PEPPER)) as db:
+        users = UsersRepository(db)
+        user = await users.create(NewUser(email="meta@example.com", password="pw-1234567"))
+        without = io.StringIO()
+        await users.export(user.id, without)
+        assert "instagram_deletion_requests" not in json.loads(without.getvalue())
+        query(
+            clean_dsn,
+            "CREATE TABLE instagram_deletion_requests (confirmation_code TEXT PRIMARY KEY, "
+            "status TEXT NOT NULL, user_id UUID, received_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        try:
+            query(
+                clean_dsn,
+                "INSERT INTO instagram_deletion_requests (confirmation_code, status, user_id) "
+                "VALUES ('code-0123456789abcdef', 'completed', %s)",
+                (str(user.id),),
+            )
+            out = io.StringIO()
+            await users.export(user.id, out)
+        finally:
+            query(clean_dsn, "DROP TABLE instagram_deletion_requests")
+    document = json.loads(out.getvalue())
+    assert list(document)[-2:] == ["instagram_deletion_requests", "sign_in_events"]
+    [request] = document["instagram_deletion_requests"]
+    assert request["confirmation_code"] == "code-0123456789abcdef"
+    assert request["status"] == "completed"

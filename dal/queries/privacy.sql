@@ -112,3 +112,15 @@ ORDER BY e.occurred_at, e.id;
 -- name: export_clock
 -- The export's time: the snapshot's (transaction start), so it matches what was read.
 SELECT now() AS now;
+
+-- name: deletion_requests_present^
+-- Whether Meta's data deletion requests are kept here (migration 0010): export-user adds
+-- their section only then.
+SELECT to_regclass('instagram_deletion_requests') IS NOT NULL AS present;
+
+-- name: export_deletion_requests
+-- The Meta data deletion requests carried out for one account (instagram_deletion_requests_user_idx).
+SELECT confirmation_code, status, received_at
+FROM instagram_deletion_requests
+WHERE user_id = :user_id
+ORDER BY received_at;

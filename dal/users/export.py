@@ -9,8 +9,8 @@ however long the log is (tests/test_privacy_export.py measures it at 100,000 eve
 event is the JSON PostgreSQL makes of the row, so a column added to ``auth_events`` later is
 exported without a change here.
 
-Sections are written in order by ``SECTIONS``; a later one (Meta's deletion requests) adds a
-writer there.
+Sections are written in order by ``SECTIONS``.  Meta's data deletion requests (migration
+0010's table) are a section only where that table exists.
 """
 
 from __future__ import annotations
@@ -119,6 +119,18 @@ async def _receipts(subject: Subject, row: Any) -> None:
     await subject.write(f', "erasure_receipts": {_json(listed)}')
 
 
+async def _deletion_requests(subject: Subject, row: Any) -> None:
+    """Meta's data deletion requests for this account, where the table exists (0010)."""
+    present = (await run(subject.conn, PRIVACY_SQL["deletion_requests_present"], {}))[0]
+    if not present["present"]:
+        return
+    found = await run(
+        subject.conn, PRIVACY_SQL["export_deletion_requests"], {"user_id": subject.user_id}
+    )
+    listed = [dict(r) for r in found]
+    await subject.write(f', "instagram_deletion_requests": {_json(listed)}')
+
+
 async def _events(subject: Subject, row: Any) -> None:
     await subject.write(', "sign_in_events": [')
     query = PRIVACY_SQL["export_events"]
@@ -134,7 +146,13 @@ async def _events(subject: Subject, row: Any) -> None:
 
 
 Section = Callable[[Subject, Any], Awaitable[None]]
-SECTIONS: Final[tuple[Section, ...]] = (_profile, _instagram, _receipts, _events)
+SECTIONS: Final[tuple[Section, ...]] = (
+    _profile,
+    _instagram,
+    _receipts,
+    _deletion_requests,
+    _events,
+)
 
 
 async def export(db: Acquirer, who: str | UUID, pepper: Pepper, out: Sink) -> int:
