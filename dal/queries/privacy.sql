@@ -14,15 +14,15 @@ SELECT id, lower(email) AS email FROM users WHERE id = :user_id FOR UPDATE;
 -- name: erase_user^
 -- Everything held about one user, in one statement (one snapshot): every auth_events row of
 -- the id or of the normalized email in every partition, the default one included
--- (auth_events_user_idx, auth_events_email_idx), the email's network and account budgets
--- (sign_in_budgets_pkey prefix), the users row with its Instagram connection and token, and
--- the receipt.  Returns the counts and the receipt's time.
+-- (auth_events_user_idx, auth_events_email_idx), every budget keyed by the email whatever
+-- its scope (also scopes added later; the table holds minutes of rows, so reading it is
+-- cheap), the users row with its Instagram connection and token, and the receipt.  Returns
+-- the counts and the receipt's time.
 WITH events AS (
     DELETE FROM auth_events WHERE user_id = :user_id OR email = :email RETURNING 1
 ),
 budgets AS (
-    DELETE FROM sign_in_budgets WHERE scope IN ('account', 'network') AND email = :email
-    RETURNING 1
+    DELETE FROM sign_in_budgets WHERE email = :email AND email <> '' RETURNING 1
 ),
 account AS (
     DELETE FROM users WHERE id = :user_id RETURNING 1
@@ -81,8 +81,7 @@ WITH events AS (
     RETURNING 1
 ),
 budgets AS (
-    DELETE FROM sign_in_budgets WHERE scope IN ('account', 'network') AND email = :email
-    RETURNING 1
+    DELETE FROM sign_in_budgets WHERE email = :email AND email <> '' RETURNING 1
 ),
 account AS (
     DELETE FROM users WHERE id = :user_id::uuid AND created_at <= :erased_at RETURNING 1
