@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import TextIO
 
 from cli.common import (
+    EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
     FORCE_HELP,
@@ -159,14 +160,29 @@ def cmd_prune_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_maintain_events(args: argparse.Namespace, settings: Settings) -> int:
+    retention = timedelta(days=settings.auth_events_retention_days)
     with target_dsn(settings) as dsn:
         report = with_database(
             settings,
             dsn,
-            lambda db: signin_jobs.maintain_events(db, months_ahead=args.months_ahead),
+            lambda db: signin_jobs.maintain_events(
+                db, months_ahead=args.months_ahead, retention=retention
+            ),
         )
     created = ", ".join(report.created_partitions) or "none (all present)"
     say(f"created partitions: {created}; removed {report.expired_budgets} expired budget row(s)")
+    kept = report.retention
+    if kept is not None and kept.deferred:
+        print(
+            "defeah-db: error: auth_events stayed busy: partitions past the retention of "
+            f"{retention.days} day(s) not dropped; run maintain-events again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_ERROR
+    if kept is not None:
+        dropped = ", ".join(kept.dropped_partitions) or "none"
+        say(f"dropped partitions past {retention.days} day(s) of retention: {dropped}")
     return EXIT_OK
 
 

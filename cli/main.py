@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import data_verbs, instagram_verbs, schema_verbs, serve_verbs
+from cli import data_verbs, instagram_verbs, privacy_verbs, schema_verbs, serve_verbs
 from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_TERMINATED, Verb
 from dal.db.settings import Settings
 from dal.errors import DalError, ProductionRefused, Terminated
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema_verbs.register(verb)
     data_verbs.register(verb)
     instagram_verbs.register(verb)
+    privacy_verbs.register(verb)
     return parser
 
 

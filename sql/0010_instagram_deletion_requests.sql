@@ -1,5 +1,5 @@
 -- 0010_instagram_deletion_requests: what Meta's two Instagram callbacks leave behind (issue 23).
--- depends: 0007_instagram_token_refresh
+-- depends: 0009_erasure_receipts
 --
 -- Purely additive: two new, empty tables.  Nothing on users changes.  Each table's foreign key
 -- to users takes SHARE ROW EXCLUSIVE on users for an instant when the table is created (no

@@ -86,7 +86,8 @@ def clean_dsn(shared_dsn: str) -> str:
     # CASCADE: the tables that point at users (0010's callback records) are emptied with it
     query(
         shared_dsn,
-        "TRUNCATE users, sign_in_budgets, auth_events, sign_in_known_addresses CASCADE",
+        "TRUNCATE users, sign_in_budgets, auth_events, sign_in_known_addresses, erasure_receipts "
+        "CASCADE",
     )
     return shared_dsn
 

@@ -190,4 +190,6 @@ def test_every_verb_that_deletes_data_takes_force() -> None:
         "unlock",
         "prune-events",
         "accept-checksum",
+        "erase-user",
+        "reapply-erasures",
     }

@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, Final, TypeVar
@@ -121,6 +122,8 @@ class HealthService:
         self._replicas = SingleFlight[dict[str, ReplicaHealth]]()
         self._schema = SingleFlight[Check]()
         self._schema_cached: tuple[float, Check] | None = None
+        # Monthly event partitions kept past this are a schema finding (readiness warns).
+        self.retention = timedelta(days=settings.auth_events_retention_days)
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -222,7 +225,7 @@ class HealthService:
     async def _read_schema(self) -> Check:
         try:
             async with self.db.bounded(self.settings.health_timeout) as conn:
-                state = await schema_state.read(conn)
+                state = await schema_state.read(conn, self.retention)
         except DalError as exc:
             return Check("fail", None, "schema", "datastore", utc_iso(), str(exc))
         except asyncpg.exceptions.PostgresError as exc:  # e.g. the health lock_timeout

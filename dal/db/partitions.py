@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
 from dal.db.connections import Connection
@@ -284,9 +284,15 @@ class Finding:
         return f"partition: {self.text}"
 
 
-def findings(layout: Layout, now: datetime, default_rows: Mapping[str, int]) -> list[Finding]:
-    """Missing partitions for the database's current and next UTC month, and rows waiting in a
-    default partition (``default_rows``: counts by default partition name)."""
+def findings(
+    layout: Layout,
+    now: datetime,
+    default_rows: Mapping[str, int],
+    retention: timedelta | None = None,
+) -> list[Finding]:
+    """Missing partitions for the database's current and next UTC month, rows waiting in a
+    default partition (``default_rows``: counts by default partition name), and with
+    ``retention`` the monthly partitions whose month ended longer ago (retention overdue)."""
     utc = now.astimezone(UTC)
     current = (utc.year, utc.month)
     coming = (("the current month", current), ("the next month", next_month(*current)))
@@ -301,6 +307,8 @@ def findings(layout: Layout, now: datetime, default_rows: Mapping[str, int]) -> 
                         f"default partition; `{MAINTAIN}` creates it",
                     )
                 )
+        if retention is not None:
+            found += _overdue(table, utc - retention, retention)
         rows = default_rows.get(table.default or "", 0)
         if rows:
             count = "1,000 or more" if rows >= 1000 else f"{rows}"
@@ -313,6 +321,24 @@ def findings(layout: Layout, now: datetime, default_rows: Mapping[str, int]) -> 
                 )
             )
     return found
+
+
+def _overdue(table: Partitioned, cutoff: datetime, retention: timedelta) -> list[Finding]:
+    """The months of ``table`` that ended at or before ``cutoff``: kept past retention."""
+    late = [
+        name
+        for (year, month), name in sorted(table.months.items())
+        if datetime(*next_month(year, month), 1, tzinfo=UTC) <= cutoff
+    ]
+    if not late:
+        return []
+    return [
+        Finding(
+            table.name,
+            f"retention overdue: {', '.join(late)} ended more than {retention.days} day(s) ago; "
+            f"`{MAINTAIN}` drops them",
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -330,8 +356,9 @@ def _one_line(text: str) -> str:
     return text.strip().replace("\\", "\\\\").replace("\n", "\\n")
 
 
-async def read_live(conn: Connection) -> LiveSchema:
-    """The live schema seen through ``conn``, a session whose TimeZone is UTC (the pool's)."""
+async def read_live(conn: Connection, retention: timedelta | None = None) -> LiveSchema:
+    """The live schema seen through ``conn``, a session whose TimeZone is UTC (the pool's);
+    with ``retention``, partitions kept past it are findings too."""
     clock = (await run(conn, CATALOG_SQL["catalog_clock"], {}))[0]
     if clock["timezone"] != "UTC":  # bounds would print in another zone and all look wrong
         raise DatabaseUnavailable(f"the catalog session runs in {clock['timezone']}, not UTC")
@@ -346,7 +373,7 @@ async def read_live(conn: Connection) -> LiveSchema:
             query = CATALOG_SQL["default_partition_rows"]
             named = replace(query, sql=query.sql.format(partition=_identifier(table.default)))
             counts[table.default] = int((await run(conn, named, {}))[0]["n"])
-    return LiveSchema(layout, tuple(findings(layout, clock["now"], counts)))
+    return LiveSchema(layout, tuple(findings(layout, clock["now"], counts, retention)))
 
 
 def _identifier(name: str) -> str:

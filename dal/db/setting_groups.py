@@ -397,3 +397,30 @@ class InstagramCallbackSettings(BaseModel):
         ge=1,
         le=604_800,
     )
+
+
+# Characters of DEFEAH_ERASURE_PEPPER: with a guessable pepper anyone could match receipts.
+MIN_ERASURE_PEPPER = 32
+
+
+class PrivacySettings(BaseModel):
+    """Erasure receipts and how long the sign-in event log is kept (docs/security.md)."""
+
+    erasure_pepper: SecretStr | None = Field(
+        None,
+        validation_alias="DEFEAH_ERASURE_PEPPER",
+        description="Key of the HMACs in erasure receipts (at least "
+        f"{MIN_ERASURE_PEPPER} characters; never change it, or old receipts match nobody). "
+        "Unset: generated once into `.defeah/erasure-pepper` (mode 0600) on development/test; "
+        "required on staging/production by `erase-user`, `reapply-erasures`, `export-user`.",
+        min_length=MIN_ERASURE_PEPPER,
+        repr=False,
+    )
+    auth_events_retention_days: int = setting(
+        90,
+        "DEFEAH_AUTH_EVENTS_RETENTION_DAYS",
+        "Days sign-in events are kept: `maintain-events` drops the monthly partitions wholly "
+        "older; readiness warns when one is overdue.",
+        ge=1,
+        le=3650,
+    )

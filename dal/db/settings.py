@@ -38,6 +38,7 @@ from dal.db.setting_groups import (
     HttpSettings,
     InstagramCallbackSettings,
     MigrationSettings,
+    PrivacySettings,
     SecretSettings,
     SignInSettings,
 )
@@ -51,11 +52,15 @@ from dal.errors import ConfigError
 # Where a secret's development fallback (a generated key file) is not acceptable.
 SECRET_ENVIRONMENTS = ("staging", "production")
 # What a required secret must look like, for the error that says it is missing.
-REQUIRED_FORMAT = {"token_keys": "id:base64key,..., 32-byte AES keys; the first encrypts"}
+REQUIRED_FORMAT = {
+    "token_keys": "id:base64key,..., 32-byte AES keys; the first encrypts",
+    "erasure_pepper": "a random secret of at least 32 characters, never changed",
+}
 
 
 class Settings(
     InstagramCallbackSettings,
+    PrivacySettings,
     SecretSettings,
     HttpSettings,
     MigrationSettings,
@@ -153,6 +158,8 @@ class Settings(
             for entry in self.token_keys.get_secret_value().split(","):
                 found.add(entry.partition(":")[2].strip())
         found |= set(self.instagram_app_secrets)
+        if self.erasure_pepper is not None:
+            found.add(self.erasure_pepper.get_secret_value())
         return frozenset(found - {""})
 
     @property

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -123,8 +124,9 @@ async def read_status(db: Database, known: tuple[str, ...], timeout: float) -> M
     return MigrationStatus(applied=applied, pending=pending)
 
 
-async def read(conn: Any) -> SchemaState:
-    """The schema state seen through ``conn`` (a pooled asyncpg connection)."""
+async def read(conn: Any, retention: timedelta | None = None) -> SchemaState:
+    """The schema state seen through ``conn`` (a pooled asyncpg connection); with
+    ``retention`` (the sign-in event log's), partitions kept past it are findings."""
     files, snapshot = await asyncio.to_thread(_files)
     tables = (await run(conn, MIGRATIONS_SQL["bookkeeping_tables"], {}))[0]
     applied = await applied_ids(conn)
@@ -138,7 +140,7 @@ async def read(conn: Any) -> SchemaState:
                     m.file
                     for m in checksums.mismatches(SQL_DIR / f"{now.migration_id}.sql", was, now)
                 ]
-    live = await drift.read_live(conn)
+    live = await drift.read_live(conn, retention)
     return SchemaState(
         applied,
         tuple(files),

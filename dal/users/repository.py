@@ -22,6 +22,7 @@ from dal.arguments import expect
 from dal.db.connections import Acquirer, Connection
 from dal.db.statements import Statements
 from dal.errors import InvalidUserData, NotFound
+from dal.users import erasure, export
 from dal.users.cursors import decode_cursor, encode_cursor
 from dal.users.models import (
     LoginFailure,
@@ -33,6 +34,7 @@ from dal.users.models import (
     user_row,
 )
 from dal.users.passwords import PasswordHasher
+from dal.users.receipts import settings_pepper
 from dal.users.signin import SignIn
 
 DEFAULT_PAGE_SIZE: Final = 50
@@ -195,3 +197,20 @@ class UsersRepository:
         return await self.sign_in.authenticate(
             email, password, client_ip=client_ip, user_agent=user_agent
         )
+
+    # -- personal data (docs/security.md#personal-data) ----------------------------------------
+
+    async def erase(self, user_id: UUID, *, force: bool = False) -> erasure.ErasureReport:
+        """Erase the user and everything held about them in one transaction, leaving a receipt
+        without personal data (``dal.users.erasure``); ``NotFound`` and nothing changed when
+        there is no such user.  Refused on production unless ``force``."""
+        expect("user_id", user_id, UUID)
+        pepper = settings_pepper(self._db.settings, "erasing a user")
+        return await erasure.erase(self._db, user_id, pepper, force=force)
+
+    async def export(self, user_id: UUID, out: export.Sink) -> int:
+        """Write the user's export document (``dal.users.export``) to ``out``, streaming; the
+        number of sign-in events written.  ``NotFound`` before any output without the user."""
+        expect("user_id", user_id, UUID)
+        pepper = settings_pepper(self._db.settings, "exporting a user")
+        return await export.export(self._db, user_id, pepper, out)

@@ -20,6 +20,7 @@ from dal.db.production_guard import guard
 from dal.db.statements import run, run_count
 from dal.errors import InvalidUserData, LockUnavailable
 from dal.queries import Query, load
+from dal.users.retention import RetentionReport, drop_expired_partitions
 from dal.users.signin import normalize_email
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class PruneReport:
 class MaintenanceReport:
     created_partitions: tuple[str, ...]
     expired_budgets: int
+    retention: RetentionReport | None = None  # None: retention not applied (``retention=None``)
 
 
 PRUNE_BATCH: Final = 10_000
@@ -159,12 +161,17 @@ async def prune_events(
 
 
 async def maintain_events(
-    db: Acquirer, *, months_ahead: int = MONTHS_AHEAD, batch: int = PRUNE_BATCH
+    db: Acquirer,
+    *,
+    months_ahead: int = MONTHS_AHEAD,
+    batch: int = PRUNE_BATCH,
+    retention: timedelta | None = None,
 ) -> MaintenanceReport:
-    """Create the monthly partitions from this month to ``months_ahead`` and delete budget rows
-    whose window has ended.  Idempotent, and safe to start on several hosts at once: runs take
-    turns on an advisory lock (waiting at most the migration lock timeout), so the second finds
-    the partitions the first created."""
+    """Create the monthly partitions from this month to ``months_ahead``, drop the partitions
+    past ``retention`` (``dal.users.retention``: whole partitions, bounded lock waits) and
+    delete budget rows whose window has ended.  Idempotent, and safe to start on several hosts
+    at once: runs take turns on an advisory lock (waiting at most the migration lock timeout),
+    so the second finds the partitions the first created."""
     if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
         raise InvalidUserData("months_ahead", f"must be between 0 and {MAX_MONTHS_AHEAD}")
     async with db.acquire() as conn:
@@ -175,5 +182,6 @@ async def maintain_events(
             created = await run(
                 conn, SIGNIN_SQL["ensure_partitions"], {"months_ahead": months_ahead}
             )
+        kept = None if retention is None else await drop_expired_partitions(conn, retention)
         expired = await delete_in_batches(conn, SIGNIN_SQL["prune_expired_budgets"], {}, batch)
-    return MaintenanceReport(tuple(row["created"] for row in created), expired)
+    return MaintenanceReport(tuple(row["created"] for row in created), expired, kept)
