@@ -20,7 +20,16 @@ from tests.factories import stored_column, stored_hash
 from tests.pg import query
 from tests.privacy_helpers import INSTAGRAM_TOKEN, TEST_PEPPER, make_person
 
-TOP_LEVEL = ["version", "exported_at", "profile", "instagram", "erasure_receipts", "sign_in_events"]
+TOP_LEVEL = [
+    "version",
+    "exported_at",
+    "profile",
+    "instagram",
+    "erasure_receipts",
+    "instagram_deletion_requests",
+    "known_addresses",
+    "sign_in_events",
+]
 EVENT_KEYS = {
     "id",
     "occurred_at",

@@ -31,14 +31,13 @@ from pydantic_settings import (
 )
 
 from dal.db.dsn import dsn_secrets, redact_dsn, scrub
+from dal.db.privacy_settings import InstagramCallbackSettings, PrivacySettings
 from dal.db.setting_groups import (
     ASVS_FAILURES_PER_HOUR,
     MIN_PRODUCTION_TOKEN,
     DatabaseSettings,
     HttpSettings,
-    InstagramCallbackSettings,
     MigrationSettings,
-    PrivacySettings,
     SecretSettings,
     SignInSettings,
 )
