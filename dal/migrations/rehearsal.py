@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dal.db import admin
+from dal.db import admin, event_loop
 from dal.db.database import Database
 from dal.db.dsn import maintenance_dsn, with_database
 from dal.db.settings import Settings
@@ -166,7 +166,7 @@ def rehearse(settings: Settings, dsn: str, rows: int, sources: Path = SQL_DIR) -
             current = _subset(sources, applied, Path(tmp))
             runner.apply(scratch_dsn, sources=current)
         config = settings.replace(database_url=scratch_dsn, pool_min_size=1, pool_max_size=4)
-        return asyncio.run(_rehearse(config, scratch_dsn, rows, sources))
+        return event_loop.run(_rehearse(config, scratch_dsn, rows, sources), config.event_loop)
     finally:
         admin.drop_database(server, scratch)
 
