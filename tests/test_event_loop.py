@@ -83,7 +83,7 @@ async def _loop_name() -> str:
     return name
 
 
-async def test_suite_runs_loop_sensitive_tests_on_both_loops(request: pytest.FixtureRequest) -> None:
+async def test_loop_sensitive_tests_run_on_both_loops(request: pytest.FixtureRequest) -> None:
     """This module is loop-sensitive: each async test here runs once per loop (the id says
     which), and the loop it runs on is the one named."""
     expected = request.node.callspec.id
