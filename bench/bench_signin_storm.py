@@ -156,14 +156,19 @@ async def wrk(url: str, connections: int, duration: float) -> Run:
     return Run(float(rps[1]), to_ms(latency["50"]), to_ms(latency["99"]), failed)
 
 
-async def health_under_storm(users: UsersRepository, url: str, args: argparse.Namespace) -> Run:
+async def health_under_storm(
+    users: UsersRepository, url: str, args: argparse.Namespace
+) -> tuple[Run, float]:
+    """The probes' figures during the storm, and ms per second the loop waited for a CPU."""
     stop = asyncio.Event()
     storming = asyncio.create_task(storm(users, stop, args.concurrency))
     await asyncio.sleep(1.0)  # the storm at full speed before measuring
+    machine = Machine.sample()
     run = await wrk(url, args.connections, args.duration)
+    waited = machine.waited_ms() / args.duration
     stop.set()
     await storming
-    return run
+    return run, waited
 
 
 def line(label: str, run: Run, base: Run | None = None) -> str:
@@ -204,9 +209,11 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
         for _ in range(args.runs):
             machine = Machine.sample()
             idle = await wrk(url, args.connections, args.duration)
+            idle_wait = machine.waited_ms() / args.duration
             machine.note_queue()
-            during = await health_under_storm(users, url, args)
-            runs.append((idle, during, machine.since()))
+            during, storm_wait = await health_under_storm(users, url, args)
+            note = f"loop waited for a CPU {idle_wait:.0f} ms/s idle, {storm_wait:.0f} ms/s storm"
+            runs.append((idle, during, f"{note}; {machine.since()}"))
         machine = Machine.sample()
         signins = await paced(users, 0.8 * bare, args.duration)
         paced_note = machine.since()
