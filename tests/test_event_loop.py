@@ -131,7 +131,7 @@ def test_server_without_uvloop_refuses_to_start_on_it(shadow_path: str, fresh_ds
         timeout=60,
         check=False,
     )
-    assert done.returncode != 0
+    assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "DEFEAH_EVENT_LOOP: uvloop is not installed" in lines[0], lines
 
