@@ -144,3 +144,18 @@ def test_cli_verb_without_uvloop(shadow_path: str, fresh_dsn: str) -> None:
     assert refused.returncode == 1
     (line,) = refused.stderr.strip().splitlines()
     assert "DEFEAH_EVENT_LOOP: uvloop is not installed" in line
+
+
+def test_uvloop_dependency_is_left_out_where_it_has_no_build() -> None:
+    """The marker keeps the package installable on Windows and PyPy (``auto`` runs asyncio)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (uvloop,) = [Requirement(d) for d in project["dependencies"] if Requirement(d).name == "uvloop"]
+    assert uvloop.marker is not None
+    linux = {"sys_platform": "linux", "platform_python_implementation": "CPython"}
+    assert uvloop.marker.evaluate(linux)
+    assert not uvloop.marker.evaluate({**linux, "sys_platform": "win32"})
+    assert not uvloop.marker.evaluate({**linux, "platform_python_implementation": "PyPy"})
