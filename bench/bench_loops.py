@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import random
 import re
 import resource
@@ -89,6 +91,22 @@ async def dal_round(settings: Settings, emails: list[str], concurrency: int) -> 
     return Side(len(emails) / elapsed, used / len(emails) * 1e6)
 
 
+def profile(settings: Settings, emails: list[str], concurrency: int) -> None:
+    """One DAL round on uvloop under cProfile: where the client's time per call goes."""
+    profiler = cProfile.Profile()
+
+    async def profiled() -> None:
+        await dal_round(settings, emails[: len(emails) // 10], concurrency)  # warm, unprofiled
+        profiler.enable()
+        try:
+            await dal_round(settings, emails, concurrency)
+        finally:
+            profiler.disable()
+
+    event_loop.run(profiled(), "uvloop")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
 def pgbench_script(users: int) -> str:
     sql = load_queries("users")["get_user_by_email"].sql
     statement = " ".join(sql.replace("$1", "('user' || :n || '@bench.example')").split())
@@ -126,6 +144,9 @@ def dal_part(dsn: str, args: argparse.Namespace) -> None:
     )
     rng = random.Random(24)
     emails = [f"User{rng.randrange(args.users)}@bench.example" for _ in range(args.ops)]
+    if args.profile:
+        profile(settings, emails, args.concurrency)
+        return
     sides: dict[str, list[Side]] = {c: [] for c in CLIENTS}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "get_by_email.sql"
@@ -255,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk before each run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections per server")
     parser.add_argument("--skip-web", action="store_true", help="only the DAL part")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile one DAL round on uvloop instead"
+    )
     return parser
 
 
@@ -273,7 +297,7 @@ def main() -> int:
             print(f"server: {describe_dsn(dsn)}; CPUs: {os.cpu_count()}; {args.users:,} users "
                   f"loaded in {loaded:.1f}s; {Machine.sample().since()}")  # fmt: skip
             dal_part(dsn, args)
-            if not args.skip_web:
+            if not (args.skip_web or args.profile):
                 web_part(dsn, args)
         finally:
             asyncio.run(drop_scratch(server_dsn, name))
