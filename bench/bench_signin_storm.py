@@ -36,6 +36,7 @@ import bcrypt
 from aiohttp import web
 
 from bench.bench_web import Run, free_port, to_ms
+from bench.detached_bcrypt import DetachedWorkers
 from bench.machine import Machine
 from bench.scratch import create_scratch, drop_scratch
 from dal import NewUser
@@ -183,7 +184,10 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
     name = f"bench_storm_{uuid4().hex[:8]}"
     dsn = await create_scratch(server_dsn, name)
     cores = usable_cores()
-    if args.workers or args.niceness is not None:
+    if args.detached:
+        niceness = 0 if args.niceness is None else args.niceness
+        passwords.BCRYPT = DetachedWorkers(args.workers or cores, niceness)  # type: ignore[misc]
+    elif args.workers or args.niceness is not None:
         niceness = passwords.NICENESS if args.niceness is None else args.niceness
         passwords.BCRYPT = BcryptWorkers(args.workers or cores, niceness)  # type: ignore[misc]
     app = create_app(settings_for(dsn, args.rounds))
@@ -199,6 +203,7 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
         hashed = stored.encode()
         url = f"http://127.0.0.1:{port}/api/v1/health/database"
 
+        await passwords.PasswordHasher(4).verify(PASSWORD, hashed.decode())  # workers up
         floor = await asyncio.to_thread(one_check_ms, hashed)
         machine = Machine.sample()
         bare = await asyncio.to_thread(bare_bcrypt, hashed, cores, args.duration)
@@ -259,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--workers", type=int, default=0, help="bcrypt threads (0: per core)")
     parser.add_argument("--niceness", type=int, default=None, help="bcrypt threads' nice")
+    parser.add_argument(
+        "--detached",
+        action="store_true",
+        help="bcrypt in worker processes of their own session (bench/detached_bcrypt.py); "
+        "--niceness is then that group's nice (default 0)",
+    )
     parser.add_argument("--runs", type=int, default=5, help="idle/storm health runs in a row")
     parser.add_argument(
         "--event-loop", choices=event_loop.CHOICES, default="auto", help="DEFEAH_EVENT_LOOP"
