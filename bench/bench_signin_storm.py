@@ -16,7 +16,8 @@ users in through the app's own ``Database``.  ``wrk`` loads ``/api/v1/health/dat
         [--runs 5] [--event-loop auto]
 
 ``--workers``/``--niceness`` replace the bcrypt workers (default: one per core at nice 19) to
-compare the alternatives, e.g. ``--niceness 0`` is plain threads as ``asyncio.to_thread`` was.
+compare the alternatives, e.g. ``--niceness 0`` is plain threads as ``asyncio.to_thread`` was;
+``--detached`` hashes in worker processes of their own session (bench/detached_bcrypt.py).
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``).
 """
 
