@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.settings import Settings
 
@@ -34,4 +34,4 @@ def with_database(settings: Settings, dsn: str, job: Callable[[Database], Awaita
         async with Database(config) as db:
             return await job(db)
 
-    return asyncio.run(run())
+    return event_loop.run(run(), settings.event_loop)

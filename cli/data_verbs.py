@@ -21,6 +21,7 @@ from cli.common import (
     with_database,
 )
 from cli.progress import Progress, positive_int
+from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.embedded import target_dsn
 from dal.db.settings import Settings
@@ -71,7 +72,8 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
         local = settings.replace(database_url=dsn, pool_min_size=1, pool_max_size=2)
-        result = asyncio.run(_generate(local, args.count, args.batch_size, args.force, sys.stderr))
+        job = _generate(local, args.count, args.batch_size, args.force, sys.stderr)
+        result = event_loop.run(job, settings.event_loop)
     say(result.summary())
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, AddVerb, say
 from cli.progress import Progress, positive_int
+from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.embedded import target_dsn
 from dal.db.settings import Settings
@@ -50,7 +51,7 @@ def cmd_reencrypt(args: argparse.Namespace, settings: Settings) -> int:
             return result, await reencrypt.remaining(db, cipher)
 
     with target_dsn(settings) as dsn:
-        result, left = asyncio.run(job())
+        result, left = event_loop.run(job(), settings.event_loop)
     say(result.summary())
     if left:
         # Written meanwhile by a process still on the old key ring, unreadable, or plaintext not
@@ -88,7 +89,7 @@ def cmd_refresh_tokens(args: argparse.Namespace, settings: Settings) -> int:
         return stop.is_set()
 
     with target_dsn(settings) as dsn:
-        stopped = asyncio.run(job())
+        stopped = event_loop.run(job(), settings.event_loop)
     return EXIT_INTERRUPTED if stopped and not args.once else EXIT_OK
 
 

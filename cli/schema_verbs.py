@@ -94,7 +94,7 @@ def cmd_accept_checksum(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        report = drift.drift(dsn)
+        report = drift.drift(dsn, loop=settings.event_loop)
     for difference in report.differences:
         say(difference.line())
     for finding in report.findings:
@@ -108,7 +108,7 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     with target_dsn(settings) as dsn:
-        count = drift.write_snapshot(dsn)
+        count = drift.write_snapshot(dsn, loop=settings.event_loop)
     say(f"wrote {count} catalog entries to {drift.SNAPSHOT}")
     return EXIT_OK
 

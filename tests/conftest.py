@@ -1,18 +1,21 @@
 """Shared fixtures: a real PostgreSQL (the configured one or the embedded one), migrated
-databases cloned from a template, and ``Settings`` tuned for tests (bcrypt cost 4, small pool).
+databases cloned from a template, and ``Settings`` tuned for tests (bcrypt cost 4, small pool);
+and the event loops the async tests run on (``pytest_asyncio_loop_factories``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import bcrypt
 import pytest
 import pytest_asyncio
 
+from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.dsn import maintenance_dsn
 from dal.db.settings import Settings
@@ -21,6 +24,53 @@ from tests.factories import make_settings
 from tests.pg import PgServer, query
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where the loop changes what runs: the pool and the driver's protocol, bcrypt's hand-off to its
+# threads and back, the HTTP server's transports and timeouts.  These run on every loop of
+# --event-loops; the rest on the production default (DEFEAH_EVENT_LOOP=auto) only.
+LOOP_SENSITIVE = {
+    "test_auth.py",
+    "test_event_loop.py",
+    "test_health_hardening.py",
+    "test_http_edges.py",
+    "test_pool.py",
+    "test_queries.py",
+    "test_refresh_tokens.py",
+    "test_signin.py",
+    "test_tokens.py",
+    "test_users.py",
+    "test_web_routes.py",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--event-loops",
+        default="asyncio,uvloop",
+        help="comma-separated loops the loop-sensitive async tests run on (asyncio, uvloop; "
+        "uvloop is left out where it is not installed)",
+    )
+
+
+def _factories(names: list[str]) -> dict[str, event_loop.LoopFactory]:
+    factories: dict[str, event_loop.LoopFactory] = {}
+    for name in names:
+        if name not in ("asyncio", "uvloop"):
+            raise pytest.UsageError(f"--event-loops: unknown loop {name!r}")
+        resolved, factory = event_loop.loop_factory("auto" if name == "uvloop" else "asyncio")
+        if resolved == name:  # uvloop asked for but not installed: not run on it
+            factories[name] = factory or asyncio.new_event_loop
+    return factories
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, event_loop.LoopFactory]:
+    """Both loops for the loop-sensitive modules, the default loop for the rest."""
+    if item.path.name in LOOP_SENSITIVE:
+        chosen = [n.strip() for n in str(config.getoption("--event-loops")).split(",")]
+    else:
+        chosen = [event_loop.resolved_name("auto")]
+    return _factories(chosen) or _factories(["asyncio"])
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
+from dal.db import event_loop
 from dal.db.dsn import describe_dsn
 from dal.db.settings import Settings
 from dal.migrations import runner as migrations
@@ -150,7 +151,9 @@ async def test_detailed_reports_pool_migrations_uptime(web_settings: Settings) -
         "postgresql:migrations",
         "postgresql:schema",
         "uptime",
+        "eventLoop",
     }
+    assert checks["eventLoop"][0]["observedValue"] == event_loop.running_loop_name()
     dsn = web_settings.database_url or ""
     assert checks["postgresql:responseTime"][0]["componentId"] == describe_dsn(dsn)
     pool = checks["postgresql:connections"][0]["observedValue"]
@@ -422,7 +425,9 @@ async def test_probe_storm_shares_one_database_check(web_settings: Settings) -> 
         statuses = await asyncio.gather(*(probe() for _ in range(60)))
         assert statuses == [200] * 60
         # Without single-flight, 60 concurrent checks would have grown the pool towards 10.
-        assert app[DATABASE].metrics().size == 1
+        # One connection per kind of check: readiness runs the round trip, then the schema
+        # check, and on uvloop a late probe's round trip overlaps an early one's schema read.
+        assert app[DATABASE].metrics().size <= 2
 
 
 async def test_single_flight_runs_once_for_concurrent_callers() -> None:

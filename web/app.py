@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable
@@ -118,9 +119,10 @@ async def serve(settings: Settings, sink: LineSink) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info(
-            "serving http://%s/api/v1/health (database %s); Ctrl-C stops",
+            "serving http://%s/api/v1/health (database %s, event loop %s); Ctrl-C stops",
             _address(runner, settings),
             runner.app[DATABASE].describe,
+            event_loop.running_loop_name(),
         )
         await stop.wait()
         log.info("stopping")
@@ -168,7 +170,7 @@ def run_server(settings: Settings, host: str | None, port: int | None, prog: str
     """
     sink = configure_logging()
     try:
-        asyncio.run(serve(with_address(settings, host, port), sink))
+        event_loop.run(serve(with_address(settings, host, port), sink), settings.event_loop)
     except OSError as exc:
         print(f"{prog}: error: {bind_error(exc)}", file=sys.stderr, flush=True)
         return 1

@@ -41,6 +41,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from dal.db.database import Database
+from dal.db.event_loop import running_loop_name
 from dal.db.failures import describe_error
 from dal.db.pools import PoolMetrics
 from dal.db.replicas import ReplicaHealth
@@ -130,6 +131,10 @@ class HealthService:
     def uptime(self) -> Check:
         seconds = round(time.monotonic() - self.started, 3)
         return Check("pass", seconds, "s", "system", utc_iso())
+
+    def event_loop(self) -> Check:
+        """The loop serving this request (DEFEAH_EVENT_LOOP resolved), read from the loop."""
+        return Check("pass", running_loop_name(), "implementation", "system", utc_iso())
 
     async def database(self, *, identify: bool = False) -> Check:
         check = await self._database.run(self._round_trip)
@@ -308,6 +313,7 @@ class HealthService:
                 "postgresql:migrations": migrated,
                 "postgresql:schema": schema,
                 "uptime": self.uptime(),
+                "eventLoop": self.event_loop(),
             }
         )
         # Driver texts can quote a DSN: whatever a check's output carries, no secret leaves.

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr
 
+from dal.db.event_loop import EventLoopChoice, parse_choice
 from dal.db.paths import default_data_dir
 from dal.db.setting_types import (
     Dsn,
@@ -119,6 +120,12 @@ class DatabaseSettings(BaseModel):
         "Seconds an unreachable replica is skipped before reads try it again.",
         ge=0,
         le=3600,
+    )
+    event_loop: Annotated[EventLoopChoice, BeforeValidator(parse_choice)] = setting(
+        "auto",
+        "DEFEAH_EVENT_LOOP",
+        "Event loop of the server and the CLI: `auto` (uvloop when installed, else asyncio), "
+        "`uvloop` (an error without it) or `asyncio`.",
     )
 
 

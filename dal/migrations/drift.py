@@ -18,7 +18,6 @@ database clock and, when a default partition exists, whether it holds rows.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import asyncpg
 
-from dal.db import admin
+from dal.db import admin, event_loop
 from dal.db.dsn import maintenance_dsn, with_database
+from dal.db.event_loop import EventLoopChoice
 from dal.db.partitions import Difference, Finding, LiveSchema, read_live
 from dal.errors import DatabaseUnavailable
 from dal.migrations import runner
@@ -88,9 +88,11 @@ class DriftReport:
         return not self.differences and not self.findings
 
 
-def drift(dsn: str, path: Path = SNAPSHOT, timeout: float = 10.0) -> DriftReport:
+def drift(
+    dsn: str, path: Path = SNAPSHOT, timeout: float = 10.0, loop: EventLoopChoice = "auto"
+) -> DriftReport:
     """Differences between the live catalog of ``dsn`` and the snapshot, and upkeep findings."""
-    live = asyncio.run(_read(dsn, timeout))
+    live = event_loop.run(_read(dsn, timeout), loop)
     return DriftReport(tuple(live.differences(expected(path))), live.findings)
 
 
@@ -99,7 +101,9 @@ def snapshot_of(live: LiveSchema) -> dict[str, str]:
     return {**live.layout.shared, **live.layout.template()}
 
 
-def write_snapshot(dsn: str, path: Path = SNAPSHOT, timeout: float = 10.0) -> int:
+def write_snapshot(
+    dsn: str, path: Path = SNAPSHOT, timeout: float = 10.0, loop: EventLoopChoice = "auto"
+) -> int:
     """Migrate a scratch database beside ``dsn`` to head, write its catalog; return #lines."""
     scratch = f"defeah_snapshot_{uuid.uuid4().hex[:8]}"
     server = maintenance_dsn(dsn)
@@ -107,7 +111,7 @@ def write_snapshot(dsn: str, path: Path = SNAPSHOT, timeout: float = 10.0) -> in
     try:
         scratch_dsn = with_database(dsn, scratch)
         runner.apply(scratch_dsn)
-        catalog = snapshot_of(asyncio.run(_read(scratch_dsn, timeout)))
+        catalog = snapshot_of(event_loop.run(_read(scratch_dsn, timeout), loop))
     finally:
         admin.drop_database(server, scratch)
     path.write_text(render(catalog), encoding="utf-8")

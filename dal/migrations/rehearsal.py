@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dal.db import admin
+from dal.db import admin, event_loop
 from dal.db.database import Database
 from dal.db.dsn import maintenance_dsn, with_database
 from dal.db.settings import Settings
@@ -176,7 +176,9 @@ def rehearse(settings: Settings, dsn: str, rows: int, sources: Path = SQL_DIR) -
             sigterm.check()
             config = settings.replace(database_url=scratch_dsn, pool_min_size=1, pool_max_size=4)
             try:
-                lines = asyncio.run(_rehearse(config, scratch_dsn, rows, sources, sigterm))
+                lines = event_loop.run(
+                    _rehearse(config, scratch_dsn, rows, sources, sigterm), config.event_loop
+                )
             except DalError:
                 sigterm.check()  # the pending migration whose session SIGTERM ended
                 raise

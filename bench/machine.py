@@ -1,0 +1,82 @@
+"""What the machine did to a benchmark run: load average, CPU steal, run-queue length, and how
+long the sampling thread (the event loop's, in the benchmarks) waited for a CPU.
+
+On a shared VM, a round that ran while the hypervisor gave the CPUs to other guests (steal)
+or while other processes queued for them (run queue) says nothing about the code: every
+benchmark prints this per round, so a noisy figure can be told from a slow one.  The thread's
+own wait (``/proc/self/task/TID/schedstat``: nanoseconds runnable but not running) is the most
+direct of these: a loop that waited 30 ms for a core cannot answer a probe in less.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(total, steal) jiffies over all CPUs since boot (``/proc/stat``'s ``cpu`` line)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return sum(fields[:8]), fields[7]  # user nice system idle iowait irq softirq steal
+
+
+def run_queue() -> int:
+    """Runnable tasks right now (``procs_running`` of ``/proc/stat``, this one included)."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith("procs_running"):
+                return int(line.split()[1])
+    return 0
+
+
+def thread_wait_ns() -> int:
+    """Nanoseconds the calling thread has spent runnable but waiting for a CPU (0: unknown)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as stat:
+            return int(stat.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def load_average() -> str:
+    with open("/proc/loadavg") as loadavg:
+        return " ".join(loadavg.read().split()[:3])
+
+
+@dataclass
+class Machine:
+    """A start point; ``since()`` describes the interval from it to now."""
+
+    total: int
+    steal: int
+    started: float
+    queue: list[int]
+    waited: int  # thread_wait_ns() at the start
+
+    @classmethod
+    def sample(cls) -> Machine:
+        total, steal = _cpu_ticks()
+        return cls(total, steal, time.monotonic(), [run_queue()], thread_wait_ns())
+
+    def waited_ms(self) -> float:
+        """Milliseconds this thread waited for a CPU since the start point."""
+        return (thread_wait_ns() - self.waited) / 1e6
+
+    def note_queue(self) -> None:
+        """Sample the run queue once more (call it during the run for a better picture)."""
+        self.queue.append(run_queue())
+
+    def steal_share(self) -> float:
+        total, steal = _cpu_ticks()
+        return (steal - self.steal) / (total - self.total) if total > self.total else 0.0
+
+    def since(self) -> str:
+        self.note_queue()
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        return (
+            f"load {load_average()}, steal {self.steal_share():.1%}, "
+            f"run queue {max(self.queue)} (max of {len(self.queue)} samples), "
+            f"this thread waited for a CPU {self.waited_ms() / seconds:.0f} ms/s"
+        )
