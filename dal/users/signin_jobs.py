@@ -20,6 +20,7 @@ from dal.db.statements import run, run_count
 from dal.errors import InvalidUserData
 from dal.queries import Query, load
 from dal.users.signin import normalize_email
+from dal.users.signin_refusals import refusals_for
 
 if TYPE_CHECKING:
     from dal.db.settings import Settings
@@ -74,6 +75,7 @@ async def unlock(db: Acquirer, email: str, *, force: bool = False) -> UnlockRepo
     async with db.acquire() as conn:
         await guard(conn, db.settings, f"unlock {normalized}", force=force)
         rows = await run(conn, SIGNIN_SQL["unlock_email"], {"email": normalized})
+    refusals_for(db).forget_email(normalized)  # other processes ask again within their hold
     return UnlockReport(normalized, rows[0]["budgets"], rows[0]["user_id"])
 
 
