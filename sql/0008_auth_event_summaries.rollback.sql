@@ -8,7 +8,7 @@
 -- squawk: the narrower CHECK of 0005 comes back validated (as 0005 made it, so the catalog is
 -- 0007's again); its scan runs under the rollback's ACCESS EXCLUSIVE lock, which a rollback
 -- of the event log accepts.
--- squawk-ignore-file ban-drop-constraint constraint-missing-not-valid
+-- squawk-ignore-file ban-drop-constraint, constraint-missing-not-valid
 DELETE FROM auth_events WHERE result = 'overloaded' OR attempts <> 1;
 
 ALTER TABLE auth_events

@@ -47,7 +47,8 @@ event AS (
            :client_ip::inet, :user_agent, decided_by
     FROM spent
 )
-SELECT a.id, a.hashed_password, a.is_active, s.scope, s.decided_by, s.until, now() AS db_now
+SELECT a.id, a.hashed_password, a.is_active, s.scope, s.decided_by, s.until,
+    clock_timestamp() AS db_now
 FROM (SELECT 1) AS one
 LEFT JOIN account a ON true
 LEFT JOIN spent s ON true;
@@ -66,7 +67,7 @@ ON CONFLICT (scope, email, network) DO UPDATE SET
     used = CASE WHEN b.window_ends_at <= now() THEN 1 ELSE b.used + 1 END,
     window_ends_at = CASE WHEN b.window_ends_at <= now() THEN EXCLUDED.window_ends_at
                           ELSE b.window_ends_at END
-RETURNING scope, network, used, window_ends_at, now() AS db_now;
+RETURNING scope, network, used, window_ends_at, clock_timestamp() AS db_now;
 
 -- name: release_claims!
 -- Give back the unit claim_attempt took on every key, for an attempt refused after claiming
