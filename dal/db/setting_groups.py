@@ -151,6 +151,14 @@ class SignInSettings(BaseModel):
         ge=0,
         le=60,
     )
+    signin_refusal_delay: Seconds = setting(
+        0.05,
+        "DEFEAH_SIGNIN_REFUSAL_DELAY",
+        "Seconds a refusal made in process waits before it answers (no CPU, no connection): a "
+        "flood gets one refusal per delay per connection; `0` answers at once.",
+        ge=0,
+        le=10,
+    )
     signin_event_flush: Seconds = setting(
         10.0,
         "DEFEAH_SIGNIN_EVENT_FLUSH",

@@ -233,6 +233,7 @@ class SignIn:
         held = self.refusals.refusal(attempt.keys, PRIORITY)
         if held is not None:  # spent a moment ago: refused here, counted in its summary
             self.refusals.count(held, attempt.email, attempt.client_ip, attempt.user_agent)
+            await self.refusals.wait()
             raise refusal(held.scope, held.until)
         async with self._db.acquire() as conn:
             limits = [self.limits[scope] for scope, _, _ in attempt.keys]
@@ -240,6 +241,7 @@ class SignIn:
             if state["scope"] is not None:
                 self._remember(attempt, state["scope"], dict(state), state["id"])
                 raise refusal(state["scope"], state["until"])
+            self.refusals.forget(attempt.keys)  # a probe the database let through
             if state["id"] is not None:
                 attempt = replace(
                     attempt,

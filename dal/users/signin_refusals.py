@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
@@ -59,6 +59,7 @@ class Spent:
     db_now: datetime  # the server's clock when it answered ...
     seen_at: float  # ... and this process's monotonic clock then
     expires: float  # monotonic: the end of the hold
+    ends: float  # monotonic: ``until``, past which no hold may last
 
     def db_time(self, at: float) -> datetime:
         return self.db_now + timedelta(seconds=at - self.seen_at)
@@ -86,6 +87,7 @@ class Refusals:
     db: Acquirer
     hold: float
     flush_every: float
+    delay: float = 0.0  # seconds a refusal made here waits before it answers (see ``wait``)
     spent: dict[Key, Spent] = field(default_factory=dict)
     pending: dict[tuple[str, str], Summary] = field(default_factory=dict)
     _timer: asyncio.TimerHandle | None = None
@@ -110,12 +112,18 @@ class Refusals:
         self.spent.pop(key, None)
         while len(self.spent) >= MAX_SPENT:
             del self.spent[next(iter(self.spent))]
+        ends = now + remaining
         self.spent[key] = Spent(
-            key[0], decided_by, until, email, user_id, db_now, now, now + min(self.hold, remaining)
+            key[0], decided_by, until, email, user_id, db_now, now, min(now + self.hold, ends), ends
         )
 
     def refusal(self, keys: tuple[Key, ...], priority: tuple[str, ...]) -> Spent | None:
-        """The remembered spent key of an attempt that speaks first, if any is still held."""
+        """The remembered spent key of an attempt that speaks first, if any is still held.
+
+        When a hold ends, the first attempt on the key asks the database (the probe) while
+        the hold is renewed for the others: a flood sends one attempt per hold to the
+        database, not one per concurrent task.  The probe's answer replaces the hold (still
+        spent) or ends it (``forget``, nothing spent)."""
         now = time.monotonic()
         found = None
         for key in keys:
@@ -123,10 +131,21 @@ class Refusals:
             if spent is None:
                 continue
             if spent.expires <= now:
-                del self.spent[key]
+                if spent.ends <= now:
+                    del self.spent[key]
+                else:
+                    self.spent[key] = replace(spent, expires=min(now + self.hold, spent.ends))
             elif found is None or priority.index(spent.scope) < priority.index(found.scope):
                 found = spent
         return found
+
+    async def wait(self) -> None:
+        """Slow the answer, not the CPU: a client that sends its next attempt when the last
+        one is answered (most floods) gets at most one refusal per ``delay`` per connection,
+        so its refusals cannot take the event loop from the sign-ins whose passwords bcrypt
+        checks.  A waiting refusal holds no connection and no lock, only a timer."""
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
 
     def forget(self, keys: tuple[Key, ...]) -> None:
         """A success or unlock in this process: ask the database about these keys again."""
@@ -240,7 +259,12 @@ def refusals_for(db: Acquirer) -> Refusals:
     refusals = _REFUSALS.get(db)
     if refusals is None:
         settings = db.settings
-        refusals = Refusals(db, settings.signin_refusal_hold, settings.signin_event_flush)
+        refusals = Refusals(
+            db,
+            settings.signin_refusal_hold,
+            settings.signin_event_flush,
+            settings.signin_refusal_delay,
+        )
         _REFUSALS[db] = refusals
         register = getattr(db, "before_close", None)
         if register is not None:
