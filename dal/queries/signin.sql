@@ -14,6 +14,8 @@
 -- Counters only fall by a success or a new window, so a stale "spent" can only refuse an
 -- attempt a moment early, never let one through.  Budget rows are read by primary key.
 -- Always one row: user columns NULL for an unknown email, scope NULL when nothing is spent.
+-- db_now: the server's clock as it answers, for the process's hold of a refusal
+-- (dal/users/signin_refusals.py), so a skewed application clock cannot stretch it.
 WITH account AS (
     SELECT id, hashed_password, is_active, locked_until
     FROM users WHERE lower(email) = :email
@@ -58,7 +60,8 @@ LEFT JOIN spent s ON true;
 -- a new one at 1.  ON CONFLICT takes each row's lock and reads its latest version, so N
 -- concurrent claims on a key return N distinct values of used; the caller may run bcrypt only
 -- if every returned used is within its key's limit.  Rows are inserted (and so locked) in
--- primary-key order (ORDER BY), which keeps concurrent claims deadlock-free.
+-- primary-key order (ORDER BY), which keeps concurrent claims deadlock-free.  db_now as in
+-- sign_in_state.
 INSERT INTO sign_in_budgets AS b (scope, email, network, used, window_ends_at)
 SELECT k.scope, k.email, k.network, 1, now() + :window::interval
 FROM unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
