@@ -13,7 +13,6 @@ and real bcrypt.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
 from collections import Counter
@@ -276,30 +275,25 @@ async def test_first_unknown_emails_after_a_start_hash_nothing(
     settings: Settings, bcrypt_calls: Counter[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fresh process (no dummy hash yet): 50 concurrent first sign-ins with unknown emails
-    run 50 checks and no hash, none is Overloaded, and the first unknown email takes as long
-    as the later ones.  Before, each of the first ones hashed its own dummy (18 redundant
+    run 50 checks and no hash, none is Overloaded, and the first unknown email costs one check
+    like every later one.  Before, each of the first ones hashed its own dummy (18 redundant
     hashes measured, 36 Overloaded) and the first unknown email took two checks' time."""
     monkeypatch.setattr(passwords, "DUMMY_HASHES", {})
     settings = settings.replace(
-        bcrypt_rounds=10,  # ~70 ms a check: bcrypt, not the first statements' preparing, dominates
+        bcrypt_rounds=6,
         lockout_threshold=1000,
         lockout_ip_threshold=1000,
         lockout_account_threshold=1000,
         acquire_timeout=60.0,
     )
     async with Database(settings) as db:
-        started = time.perf_counter()
-        first = await outcome(db, "first@x.io", WRONG, "198.51.100.1")
-        first_time = time.perf_counter() - started
-        later = []
-        for n in range(5):
-            started = time.perf_counter()
-            await outcome(db, f"later{n}@x.io", WRONG, "198.51.100.1")
-            later.append(time.perf_counter() - started)
-    assert first is InvalidCredentials
-    assert first_time < 1.5 * statistics.median(later), (first_time, later)
+        # The first unknown email's work is one check, as every later one's: no timing tell.
+        # (Counted rather than timed: on a shared 2-core machine single timings vary 2x.)
+        bcrypt_calls.clear()
+        assert await outcome(db, "first@x.io", WRONG, "198.51.100.1") is InvalidCredentials
+        assert bcrypt_calls == Counter(checkpw=1)
     monkeypatch.setattr(passwords, "DUMMY_HASHES", {})  # a fresh start again
-    async with Database(settings.replace(bcrypt_rounds=6)) as db:
+    async with Database(settings) as db:
         bcrypt_calls.clear()
         results = await asyncio.gather(
             *(outcome(db, f"nobody{n}@x.io", WRONG, f"10.0.{n}.1") for n in range(50))
