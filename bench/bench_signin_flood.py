@@ -5,13 +5,14 @@ loop (the way a service runs the DAL): legitimate users sign in at ``--rate`` pe
 (open loop, each from an address of its own, right password, cost ``--bcrypt-rounds``) while
 ``--flood-tasks`` tasks send wrong passwords for ever-new emails from one address whose
 budget is spent, each as fast as the loop gives it turns.  Phases alternate, ``--rounds``
-times: idle (no flood), flood with the in-process hold (``DEFEAH_SIGNIN_REFUSAL_HOLD``, the
-default), and flood with the hold off (every refusal a database round trip and a row: the
-code before issue 20).  Per phase:
+times: idle (no flood); flood with the in-process hold (``DEFEAH_SIGNIN_REFUSAL_HOLD``) and
+delay (``DEFEAH_SIGNIN_REFUSAL_DELAY``), the defaults; flood with the hold but no delay (a
+refusal answered at once: the flood then runs as fast as the loop turns); and flood with the
+hold off (every refusal a database round trip and a row: the code before issue 20).  Per phase:
 
 * legitimate sign-ins: succeeded / attempted, p50 and p95 latency (target under the flood:
   >= 99 % succeed, p50 <= 2x the idle p50 of the same round);
-* flood: attempts per second, ``auth_events`` rows written, growth of ``auth_events`` (table,
+* flood: attempts per second, ``auth_events`` rows of the flooding address, growth of ``auth_events`` (table,
   indexes, every partition) extrapolated to an hour (target <= 100 MB/hour), and whether the
   log's ``attempts`` add up to every attempt made.
 
@@ -41,13 +42,13 @@ PASSWORD = "flood-bench-password"
 ATTACKER = "203.0.113.66"
 SIZE = (
     "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) AS bytes,"
-    " (SELECT count(*) FROM auth_events) AS rows,"
+    " (SELECT count(*) FROM auth_events WHERE client_ip = $1::inet) AS rows,"
     " (SELECT coalesce(sum(attempts), 0) FROM auth_events WHERE client_ip = $1::inet) AS counted"
     " FROM pg_partition_tree('auth_events')"
 )
 
 
-def settings_for(dsn: str, rounds: int, hold: float) -> Settings:
+def settings_for(dsn: str, rounds: int, hold: float, delay: float = 0.05) -> Settings:
     return Settings(
         database_url=dsn,
         pool_min_size=4,
@@ -55,6 +56,7 @@ def settings_for(dsn: str, rounds: int, hold: float) -> Settings:
         acquire_timeout=30.0,
         bcrypt_rounds=rounds,
         signin_refusal_hold=hold,
+        signin_refusal_delay=delay,
     )
 
 
@@ -123,10 +125,15 @@ async def flood(db: Database, stop: asyncio.Event, counter: list[int]) -> None:
 
 
 async def phase(
-    dsn: str, args: argparse.Namespace, emails: list[str], name: str, hold: float | None
+    dsn: str,
+    args: argparse.Namespace,
+    emails: list[str],
+    name: str,
+    hold: float | None,
+    delay: float,
 ) -> Phase:
     """One phase on a fresh budget: ``hold`` None means no flood."""
-    settings = settings_for(dsn, args.bcrypt_rounds, 2.0 if hold is None else hold)
+    settings = settings_for(dsn, args.bcrypt_rounds, 2.0 if hold is None else hold, delay)
     async with Database(settings) as db:
         async with db.acquire() as conn:
             await conn.execute("TRUNCATE sign_in_budgets")
@@ -185,10 +192,11 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
                 *(users.create(NewUser(email=e, password=PASSWORD)) for e in emails)  # type: ignore[arg-type]
             )
         for round_ in range(1, args.rounds + 1):
-            idle = await phase(dsn, args, emails, f"r{round_} idle", None)
-            held = await phase(dsn, args, emails, f"r{round_} flood", args.hold)
-            off = await phase(dsn, args, emails, f"r{round_} flood/nohold", 0.0)
-            for p in (idle, held, off):
+            idle = await phase(dsn, args, emails, f"r{round_} idle", None, args.delay)
+            held = await phase(dsn, args, emails, f"r{round_} flood", args.hold, args.delay)
+            eager = await phase(dsn, args, emails, f"r{round_} flood/nodelay", args.hold, 0.0)
+            off = await phase(dsn, args, emails, f"r{round_} flood/nohold", 0.0, 0.0)
+            for p in (idle, held, eager, off):
                 print(report(p, idle), flush=True)
     finally:
         await drop_scratch(server_dsn, name)
@@ -203,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--flood-tasks", type=int, default=32)
     parser.add_argument("--hold", type=float, default=2.0, help="DEFEAH_SIGNIN_REFUSAL_HOLD")
+    parser.add_argument("--delay", type=float, default=0.05, help="DEFEAH_SIGNIN_REFUSAL_DELAY")
     parser.add_argument("--bcrypt-rounds", type=int, default=12)
     return parser
 
