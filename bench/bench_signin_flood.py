@@ -12,9 +12,10 @@ hold off (every refusal a database round trip and a row: the code before issue 2
 
 * legitimate sign-ins: succeeded / attempted, p50 and p95 latency (target under the flood:
   >= 99 % succeed, p50 <= 2x the idle p50 of the same round);
-* flood: attempts per second, ``auth_events`` rows of the flooding address, growth of ``auth_events`` (table,
-  indexes, every partition) extrapolated to an hour (target <= 100 MB/hour), and whether the
-  log's ``attempts`` add up to every attempt made.
+* flood: attempts per second, ``auth_events`` rows of the flooding address, growth of
+  ``auth_events`` (table, indexes, every partition; the legitimate rows included) extrapolated
+  to an hour (target <= 100 MB/hour), and whether the log's ``attempts`` add up to every
+  attempt made.
 
     DATABASE_URL=... .venv/bin/python -m bench.bench_signin_flood [--duration 15] [--rounds 2]
 """
