@@ -268,6 +268,19 @@ async def test_the_database_decides_again_after_the_hold(spent: Database) -> Non
     assert isinstance(await outcome(db, EMAIL, PASSWORD), User)
 
 
+async def test_one_attempt_asks_the_database_when_a_hold_ends(spent: Database) -> None:
+    """200 attempts at once just after the hold ended: one of them asks the database (which
+    still says spent), the other 199 stay refused in process.  Without the probe every
+    attempt under way would find the hold gone and go to the database, a row each."""
+    db = spent
+    await asyncio.sleep(db.settings.signin_refusal_hold + 0.05)
+    results = await asyncio.gather(*(outcome(db, EMAIL, WRONG) for _ in range(200)))
+    await UsersRepository(db).sign_in.refusals.flush()
+    assert Counter(results) == Counter({InvalidCredentials: 200})
+    throttled = [r for r in events(dsn(db.settings)) if r["result"] == "throttled"]
+    assert sorted(r["attempts"] for r in throttled) == [1, 1, 199]
+
+
 # -- item 11: the dummy hash ---------------------------------------------------------------------
 
 
