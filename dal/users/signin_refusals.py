@@ -12,7 +12,11 @@ the hold the next attempt asks it again, and a success or an operator unlock is 
 latest one hold later (in this process at once).  Refusals made here are counted, and every
 ``DEFEAH_SIGNIN_EVENT_FLUSH`` seconds one ``auth_events`` row per refusing key stands for them
 (``attempts``, ``occurred_at`` .. ``last_occurred_at``), so every attempt is still counted while
-one client adds a row per key per interval, not per attempt.
+one client adds a row per key per interval, not per attempt.  A refusal made here answers
+after ``DEFEAH_SIGNIN_REFUSAL_DELAY`` (see ``Refusals.wait``): free refusals answered at once
+let a client that sends its next attempt on each answer spin the event loop at tens of
+thousands a second, which took the CPU from bcrypt as surely as the database round trips did
+(docs/benchmarks.md, bench/bench_signin_flood.py).
 
 Times are the database's: each remembered answer carries the server's ``now()``, and a
 refusal's time is that plus the monotonic time since, so a skewed or moved application clock
