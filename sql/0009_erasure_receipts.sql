@@ -1,5 +1,5 @@
 -- 0009_erasure_receipts: what erasing a user leaves behind, and the index erasure needs (issue 23).
--- depends: 0007_instagram_token_refresh
+-- depends: 0008_auth_event_summaries
 --
 -- 1. erasure_receipts: one row per erased user, holding no personal data: the time and two
 --    keyed HMAC-SHA256 digests (of the user id and of the normalized email) under

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -66,6 +66,7 @@ class Database:
         self._dsn: str | None = settings.database_url
         self._waiting = 0
         self._replicas: ReplicaSet | None = None
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
         if settings.replica_urls:
             # Replica pools connect on demand, so they exist (empty) from the start.
             self._replicas = ReplicaSet(settings, self.pool_options())
@@ -108,6 +109,11 @@ class Database:
         await self._ensure_pool()
         return self
 
+    def before_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` at the start of every ``close``, while the pool still serves: a
+        layer above (the sign-in's pending event summaries) writes what it holds."""
+        self._before_close.append(callback)
+
     async def close(self, timeout: float | None = None) -> None:
         """Close the pools and release the embedded server; safe to call more than once.
 
@@ -116,6 +122,9 @@ class Database:
         orchestrator kills a process that overstays its grace period.
         """
         budget = self.settings.shutdown_timeout if timeout is None else timeout
+        if self._pool is not None:
+            for callback in self._before_close:
+                await callback()
         pool, self._pool = self._pool, None
         closing = [] if pool is None else [close_pool(pool, budget, "primary")]
         if self._replicas is not None:

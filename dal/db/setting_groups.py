@@ -154,6 +154,30 @@ class SignInSettings(BaseModel):
         ge=0.001,
         le=600,
     )
+    signin_refusal_hold: Seconds = setting(
+        2.0,
+        "DEFEAH_SIGNIN_REFUSAL_HOLD",
+        "Seconds a process refuses a spent sign-in key itself (no database round trip) after "
+        "the database refused it; `0` asks the database every time.",
+        ge=0,
+        le=60,
+    )
+    signin_refusal_delay: Seconds = setting(
+        0.05,
+        "DEFEAH_SIGNIN_REFUSAL_DELAY",
+        "Seconds a refusal made in process waits before it answers (no CPU, no connection): a "
+        "flood gets one refusal per delay per connection; `0` answers at once.",
+        ge=0,
+        le=10,
+    )
+    signin_event_flush: Seconds = setting(
+        10.0,
+        "DEFEAH_SIGNIN_EVENT_FLUSH",
+        "Seconds between the `auth_events` summary rows of refusals made in process (one row "
+        "per spent key per interval, with the count).",
+        ge=0.01,
+        le=3600,
+    )
     lockout_threshold: int = setting(
         5,
         "DEFEAH_LOCKOUT_THRESHOLD",

@@ -15,6 +15,8 @@
 -- attempt a moment early, never let one through.  Budget rows are read by primary key.
 -- Always one row: user columns NULL for an unknown email, scope NULL when nothing is spent.
 -- The account lock (users.locked_until) refuses strangers only: not :known addresses.
+-- db_now: the server's clock as it answers, for the process's hold of a refusal
+-- (dal/users/signin_refusals.py), so a skewed application clock cannot stretch it.
 WITH account AS (
     SELECT id, hashed_password, is_active, locked_until
     FROM users WHERE lower(email) = :email
@@ -50,7 +52,8 @@ event AS (
            :client_ip::inet, :user_agent, decided_by
     FROM spent
 )
-SELECT a.id, a.hashed_password, a.is_active, s.scope, s.decided_by, s.until
+SELECT a.id, a.hashed_password, a.is_active, s.scope, s.decided_by, s.until,
+    clock_timestamp() AS db_now
 FROM (SELECT 1) AS one
 LEFT JOIN account a ON true
 LEFT JOIN spent s ON true;
@@ -61,7 +64,8 @@ LEFT JOIN spent s ON true;
 -- (it remembers failures for a year after the last one, not from the first).  ON CONFLICT takes each row's lock and reads its latest version, so N
 -- concurrent claims on a key return N distinct values of used; the caller may run bcrypt only
 -- if every returned used is within its key's limit.  Rows are inserted (and so locked) in
--- primary-key order (ORDER BY), which keeps concurrent claims deadlock-free.
+-- primary-key order (ORDER BY), which keeps concurrent claims deadlock-free.  db_now as in
+-- sign_in_state.
 INSERT INTO sign_in_budgets AS b (scope, email, network, used, window_ends_at)
 SELECT k.scope, k.email, k.network, 1, now() + k.win
 FROM unnest(:scopes::text[], :emails::text[], :networks::text[], :windows::interval[])
@@ -71,7 +75,7 @@ ON CONFLICT (scope, email, network) DO UPDATE SET
     used = CASE WHEN b.window_ends_at <= now() THEN 1 ELSE b.used + 1 END,
     window_ends_at = CASE WHEN b.window_ends_at <= now() OR b.scope = 'streak'
                           THEN EXCLUDED.window_ends_at ELSE b.window_ends_at END
-RETURNING scope, network, used, window_ends_at;
+RETURNING scope, network, used, window_ends_at, clock_timestamp() AS db_now;
 
 -- name: release_claims!
 -- Give back the unit claim_attempt took on every key, for an attempt refused after claiming
@@ -80,6 +84,43 @@ RETURNING scope, network, used, window_ends_at;
 UPDATE sign_in_budgets b SET used = b.used - 1
 FROM unnest(:scopes::text[], :emails::text[], :networks::text[]) AS k(scope, email, network)
 WHERE (b.scope, b.email, b.network) = (k.scope, k.email, k.network) AND b.used > 0;
+
+-- name: refund_overloaded!
+-- An attempt refused with Overloaded after its claim: the password was never checked, so it
+-- gives back the unit it claimed on every key -- only in the window it claimed in
+-- (:claimed_windows, parallel to the keys; a window started since belongs to other attempts)
+-- -- and is logged as 'overloaded', in one statement.  Rows locked in primary-key order, like the claim.
+WITH mine AS (
+    SELECT b.scope, b.email, b.network
+    FROM sign_in_budgets b
+    JOIN unnest(
+        :scopes::text[], :emails::text[], :networks::text[], :claimed_windows::timestamptz[]
+    )
+        AS k(scope, email, network, window_ends_at)
+      ON (b.scope, b.email, b.network, b.window_ends_at)
+       = (k.scope, k.email, k.network, k.window_ends_at)
+    ORDER BY b.scope, b.email, b.network
+    FOR UPDATE OF b
+),
+refunded AS (
+    UPDATE sign_in_budgets b SET used = greatest(b.used - 1, 0)
+    FROM mine WHERE (b.scope, b.email, b.network) = (mine.scope, mine.email, mine.network)
+)
+INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
+VALUES (:email, :user_id::uuid, 'overloaded', :client_ip::inet, :user_agent, 'bcrypt queue');
+
+-- name: record_refusal_summaries!
+-- Refusals made in process (dal/users/signin_refusals.py), one row per refusing key per
+-- interval: attempts counted from occurred_at (:firsts) to last_occurred_at (:lasts), both
+-- on the server's clock.  Parallel arrays, one element per row.
+INSERT INTO auth_events
+    (occurred_at, last_occurred_at, attempts, email, user_id, result, client_ip, user_agent,
+     decided_by)
+SELECT * FROM unnest(
+    :firsts::timestamptz[], :lasts::timestamptz[], :attempts::int[], :emails::text[],
+    :user_ids::uuid[], :results::text[], :client_ips::inet[], :user_agents::text[],
+    :decided_bys::text[]
+);
 
 -- name: record_event!
 -- One auth_events row (claim refusals and operator unlocks); partition by occurred_at.
@@ -216,7 +257,8 @@ WHERE user_id = :user_id::uuid AND address <> :address
 
 -- name: recent_events_for_user
 -- Newest events of one user: auth_events_user_idx on every partition, merged, LIMIT n.
-SELECT occurred_at, email, user_id, result, client_ip, user_agent, decided_by
+SELECT occurred_at, email, user_id, result, client_ip, user_agent, decided_by, attempts,
+    last_occurred_at
 FROM auth_events
 WHERE user_id = :user_id
 ORDER BY occurred_at DESC, id DESC
@@ -224,7 +266,8 @@ LIMIT :limit;
 
 -- name: recent_events_for_ip
 -- Newest events from one client address: auth_events_client_ip_idx, LIMIT n.
-SELECT occurred_at, email, user_id, result, client_ip, user_agent, decided_by
+SELECT occurred_at, email, user_id, result, client_ip, user_agent, decided_by, attempts,
+    last_occurred_at
 FROM auth_events
 WHERE client_ip = :client_ip::inet
 ORDER BY occurred_at DESC, id DESC

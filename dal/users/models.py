@@ -199,7 +199,7 @@ class LoginFailure(BaseModel):
 
 
 AuthResult = Literal[
-    "success", "invalid_credentials", "locked", "throttled", "inactive", "unlocked"
+    "success", "invalid_credentials", "locked", "throttled", "inactive", "unlocked", "overloaded"
 ]
 
 
@@ -220,3 +220,7 @@ class AuthEvent(BaseModel):
     client_ip: IPvAnyAddress | None
     user_agent: str | None
     decided_by: str
+    # A summary of in-process refusals stands for ``attempts`` of them, up to
+    # ``last_occurred_at``; any other event is one attempt (``last_occurred_at`` None).
+    attempts: int = 1
+    last_occurred_at: datetime | None = None

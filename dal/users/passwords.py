@@ -159,8 +159,25 @@ class BcryptWorkers:
 
 BCRYPT: Final = BcryptWorkers(usable_cores())
 
-# Dummy hashes by cost, for checks that must take as long as a real one (see ``_dummy``).
+# Dummy hashes by cost, for checks that must take as long as a real one (see ``dummy_hash``).
 DUMMY_HASHES: dict[int, str] = {}
+# The digest part of every dummy hash: all bits zero.  ``checkpw`` recomputes the digest from
+# the password, the salt and the cost and only then compares, so the work is a real check's,
+# and no password is known to produce this digest.
+_DUMMY_DIGEST: Final = "." * 31
+
+
+def dummy_hash(cost: int) -> str:
+    """A bcrypt hash at ``cost`` that matches no known password, made without bcrypt work.
+
+    A random salt (``gensalt``, a few random bytes) and a zero digest: nothing is hashed, so
+    it is ready before the first sign-in, on the event loop, in microseconds.  Hashing a fixed
+    phrase instead made the first unknown email after a restart pay two checks (a timing tell)
+    and let concurrent first sign-ins each hash their own dummy (issue 20 item 11).
+    """
+    if cost not in DUMMY_HASHES:
+        DUMMY_HASHES[cost] = bcrypt.gensalt(cost).decode("ascii") + _DUMMY_DIGEST
+    return DUMMY_HASHES[cost]
 
 
 class PasswordHasher:
@@ -175,6 +192,7 @@ class PasswordHasher:
         self.rounds = rounds
         self.queue_limit = queue_limit
         self.queue_timeout = queue_timeout
+        dummy_hash(rounds)  # ready before the first unknown email, not made by it
 
     def __repr__(self) -> str:
         return f"PasswordHasher(rounds={self.rounds})"
@@ -200,16 +218,6 @@ class PasswordHasher:
         """True when the hash was made with another cost than the configured one."""
         return hash_cost(hashed) != self.rounds
 
-    async def _dummy(self, cost: int) -> str:
-        """A hash of a fixed phrase at ``cost``, made once per process and cost.
-
-        Process-wide, not per hasher: a repository made per request must not pay (and show in
-        its timing) an extra hash the first time it meets an unknown email.
-        """
-        if cost not in DUMMY_HASHES:
-            DUMMY_HASHES[cost] = await self._run(hash_sync, b"timing-equaliser", cost)
-        return DUMMY_HASHES[cost]
-
     async def verify_dummy(self, secret: bytes) -> None:
         """Spend the time of one real check, for sign-ins with an unknown email.
 
@@ -218,7 +226,7 @@ class PasswordHasher:
         configured cost, the cost every stored hash converges to (hashes are upgraded at
         login).
         """
-        await self.check(secret, await self._dummy(self.rounds))
+        await self.check(secret, dummy_hash(self.rounds))
 
     async def verify_padded(self, secret: bytes, hashed: str) -> bool:
         """``verify``, and when it fails on a hash cheaper than the configured cost, pad the
@@ -229,13 +237,21 @@ class PasswordHasher:
         long as the unknown-email dummy at cost c.  A hash that is not bcrypt at all pads a
         whole check.  A stored cost *above* the configured one cannot be shortened; it stays
         a known residual until that user's next sign-in rehashes it.
+
+        ``Overloaded`` only comes out of the real check (the password was then never looked
+        at, and sign-in gives the attempt's budget back).  A full queue during the padding
+        ends the padding instead: the answer is already known to be "wrong", and that guess
+        must keep its budget unit.
         """
         if await self.check(secret, hashed):
             return True
         stored = hash_cost(hashed)
         pad = [self.rounds] if stored is None else list(range(stored, self.rounds))
         for cost in pad:
-            await self.check(secret, await self._dummy(cost))
+            try:
+                await self.check(secret, dummy_hash(cost))
+            except Overloaded:
+                break
         return False
 
 

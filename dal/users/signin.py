@@ -9,23 +9,27 @@ atomic upsert *before* bcrypt, and may check the password only if every key had 
 wrong password keeps its units (they are the failure), a right one gives them back and resets
 its own network key.  So however many attempts arrive at once, at most ``threshold`` checks run
 per key per window, and an attempt arriving after that is refused without bcrypt even with the
-right password.  An attempt that dies between claim and outcome keeps its units (fails closed)
-until its window ends.
+right password.  An attempt whose check never ran because the bcrypt queue was full
+(``Overloaded``) gives its units back: it guessed nothing.  An attempt that dies between claim
+and outcome keeps its units (fails closed) until its window ends.
 
 Budgets are keyed by email, not user id, so unknown emails are throttled and refused exactly
 like known ones; an unknown email or a wrong password also costs the same bcrypt time
-(``PasswordHasher.verify_padded``/``verify_dummy``).  Every attempt writes one ``auth_events``
-row in the transaction (or statement) that moved its counters.
+(``PasswordHasher.verify_padded``/``verify_dummy``).  Every attempt is counted in one
+``auth_events`` row, written in the transaction (or statement) that moved its counters; a
+refusal of a key the database already called spent is made in process and counted in that
+key's summary row instead (``dal.users.signin_refusals``).
 """
 
 from __future__ import annotations
 
 import builtins
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from dal.arguments import expect
@@ -47,6 +51,7 @@ from dal.telemetry import LOCKOUTS, SIGN_INS
 from dal.users.budgets import LOCKING_SCOPES, UNKNOWN_NETWORK, BudgetPolicy
 from dal.users.models import AuthEvent, User
 from dal.users.passwords import PasswordHasher, encode_password
+from dal.users.signin_refusals import refusals_for
 
 if TYPE_CHECKING:
     from dal.db.settings import Settings
@@ -192,6 +197,7 @@ class SignIn:
     def __init__(self, db: Acquirer, passwords: PasswordHasher) -> None:
         self._db = db
         self.passwords = passwords
+        self.refusals = refusals_for(db)
         settings: Settings = db.settings
         self.window = timedelta(seconds=settings.lockout_window)
         self.policy = BudgetPolicy(settings)
@@ -245,11 +251,18 @@ class SignIn:
     ) -> User:
         secret = encode_password(password)  # the password rules, once per attempt
         attempt = self.attempt(email, client_ip, user_agent)
+        held = self.refusals.refusal(attempt.keys, PRIORITY)
+        if held is not None:  # spent a moment ago: refused here, counted in its summary
+            self.refusals.count(held, attempt.email, attempt.client_ip, attempt.user_agent)
+            await self.refusals.wait()
+            raise refusal(held.scope, held.until)
         async with self._db.acquire() as conn:
             attempt = await self.known_address(conn, attempt)
             state = (await run(conn, SIGNIN_SQL["sign_in_state"], attempt.values()))[0]
             if state["scope"] is not None:
+                self._remember(attempt, state["scope"], dict(state), state["id"])
                 raise refusal(state["scope"], state["until"])
+            self.refusals.forget(attempt.keys)  # a probe the database let through
             if state["id"] is not None:
                 attempt = replace(
                     attempt,
@@ -257,21 +270,46 @@ class SignIn:
                     stored_hash=state["hashed_password"],
                     is_active=state["is_active"],
                 )
-            last_unit = await self._claim(conn, attempt) >= self.limits["account"]
-        right = await self._check(secret, attempt)
+            claimed = await self._claim(conn, attempt)
+        account = claimed.get("account")  # a known address spends no account unit
+        last_unit = account is not None and account["used"] >= self.limits["account"]
+        try:
+            right = await self._check(secret, attempt)
+        except Overloaded:
+            await self._refund(attempt, claimed)
+            raise
         async with self._db.acquire() as conn:
             return await self._settle(conn, attempt, secret, right, last_unit)
 
-    async def _claim(self, conn: Connection, attempt: Attempt) -> int:
+    def _remember(
+        self, attempt: Attempt, scope: str, answer: Mapping[str, Any], user_id: UUID | None
+    ) -> None:
+        """Hold the database's "spent" for the attempt's key of ``scope`` (see
+        ``dal.users.signin_refusals``); ``answer`` has ``decided_by``, ``until``, ``db_now``."""
+        key = next(key for key in attempt.keys if key[0] == scope)
+        self.refusals.remember(
+            key, answer["decided_by"], answer["until"], answer["db_now"], attempt.email, user_id
+        )
+
+    async def _refund(self, attempt: Attempt, claimed: Mapping[str, Mapping[str, Any]]) -> None:
+        """Overloaded: no password was checked, so the claimed units go back (in the windows
+        they were claimed in) and the attempt is logged as ``overloaded``."""
+        windows = [claimed[scope]["window_ends_at"] for scope, _, _ in attempt.keys]
+        async with self._db.acquire() as conn:
+            await run(
+                conn, SIGNIN_SQL["refund_overloaded"], attempt.values(claimed_windows=windows)
+            )
+
+    async def _claim(self, conn: Connection, attempt: Attempt) -> dict[str, Mapping[str, Any]]:
         """Take one unit on every key, or -- when one is spent -- none, with the refusal logged
-        in the same transaction, which still holds the rows' locks.  Returns the account key's
-        units used, this one included: at the limit, a failure of this attempt locks."""
+        in the same transaction, which still holds the rows' locks.  Returns the claimed rows
+        by scope: ``used`` (this unit included: at the account key's limit, a failure of this
+        attempt locks) and ``window_ends_at`` (the window a refund gives the unit back to)."""
         async with conn.transaction():
             rows = await run(conn, SIGNIN_SQL["claim_attempt"], attempt.values())
             over = [row for row in rows if row["used"] > attempt.limit(row["scope"])]
             if not over:
-                used = (int(row["used"]) for row in rows if row["scope"] == "account")
-                return max(used, default=0)  # a known address spends no account unit
+                return {row["scope"]: dict(row) for row in rows}
             decider = min(over, key=lambda row: PRIORITY.index(row["scope"]))
             await run(conn, SIGNIN_SQL["release_claims"], attempt.values())
             result = "locked" if decider["scope"] in LOCKING_SCOPES else "throttled"
@@ -279,6 +317,8 @@ class SignIn:
             await run(
                 conn, SIGNIN_SQL["record_event"], attempt.values(result=result, decided_by=by)
             )
+        spent = {"decided_by": by, "until": decider["window_ends_at"], "db_now": decider["db_now"]}
+        self._remember(attempt, decider["scope"], spent, attempt.user_id)
         raise refusal(decider["scope"], decider["window_ends_at"])
 
     async def _check(self, secret: bytes, attempt: Attempt) -> bool:
@@ -305,7 +345,7 @@ class SignIn:
         assert attempt.stored_hash is not None  # right implies a stored hash
         upgraded = None
         if self.passwords.needs_rehash(attempt.stored_hash):
-            upgraded = await self.passwords.hash_encoded(secret)
+            upgraded = await self._upgrade(secret)
         rows = await run(
             conn,
             SIGNIN_SQL["record_success"],
@@ -316,7 +356,17 @@ class SignIn:
         if attempt.ip_key is not None:
             values = {"user_id": attempt.user_id, "address": attempt.ip_key}
             await run(conn, SIGNIN_SQL["remember_address"], values)
+        self.refusals.forget(attempt.keys)
         return User.from_record(rows[0])
+
+    async def _upgrade(self, secret: bytes) -> str | None:
+        """The password hashed at the configured cost, or None when the bcrypt queue is full:
+        the password was checked and is right, so the sign-in succeeds and the upgrade waits
+        for the next one."""
+        try:
+            return await self.passwords.hash_encoded(secret)
+        except Overloaded:
+            return None
 
     # -- readers -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from dal.errors import InvalidUserData, LockUnavailable
 from dal.queries import Query, load
 from dal.users.retention import RetentionReport, drop_expired_partitions
 from dal.users.signin import normalize_email
+from dal.users.signin_refusals import refusals_for
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -83,6 +84,7 @@ async def unlock(db: Acquirer, email: str, *, force: bool = False) -> UnlockRepo
     async with db.acquire() as conn:
         await guard(conn, db.settings, f"unlock {normalized}", force=force)
         rows = await run(conn, SIGNIN_SQL["unlock_email"], {"email": normalized})
+    refusals_for(db).forget_email(normalized)  # other processes ask again within their hold
     return UnlockReport(normalized, rows[0]["budgets"], rows[0]["user_id"])
 
 
