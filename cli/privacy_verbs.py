@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import TextIO
@@ -45,8 +46,10 @@ def _output(path: Path | None) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    partial = path.with_name(f".{path.name}.partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # mkstemp: a fresh name, O_EXCL and 0600, so a file or symbolic link planted beside the
+    # target is never written through or left readable by others.
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    partial = Path(name)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             yield out

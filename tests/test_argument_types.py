@@ -9,6 +9,7 @@ would reach the pool and fail with ``DatabaseUnavailable`` (or a raw ``TypeError
 from __future__ import annotations
 
 import inspect
+import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ ENTRY_POINTS: list[tuple[str, str, Call]] = [
     ("users.update", "user_id", lambda r, v: r.users.update(v, CHANGES)),
     ("users.update", "changes", lambda r, v: r.users.update(ID, v)),
     ("users.delete", "user_id", lambda r, v: r.users.delete(v)),
+    ("users.erase", "user_id", lambda r, v: r.users.erase(v)),
+    ("users.export", "user_id", lambda r, v: r.users.export(v, io.StringIO())),
     ("instagram.connect", "user_id", lambda r, v: r.instagram.connect(v, LINK)),
     ("instagram.connect", "link", lambda r, v: r.instagram.connect(ID, v)),
     ("instagram.disconnect", "user_id", lambda r, v: r.instagram.disconnect(v)),

@@ -97,7 +97,7 @@ def test_a_dangling_symlink_through_the_cli_is_one_line_exit_1(tmp_path: Path) -
     )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("defeah-db: error: development token key")
+    assert len(lines) == 1 and lines[0].startswith("defeah-db: error: development secret file")
     assert "symbolic link" in lines[0] and "Traceback" not in done.stderr
 
 

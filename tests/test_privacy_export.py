@@ -27,6 +27,7 @@ TOP_LEVEL = [
     "instagram",
     "erasure_receipts",
     "instagram_deletion_requests",
+    "instagram_deauthorizations",
     "known_addresses",
     "sign_in_events",
 ]
@@ -39,6 +40,8 @@ EVENT_KEYS = {
     "client_ip",
     "user_agent",
     "decided_by",
+    "attempts",
+    "last_occurred_at",
 }
 
 
@@ -160,8 +163,9 @@ async def test_deletion_requests_and_known_addresses_are_sections(
         out = io.StringIO()
         await users.export(user.id, out)
     document = json.loads(out.getvalue())
-    assert list(document)[-3:] == [
+    assert list(document)[-4:] == [
         "instagram_deletion_requests",
+        "instagram_deauthorizations",
         "known_addresses",
         "sign_in_events",
     ]

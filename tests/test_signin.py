@@ -206,8 +206,9 @@ async def test_unknown_and_existing_email_answer_the_same_sequence(settings: Set
 async def test_unknown_email_and_wrong_password_take_the_same_time(
     settings: Settings, stored_cost: int
 ) -> None:
-    """Mean times within 20 %, also when the stored hash is cheaper than the configured cost
-    (cost 8 here, ~15 ms a check, so bcrypt and not the database round trips dominates)."""
+    """Median times within 20 %, also when the stored hash is cheaper than the configured cost
+    (cost 8 here, ~15 ms a check, so bcrypt and not the database round trips dominates).  The
+    median, not the mean: one attempt stalled by a busy machine must not decide it."""
     settings = settings.replace(
         bcrypt_rounds=8,
         lockout_threshold=1000,
@@ -221,12 +222,12 @@ async def test_unknown_email_and_wrong_password_take_the_same_time(
         timings: dict[str, list[float]] = {"known": [], "unknown": []}
         for email in (user.email, "nobody@example.com"):  # warm-up: dummies, connections
             await outcome(db, email, WRONG)
-        for _ in range(20):
+        for _ in range(30):
             for label, email in (("known", user.email), ("unknown", "nobody@example.com")):
                 started = time.perf_counter()
                 assert await outcome(db, email, WRONG) is InvalidCredentials
                 timings[label].append(time.perf_counter() - started)
-    known, unknown = statistics.mean(timings["known"]), statistics.mean(timings["unknown"])
+    known, unknown = statistics.median(timings["known"]), statistics.median(timings["unknown"])
     assert abs(known / unknown - 1) < 0.2, (known, unknown)
 
 

@@ -27,6 +27,14 @@ NEIGHBOUR = "198.51.100.99"  # OWNER's /24, another address
 HOUR = 3600
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Hours pass here by moving the stored instants (``elapse``), while a process's hold of a
+    refusal (``dal.users.signin_refusals``) runs on the real clock; so the hold is off and
+    every attempt asks the database, which is what these tests measure."""
+    return settings.replace(signin_refusal_hold=0)
+
+
 def elapse(settings: Settings, seconds: float) -> None:
     """``seconds`` pass for every instant the sign-in decisions read."""
     shift = timedelta(seconds=seconds)

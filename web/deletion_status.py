@@ -15,7 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
-from dal.errors import DatabaseUnavailable
+from dal.errors import DalError
 from dal.instagram.callbacks import InstagramCallbacks
 from dal.instagram.models import DeletionRequest
 from web.headers import SECURITY_HEADERS
@@ -90,7 +90,7 @@ def document(request: DeletionRequest) -> dict[str, str]:
 async def deletion_status(request: web.Request) -> web.Response:
     try:
         found = await request.app[DELETIONS].deletion_request(request.match_info["code"])
-    except DatabaseUnavailable:
+    except DalError:  # unreachable, or a timeout: nothing about the request is known yet
         detail = "The status cannot be read now; try again later."
         return problem_response(503, "Service Unavailable", detail, {"Retry-After": "5"})
     if found is None:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from dal.db.database import Database
 from dal.db.settings import Settings
-from dal.errors import DatabaseUnavailable, InvalidUserData
+from dal.errors import DalError, InvalidUserData
 from dal.instagram.callbacks import InstagramCallbacks
 from dal.telemetry import LoopCounter
 from web.deletion_status import DELETIONS, status_url
@@ -139,7 +139,7 @@ async def deauthorize(request: web.Request) -> web.Response:
         return _refused("deauthorize", exc.reason)
     except InvalidUserData:  # an id the column cannot hold: no account has it
         return _refused("deauthorize", "payload")
-    except DatabaseUnavailable:
+    except DalError:  # unreachable, a lock or statement timeout, a deadlock: Meta retries
         CALLBACKS_HANDLED.labels("deauthorize", "unavailable").inc()
         return problem_response(503, "Service Unavailable", UNAVAILABLE, {"Retry-After": "5"})
     outcome = "repeated" if done.repeated else done.outcome
@@ -158,7 +158,7 @@ async def data_deletion(request: web.Request) -> web.Response:
         return _refused("data_deletion", exc.reason)
     except InvalidUserData:
         return _refused("data_deletion", "payload")
-    except DatabaseUnavailable:
+    except DalError:  # unreachable, a lock or statement timeout, a deadlock: Meta retries
         CALLBACKS_HANDLED.labels("data_deletion", "unavailable").inc()
         return problem_response(503, "Service Unavailable", UNAVAILABLE, {"Retry-After": "5"})
     outcome = "repeated" if done.repeated else done.status

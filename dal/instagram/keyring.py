@@ -44,10 +44,10 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from dal.db import dev_secrets as dev_key
+from dal.db.dev_secrets import dev_key_path
 from dal.db.settings import Settings
 from dal.errors import ConfigError, TokenUnreadable
-from dal.instagram import dev_key
-from dal.instagram.dev_key import dev_key_path
 
 VERSION: Final = "v1"
 KEY_BYTES: Final = 32

@@ -14,15 +14,18 @@ SELECT id, lower(email) AS email FROM users WHERE id = :user_id FOR UPDATE;
 -- name: erase_user^
 -- Everything held about one user, in one statement (one snapshot): every auth_events row of
 -- the id or of the normalized email in every partition, the default one included
--- (auth_events_user_idx, auth_events_email_idx), every budget keyed by the email whatever
--- its scope (also scopes added later; the table holds minutes of rows, so reading it is
--- cheap), the addresses the account signed in from, the users row with its Instagram connection and token, and the receipt.  Returns
--- the counts and the receipt's time.
+-- (auth_events_user_idx, auth_events_email_idx), every budget keyed by the email (each
+-- scope that has an email, through sign_in_budgets_pkey: streak rows live a year, so the
+-- table can be large), the addresses the account signed in from, the users row with its
+-- Instagram connection and token, and the receipt.  Returns the counts and the receipt's time.
 WITH events AS (
     DELETE FROM auth_events WHERE user_id = :user_id OR email = :email RETURNING 1
 ),
 budgets AS (
-    DELETE FROM sign_in_budgets WHERE email = :email AND email <> '' RETURNING 1
+    DELETE FROM sign_in_budgets
+    WHERE scope = ANY ('{account,known,network,streak}'::text[]) AND email = :email
+      AND email <> ''
+    RETURNING 1
 ),
 addresses AS (  -- where the account signed in (migration 0011; no foreign key to users)
     DELETE FROM sign_in_known_addresses WHERE user_id = :user_id RETURNING 1
@@ -71,8 +74,11 @@ UNION
 SELECT email FROM sign_in_budgets WHERE email <> '';
 
 -- name: logged_user_ids
--- Every distinct user id of the event log (auth_events_user_idx), for reapply-erasures.
-SELECT DISTINCT user_id FROM auth_events WHERE user_id IS NOT NULL;
+-- Every distinct user id of the event log (auth_events_user_idx) and of the known sign-in
+-- addresses (their primary key), for reapply-erasures.
+SELECT user_id FROM auth_events WHERE user_id IS NOT NULL
+UNION
+SELECT user_id FROM sign_in_known_addresses;
 
 -- name: reapply_erasure^
 -- Erase again, after a restore, what a receipt covers: the account by id and the events of
@@ -84,7 +90,10 @@ WITH events AS (
     RETURNING 1
 ),
 budgets AS (
-    DELETE FROM sign_in_budgets WHERE email = :email AND email <> '' RETURNING 1
+    DELETE FROM sign_in_budgets
+    WHERE scope = ANY ('{account,known,network,streak}'::text[]) AND email = :email
+      AND email <> ''
+    RETURNING 1
 ),
 addresses AS (
     DELETE FROM sign_in_known_addresses
@@ -125,6 +134,13 @@ SELECT now() AS now;
 -- The Meta data deletion requests carried out for one account (instagram_deletion_requests_user_idx).
 SELECT confirmation_code, status, received_at
 FROM instagram_deletion_requests
+WHERE user_id = :user_id
+ORDER BY received_at;
+
+-- name: export_deauthorizations
+-- Meta's deauthorize callbacks for one account (instagram_deauthorizations_user_idx).
+SELECT outcome, received_at
+FROM instagram_deauthorizations
 WHERE user_id = :user_id
 ORDER BY received_at;
 

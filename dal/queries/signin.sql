@@ -133,6 +133,10 @@ VALUES (:email, :user_id::uuid, :result, :client_ip::inet, :user_agent, :decided
 -- event is written -- one statement, so all of it or none.  For an unknown email :user_id is
 -- NULL and only the event is written.  The counter saturates at INTEGER's maximum (rules.py
 -- COUNTER_MAX) instead of overflowing, which would fail the statement and lose the event.
+-- An account erased while its password was being checked (erase-user commits between the
+-- claim and this statement; the UPDATE waits for it, then finds no row) gets no event: the
+-- erasure removed everything of that person, and this attempt would bring its id, email and
+-- address back after the fact.
 WITH account AS (
     SELECT window_ends_at FROM sign_in_budgets
     WHERE scope = 'account' AND email = :email AND network = ''
@@ -143,10 +147,11 @@ counted AS (
         failed_login_attempts = LEAST(failed_login_attempts, 2147483646) + 1,
         locked_until = COALESCE((SELECT window_ends_at FROM account), locked_until)
     WHERE id = :user_id::uuid
+    RETURNING id
 )
 INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
-VALUES (:email, :user_id::uuid, 'invalid_credentials', :client_ip::inet, :user_agent,
-        'password');
+SELECT :email, :user_id::uuid, 'invalid_credentials', :client_ip::inet, :user_agent, 'password'
+WHERE :user_id::uuid IS NULL OR EXISTS (SELECT 1 FROM counted);
 
 -- name: settle_right_password!
 -- The password was right but the account is inactive: reset this (email, network) key, give
@@ -174,7 +179,8 @@ VALUES (:email, :user_id::uuid, 'inactive', :client_ip::inet, :user_agent, 'pass
 -- (or known) units, stamp the user (users_pkey; login_count saturates at INTEGER's maximum)
 -- and log the event.
 -- An upgraded hash (:upgraded) replaces the stored one only if that is still :verified, so a
--- password change racing the sign-in is never undone.
+-- password change racing the sign-in is never undone.  The event is written from the stamped
+-- row: an account erased meanwhile (no row to stamp) leaves no event behind.
 WITH mine AS (
     SELECT b.scope, b.email, b.network
     FROM sign_in_budgets b
@@ -188,23 +194,30 @@ settled AS (
     SET used = CASE WHEN b.scope IN ('network', 'streak') THEN 0 ELSE greatest(b.used - 1, 0) END
     FROM mine WHERE (b.scope, b.email, b.network) = (mine.scope, mine.email, mine.network)
 ),
+stamped AS (
+    UPDATE users SET
+        last_login_at = now(),
+        login_count = LEAST(login_count, 2147483646) + 1,
+        failed_login_attempts = 0,
+        locked_until = NULL,
+        hashed_password = CASE WHEN hashed_password = :verified
+                               THEN COALESCE(:upgraded, hashed_password)
+                               ELSE hashed_password END
+    WHERE id = :user_id::uuid
+    RETURNING id, email, full_name, is_active, is_verified,
+        instagram_user_id, instagram_access_token IS NOT NULL AS has_instagram_token,
+        instagram_username, token_expires_at, needs_reauth AS instagram_needs_reauth,
+        timezone, language, last_login_at, login_count, failed_login_attempts, locked_until,
+        created_at, updated_at
+),
 event AS (
     INSERT INTO auth_events (email, user_id, result, client_ip, user_agent, decided_by)
-    VALUES (:email, :user_id::uuid, 'success', :client_ip::inet, :user_agent, 'password')
+    SELECT :email, id, 'success', :client_ip::inet, :user_agent, 'password' FROM stamped
 )
-UPDATE users SET
-    last_login_at = now(),
-    login_count = LEAST(login_count, 2147483646) + 1,
-    failed_login_attempts = 0,
-    locked_until = NULL,
-    hashed_password = CASE WHEN hashed_password = :verified THEN COALESCE(:upgraded, hashed_password)
-                           ELSE hashed_password END
-WHERE id = :user_id::uuid
-RETURNING id, email, full_name, is_active, is_verified,
-    instagram_user_id, instagram_access_token IS NOT NULL AS has_instagram_token,
-    instagram_username, token_expires_at, needs_reauth AS instagram_needs_reauth,
-    timezone, language, last_login_at, login_count, failed_login_attempts, locked_until,
-    created_at, updated_at;
+SELECT id, email, full_name, is_active, is_verified, instagram_user_id, has_instagram_token,
+    instagram_username, token_expires_at, instagram_needs_reauth, timezone, language,
+    last_login_at, login_count, failed_login_attempts, locked_until, created_at, updated_at
+FROM stamped;
 
 -- name: unlock_email
 -- Operator unlock: delete every budget of the email (network, account, known and streak keys,
@@ -240,10 +253,13 @@ SELECT EXISTS (
 -- name: remember_address!
 -- After a successful sign-in: :address becomes (or stays) known for the user, and the user's
 -- other known addresses are forgotten when unused for 90 days or beyond the 9 newest, so a
--- user has at most 10.  (The DELETE sees the rows as they were before this INSERT.)
+-- user has at most 10.  (The DELETE sees the rows as they were before this INSERT.)  The
+-- address is taken from the users row under FOR KEY SHARE: an erasure (which locks that row
+-- FOR UPDATE) either waits for this statement and then deletes the address with the rest, or
+-- has already deleted the row, and nothing is inserted.
 WITH seen AS (
     INSERT INTO sign_in_known_addresses AS k (user_id, address)
-    VALUES (:user_id::uuid, :address)
+    SELECT u.id, :address FROM users u WHERE u.id = :user_id::uuid FOR KEY SHARE
     ON CONFLICT (user_id, address) DO UPDATE SET last_success_at = now()
 )
 DELETE FROM sign_in_known_addresses

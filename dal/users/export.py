@@ -127,6 +127,15 @@ async def _deletion_requests(subject: Subject, row: Any) -> None:
     await subject.write(f', "instagram_deletion_requests": {_json(listed)}')
 
 
+async def _deauthorizations(subject: Subject, row: Any) -> None:
+    """Meta's deauthorize callbacks received for this account (migration 0010)."""
+    found = await run(
+        subject.conn, PRIVACY_SQL["export_deauthorizations"], {"user_id": subject.user_id}
+    )
+    listed = [dict(r) for r in found]
+    await subject.write(f', "instagram_deauthorizations": {_json(listed)}')
+
+
 async def _known_addresses(subject: Subject, row: Any) -> None:
     """The addresses the account signed in from, which earn the known budget (migration 0011)."""
     found = await run(
@@ -156,6 +165,7 @@ SECTIONS: Final[tuple[Section, ...]] = (
     _instagram,
     _receipts,
     _deletion_requests,
+    _deauthorizations,
     _known_addresses,
     _events,
 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Final
 from uuid import UUID
 
+from dal.db.dev_secrets import dev_key_text
+from dal.db.privacy_settings import MIN_ERASURE_PEPPER
 from dal.db.settings import Settings
 from dal.errors import ConfigError
 
@@ -93,21 +94,17 @@ def dev_pepper_path(data_dir: Path) -> Path:
 
 
 def _dev_pepper(path: Path) -> str:
-    """The development pepper at ``path``, created (mode 0600) on first use; written to a
-    private temporary file and hard-linked into place, so concurrent first uses agree."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="ascii") as out:
-            out.write(secrets.token_urlsafe(48) + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process created it first; its pepper is the one everybody uses
-        finally:
-            temporary.unlink()
-    return path.read_text(encoding="ascii").strip()
+    """The development pepper at ``path``, created (mode 0600) on first use, with the checks of
+    every development secret file (``dal.db.dev_secrets``: no symbolic link, this user's, no
+    group or other access; concurrent first uses agree)."""
+    pepper = dev_key_text(path, lambda: secrets.token_urlsafe(48))
+    if len(pepper) < MIN_ERASURE_PEPPER:
+        raise ConfigError(
+            f"{path}: the development erasure pepper is shorter than {MIN_ERASURE_PEPPER} "
+            "characters; remove the file to have a new one made (no receipt made with it will "
+            "match afterwards)"
+        )
+    return pepper
 
 
 def settings_pepper(settings: Settings, purpose: str) -> Pepper:

@@ -136,13 +136,23 @@ SESSION_STATE = {
 }
 
 
+# Session state on purpose, never through a pool: rehearse's owner session holds a session
+# advisory lock on a direct connection to the server's maintenance database (CREATE DATABASE
+# cannot go through a transaction pooler anyway), so the server frees it when the owner dies.
+SESSION_STATE_ON_PURPOSE = {"dal/queries/rehearsal.sql"}
+
+
 def test_dal_sql_keeps_no_session_state() -> None:
     """A guard on review: no DAL module uses session-scoped state (transaction-scoped
     equivalents such as ``pg_advisory_xact_lock`` or ``SET LOCAL`` are fine)."""
     sources = [
-        *sorted((ROOT / "dal").rglob("*.py")),
-        *sorted((ROOT / "dal" / "queries").glob("*.sql")),
-        *sorted((ROOT / "sql").glob("*.sql")),
+        path
+        for path in [
+            *sorted((ROOT / "dal").rglob("*.py")),
+            *sorted((ROOT / "dal" / "queries").glob("*.sql")),
+            *sorted((ROOT / "sql").glob("*.sql")),
+        ]
+        if str(path.relative_to(ROOT)) not in SESSION_STATE_ON_PURPOSE
     ]
     assert sources
     found = [

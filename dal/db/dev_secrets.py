@@ -1,8 +1,9 @@
-"""The development key file: where ``development``/``test`` keep their generated token key
-when ``DEFEAH_TOKEN_KEYS`` is unset (``<data folder's parent>/token-keys``).
+"""The development secret files: where ``development``/``test`` keep their generated token key
+ring when ``DEFEAH_TOKEN_KEYS`` is unset (``<data folder's parent>/token-keys``) and their
+erasure pepper when ``DEFEAH_ERASURE_PEPPER`` is (``erasure-pepper``).
 
-Whoever controls this file chooses the key every token is sealed with, so it is trusted only
-when nobody else could have put it there or read it:
+Whoever controls such a file chooses the key every token is sealed with (or can match erasure
+receipts), so it is trusted only when nobody else could have put it there or read it:
 
 * the folder is opened without following a symbolic link (``O_NOFOLLOW``) and must belong to
   this user and not be writable by group or others -- in a world-writable folder another local
@@ -44,7 +45,8 @@ def dev_key_path(data_dir: Path) -> Path:
 
 def _refused(path: Path, why: str) -> ConfigError:
     return ConfigError(
-        f"development token key {path}: {why}; refused (set DEFEAH_TOKEN_KEYS, or fix it)"
+        f"development secret file {path}: {why}; refused (fix it, or give its variable, "
+        "DEFEAH_TOKEN_KEYS or DEFEAH_ERASURE_PEPPER, instead)"
     )
 
 
