@@ -1,8 +1,9 @@
 """Verbs for personal data: erase, export, and erase again after a restore (docs/security.md).
 
 ``erase-user`` and ``reapply-erasures`` delete data, so they refuse production without
-``--force``.  All four need ``DEFEAH_ERASURE_PEPPER`` on staging/production (the receipts are
-keyed with it); ``erasure-receipts`` prints receipts only, which hold no personal data.
+``--force``.  ``erase-user``, ``reapply-erasures`` and ``export-user`` need
+``DEFEAH_ERASURE_PEPPER`` on staging/production (the receipts are keyed with it);
+``erasure-receipts`` prints receipts only, which hold no personal data, and needs no pepper.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ sign-in budgets; it leaves a receipt without personal data (``dal.users.receipts
 backup taken before the erasure still holds the user, so ``reapply`` digests every id and
 email of a restored database with the pepper and erases again whatever a receipt names --
 only rows no newer than the erasure, so a later account of the same email is left alone.
-``reapply`` also sweeps the one event a sign-in already in flight at the erasure may write
-after it (its row is stamped with the earlier start of that transaction).
+A sign-in in flight at the erasure writes nothing after it (``record_failure`` and
+``record_success`` go by the users row).
 
 Both delete data, so both pass the production guard.
 """
