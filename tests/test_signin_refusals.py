@@ -313,3 +313,26 @@ async def test_first_unknown_emails_after_a_start_hash_nothing(
         )
     assert Counter(results) == Counter({InvalidCredentials: 50})
     assert bcrypt_calls == Counter(checkpw=50)
+
+
+async def test_held_refusals_of_a_locking_key_are_summarised_as_locked(settings: Settings) -> None:
+    """The streak key (like the account and known keys) locks: its refusals in process are
+    summarised with the result the database gives its own refusal, ``locked``, never
+    ``throttled``.  Each attempt from a fresh /24, so only the streak can refuse (strangers
+    stop at the consecutive limit less the known budget: 5 - 2 = 3 failures)."""
+    settings = settings.replace(
+        lockout_consecutive_limit=5,
+        lockout_known_threshold=2,
+        lockout_account_threshold=1000,
+        signin_event_flush=3600,
+        signin_refusal_delay=0,
+    )
+    async with Database(settings) as db:
+        await UsersRepository(db).create(NewUser(email=EMAIL, password=PASSWORD))
+        for n in range(3 + 1 + 20):  # three failures, the database's refusal, 20 held ones
+            await outcome(db, EMAIL, WRONG, client_ip=f"10.9.{n}.1")
+        await UsersRepository(db).sign_in.refusals.flush()
+    rows = events(dsn(settings))
+    assert sum(r["attempts"] for r in rows) == 24
+    refused = [(r["result"], r["decided_by"]) for r in rows if r["decided_by"] != "password"]
+    assert refused and set(refused) == {("locked", "streak")}, refused

@@ -37,6 +37,7 @@ from weakref import WeakKeyDictionary
 from dal.db.statements import run
 from dal.errors import DalError
 from dal.queries import load
+from dal.users.budgets import LOCKING_SCOPES
 
 if TYPE_CHECKING:
     from dal.db.connections import Acquirer
@@ -171,7 +172,7 @@ class Refusals:
             summary.attempts += 1
             summary.last = max(summary.last, at)
             return
-        result = "locked" if spent.scope == "account" else "throttled"
+        result = "locked" if spent.scope in LOCKING_SCOPES else "throttled"  # as the database
         user_id = spent.user_id if email == spent.email else None
         self.pending[slot] = Summary(
             email, user_id, result, client_ip, user_agent, spent.decided_by, at, at
