@@ -7,7 +7,6 @@ production guard; ``maintain-events`` only creates partitions and drops expired 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +19,12 @@ from dal.db.production_guard import guard
 from dal.db.statements import run, run_count
 from dal.errors import InvalidUserData, LockUnavailable
 from dal.queries import Query, load
-from dal.users.retention import RetentionReport, drop_expired_partitions
+from dal.users.retention import (
+    Patience,
+    RetentionReport,
+    drop_expired_partitions,
+    drop_partitions_before,
+)
 from dal.users.signin import normalize_email
 from dal.users.signin_refusals import refusals_for
 
@@ -104,37 +108,21 @@ async def _limit_lock_wait(conn: Connection, settings: Settings) -> None:
 
 async def _drop_partitions_politely(
     conn: Connection, settings: Settings, cutoff: datetime
-) -> list[Record]:
-    """Drop the partitions before ``cutoff`` without ever queueing sign-ins for long.
-
-    A partition drop needs ACCESS EXCLUSIVE on auth_events; while it waits behind an open
-    transaction (an analyst's), every sign-in's insert queues behind the waiting request.  So
-    each try waits at most ``PRUNE_LOCK_WAIT`` -- the longest a sign-in can queue behind it --
-    and then gives way, backing off (doubling up to ``PRUNE_BACKOFF_CAP``) and trying again
-    until ``migration_lock_timeout`` has passed.  ``DETACH PARTITION CONCURRENTLY`` would need
-    no such lock, but PostgreSQL refuses it on a table with a default partition, as ours has.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.migration_lock_timeout
-    pause, tries = PRUNE_LOCK_WAIT, 0
-    while True:
-        tries += 1
-        try:
-            async with conn.transaction():
-                timeout = f"{round(PRUNE_LOCK_WAIT * 1000)}ms"
-                await run(conn, OPS_SQL["local_lock_timeout"], {"timeout": timeout})
-                await _sound_events_layout(conn)
-                return await run(conn, SIGNIN_SQL["drop_partitions_before"], {"cutoff": cutoff})
-        except LockUnavailable:
-            if loop.time() + pause > deadline:
-                break
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, PRUNE_BACKOFF_CAP)
+) -> tuple[str, ...]:
+    """Drop the partitions before ``cutoff`` without ever queueing sign-ins for long (the
+    shared loop of ``dal.users.retention``): each try waits at most ``PRUNE_LOCK_WAIT``, tries
+    go on until ``migration_lock_timeout``; then ``LockUnavailable`` naming who holds the lock."""
+    patience = Patience(
+        PRUNE_LOCK_WAIT, PRUNE_LOCK_WAIT, PRUNE_BACKOFF_CAP, settings.migration_lock_timeout
+    )
+    done = await drop_partitions_before(conn, cutoff, patience)
+    if not done.gave_up:
+        return done.partitions
     holders = await run(conn, OPS_SQL["events_lock_holders"], {})
     named = "; ".join(_holder(row) for row in holders) or "no holder seen any more"
     raise LockUnavailable(
         f"prune-events dropped nothing: {EVENTS_TABLE} stayed locked for "
-        f"{settings.migration_lock_timeout:g}s ({tries} tries of "
+        f"{settings.migration_lock_timeout:g}s ({done.tries} tries of "
         f"{round(PRUNE_LOCK_WAIT * 1000)}ms, 55P03); held by {named}"
     )
 
@@ -159,7 +147,7 @@ async def prune_events(
         deleted = await delete_in_batches(
             conn, SIGNIN_SQL["delete_events_batch"], {"cutoff": cutoff}, batch
         )
-    return PruneReport(tuple(row["dropped"] for row in dropped), deleted)
+    return PruneReport(dropped, deleted)
 
 
 async def maintain_events(
