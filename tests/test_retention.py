@@ -20,7 +20,14 @@ OLD = "auth_events_p202001"
 
 
 def add_month(dsn: str, name: str, lo: str, hi: str, rows: int = 3) -> None:
-    query(dsn, f"CREATE TABLE {name} PARTITION OF auth_events FOR VALUES FROM ('{lo}') TO ('{hi}')")
+    """The month's partition (IF NOT EXISTS: the template database was migrated at the suite's
+    start, which may be last month when a run crosses a month end -- CI's leap-day pass), with
+    ``rows`` events in it."""
+    query(
+        dsn,
+        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF auth_events "
+        f"FOR VALUES FROM ('{lo}') TO ('{hi}')",
+    )
     query(
         dsn,
         "INSERT INTO auth_events (occurred_at, email, result, decided_by) "
