@@ -1,5 +1,6 @@
-"""bcrypt's worker threads (issue 14, item 1): lowest priority, one per core, and a queue bounded
-in length and in waiting time that refuses with ``Overloaded`` instead of piling up."""
+"""bcrypt's worker threads (issue 14, item 1; issue 24: the idle class): lowest priority, one per
+core, and a queue bounded in length and in waiting time that refuses with ``Overloaded`` instead
+of piling up."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from dal import Database, NewUser
 from dal.errors import Overloaded
-from dal.users.passwords import BCRYPT, NICENESS, PasswordHasher, usable_cores
+from dal.users.passwords import BCRYPT, NICENESS, BcryptWorkers, PasswordHasher, usable_cores
 from dal.users.repository import UsersRepository
 from tests.conftest import make_settings
 
@@ -43,6 +44,35 @@ async def test_workers_run_at_the_lowest_priority_one_per_core() -> None:
     assert worker == min(19, base + NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the loop's thread is untouched
     assert BCRYPT.workers == usable_cores()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE class")
+async def test_workers_run_in_the_idle_class_and_the_loop_thread_does_not() -> None:
+    """SCHED_IDLE, not only nice 19: a woken loop thread preempts the hashing at once."""
+    async with asyncio.timeout(10):
+        policies = {await BCRYPT.run(10, 5.0, os.sched_getscheduler, 0) for _ in range(8)}
+    assert policies == {os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE class")
+async def test_a_refused_idle_class_leaves_the_worker_at_nice_19_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(pid: int, policy: int, param: os.sched_param) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    workers = BcryptWorkers(1)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        async with asyncio.timeout(10):
+            nice = await workers.run(10, 5.0, os.getpriority, os.PRIO_PROCESS, 0)
+            policy = await workers.run(10, 5.0, os.sched_getscheduler, 0)
+    finally:
+        workers._executor.shutdown()
+    assert (nice, policy) == (min(19, base + NICENESS), os.SCHED_OTHER)
+    assert "SCHED_IDLE refused" in caplog.text and "nice 19" in caplog.text
 
 
 async def test_a_full_queue_refuses_at_once_and_counts_its_depth() -> None:

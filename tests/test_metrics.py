@@ -88,6 +88,7 @@ async def test_promtool_accepts_the_exposition(settings: Settings, tmp_path: Pat
         "defeah_pool_acquire_wait_seconds_bucket",
         "defeah_query_duration_seconds_count",
         "defeah_bcrypt_queue_depth",
+        "defeah_bcrypt_share",
         "defeah_migrations_pending",
         "defeah_instagram_tokens_due",
         "defeah_http_requests_total",

@@ -33,6 +33,8 @@ from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable
+from dal.users import loop_pressure
+from dal.users.passwords import BCRYPT
 from web.access_log import AccessLog
 from web.connection_limits import (
     AcceptErrorLog,
@@ -67,7 +69,21 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(read_migration_files)
     app.on_startup.append(warn_if_closed)
     app.cleanup_ctx.append(database_lifecycle)
+    if settings.bcrypt_yield_to_loop:
+        app.cleanup_ctx.append(bcrypt_yields_to_loop)
     return app
+
+
+async def bcrypt_yields_to_loop(app: web.Application) -> AsyncIterator[None]:
+    """While this loop serves heavily, sign-ins hash on one core fewer (dal.users.loop_pressure)."""
+    watching = asyncio.create_task(loop_pressure.watch(), name="bcrypt-loop-pressure")
+    try:
+        yield
+    finally:
+        watching.cancel()
+        await asyncio.wait([watching])
+        # Also when it was cancelled before it ever ran (and so never reached its own finally).
+        BCRYPT.set_share(BCRYPT.workers)
 
 
 async def database_lifecycle(app: web.Application) -> AsyncIterator[None]:

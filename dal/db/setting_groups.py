@@ -154,6 +154,13 @@ class SignInSettings(BaseModel):
         ge=0.001,
         le=600,
     )
+    bcrypt_yield_to_loop: bool = setting(
+        True,
+        "DEFEAH_BCRYPT_YIELD_TO_LOOP",
+        "While the server's event loop is busy (on a CPU half the time or more), one bcrypt "
+        "worker fewer hashes at once, so sign-ins leave a core to the loop's neighbours "
+        "(`dal.users.loop_pressure`); `false` keeps every worker hashing.",
+    )
     signin_refusal_hold: Seconds = setting(
         2.0,
         "DEFEAH_SIGNIN_REFUSAL_HOLD",

@@ -4,10 +4,14 @@ One bcrypt operation at the default cost 12 takes about a quarter of a second of
 event loop that would freeze every other request for as long.  bcrypt releases the GIL, so
 worker threads give real parallelism.  But plain worker threads (``asyncio.to_thread``) took
 every core from the loop during a sign-in storm, and health latency climbed with them.  So
-bcrypt runs on ``BCRYPT``: one thread per core, each at the lowest scheduling priority
-(``os.nice``, per thread on Linux).  Idle cores still all hash; the moment the event loop or
-PostgreSQL wants a core, the scheduler gives it to them first.  The figures and the
-alternatives measured are in docs/benchmarks.md (bench/bench_signin_storm.py).
+bcrypt runs on ``BCRYPT``: one thread per core, each in Linux's ``SCHED_IDLE`` class (and at
+nice 19, all that is left where that class does not exist).  Idle cores still all hash; the
+moment the event loop or PostgreSQL wants a core, the scheduler gives it to them first.  Nice 19
+alone was not enough: the kernel lets a running nice-19 thread finish its time slice before a
+woken loop thread gets the core, and the loop waited 55 to 90 ms per second for a CPU during a
+storm; a ``SCHED_IDLE`` thread is preempted the moment a normal thread wakes (28 to 50 ms/s).
+The figures and the alternatives measured are in docs/benchmarks.md
+(bench/bench_signin_storm.py).
 
 The queue in front of those threads is bounded in length and in waiting time: a storm beyond
 what the cores can check fails fast with ``Overloaded`` instead of piling up sign-ins that
@@ -25,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, TypeVar
@@ -92,31 +97,47 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _lower_priority(niceness: int) -> None:
-    """Worker-thread initializer: on Linux ``nice`` applies to the calling thread only, so the
-    event loop's thread keeps its priority."""
+def _lower_priority(niceness: int, idle_class: bool) -> None:
+    """Worker-thread initializer: on Linux ``nice`` and ``sched_setscheduler(0, ...)`` apply to
+    the calling thread only, so the event loop's thread keeps its priority and class."""
     os.nice(niceness)
+    if idle_class and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:  # a sandbox may forbid even lowering one's own class
+            log.warning("bcrypt worker stays at nice %d: SCHED_IDLE refused (%s)", niceness, exc)
 
 
 class BcryptWorkers:
     """Low-priority threads for bcrypt behind a queue bounded in length and waiting time.
+
+    ``idle_class=False`` leaves the threads at ``niceness`` only (the benchmark's comparison).
 
     Process-wide (``BCRYPT``): the cores are shared by every repository and event loop of the
     process.  Counting is under a ``threading.Lock`` because jobs start on worker threads.
     Threads start on first use, not at import.
     """
 
-    def __init__(self, workers: int, niceness: int = NICENESS) -> None:
+    def __init__(self, workers: int, niceness: int = NICENESS, *, idle_class: bool = True) -> None:
         self.workers = workers
         self._executor = ThreadPoolExecutor(
-            workers, "bcrypt", initializer=_lower_priority, initargs=(niceness,)
+            workers, "bcrypt", initializer=_lower_priority, initargs=(niceness, idle_class)
         )
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self.queued = 0  # submitted, not started yet: the queue depth
         self.refused = 0  # refused with Overloaded (queue full or waited too long)
+        self.share = workers  # how many may hash at once now (``set_share``)
+        self._hashing = 0
 
     def __repr__(self) -> str:
-        return f"<BcryptWorkers workers={self.workers} queued={self.queued}>"
+        return f"<BcryptWorkers workers={self.workers} share={self.share} queued={self.queued}>"
+
+    def set_share(self, share: int) -> None:
+        """Let ``share`` workers (1 to all) hash at once; the others hold their next job
+        queued, and a job that cannot start before its queue timeout is refused."""
+        with self._lock:
+            self.share = max(1, min(self.workers, share))
+            self._lock.notify_all()
 
     async def run(self, limit: int, timeout: float, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on a worker; ``Overloaded`` when ``limit`` jobs already wait or this
@@ -126,7 +147,8 @@ class BcryptWorkers:
                 self.refused += 1
                 raise Overloaded(f"{self.queued} password checks already waiting")
             self.queued += 1
-        job = self._executor.submit(self._start, fn, *args)
+        deadline = time.monotonic() + timeout
+        job = self._executor.submit(self._start, deadline, fn, *args)
         job.add_done_callback(self._unqueue_cancelled)
         expired = False
 
@@ -146,10 +168,23 @@ class BcryptWorkers:
         finally:
             timer.cancel()
 
-    def _start(self, fn: Callable[..., T], *args: object) -> T:
+    def _start(self, deadline: float, fn: Callable[..., T], *args: object) -> T:
         with self._lock:
+            while self._hashing >= self.share:  # a worker held back by ``set_share``
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.queued -= 1
+                    self.refused += 1
+                    raise Overloaded("no bcrypt worker free within the queue timeout")
+                self._lock.wait(left)
             self.queued -= 1
-        return fn(*args)
+            self._hashing += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self._hashing -= 1
+                self._lock.notify()
 
     def _unqueue_cancelled(self, job: Future[Any]) -> None:
         if job.cancelled():  # never started, so ``_start`` did not count it out
@@ -267,6 +302,12 @@ class BcryptCollector(Collector):
         )
         yield GaugeMetricFamily(
             "defeah_bcrypt_workers", "bcrypt worker threads (one per core).", value=workers.workers
+        )
+        yield GaugeMetricFamily(
+            "defeah_bcrypt_share",
+            "bcrypt workers that may hash at once now: one fewer while the event loop is busy "
+            "(DEFEAH_BCRYPT_YIELD_TO_LOOP).",
+            value=workers.share,
         )
         yield CounterMetricFamily(
             "defeah_bcrypt_refused",
