@@ -61,6 +61,7 @@ from dal.users.repository import UsersRepository
 CLIENTS = ("uvloop", "asyncio", "pgbench")
 LOOPS = ("uvloop", "asyncio")
 ROUTES = ("/api/v1/health", "/api/v1/health/database")
+MINIMAL_ROUTES = ("/health", "/database")
 
 
 @dataclass(frozen=True)
@@ -199,25 +200,33 @@ def dal_part(dsn: str, args: argparse.Namespace) -> None:
         print(f"| {label} | {spread(values)} |")
 
 
+def serve_command(app: str) -> list[str]:
+    """The server process for ``--app`` (its port is appended)."""
+    if app == "minimal":  # the least aiohttp + asyncpg can do: the loops' own ceiling
+        return [sys.executable, str(Path(__file__).with_name("minimal_app.py"))]
+    return [sys.executable, "-m", "web", "--port"]
+
+
 def web_part(dsn: str, args: argparse.Namespace) -> None:
     bench_web.PIN[0] = True
     ports = {loop: bench_web.free_port() for loop in LOOPS}
     env = {**os.environ, "DATABASE_URL": dsn, "DEFEAH_ACCESS_LOG": "false"}
     results: dict[tuple[str, str], list[bench_web.Run]] = {}
+    routes = MINIMAL_ROUTES if args.app == "minimal" else ROUTES
     with ExitStack() as stack:
         pids = {
             loop: stack.enter_context(
                 bench_web.server(
-                    [sys.executable, "-m", "web", "--port", str(ports[loop])],
+                    [*serve_command(args.app), str(ports[loop])],
                     {**env, "DEFEAH_EVENT_LOOP": loop},
                     ports[loop],
-                    ROUTES[1],
+                    routes[1],
                 )
             )
             for loop in LOOPS
         }
         for round_no in range(args.rounds):
-            for route in ROUTES:
+            for route in routes:
                 urls = {loop: f"http://127.0.0.1:{ports[loop]}{route}" for loop in LOOPS}
                 bench_web.wrk_together(urls, args.connections, args.warmup)
                 machine = Machine.sample()
@@ -237,7 +246,7 @@ def web_part(dsn: str, args: argparse.Namespace) -> None:
           "(median, range)")  # fmt: skip
     print("| route | loop | req/s | p99 ms | req per CPU s | uvloop/asyncio req/s "
           "| uvloop/asyncio per CPU s |\n|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
-    for route in ROUTES:
+    for route in routes:
         uv, aio = results[(route, "uvloop")], results[(route, "asyncio")]
         rps = [u.rps / a.rps for u, a in zip(uv, aio, strict=True)]
         per_cpu = [
@@ -276,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="seconds of wrk before each run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections per server")
     parser.add_argument("--skip-web", action="store_true", help="only the DAL part")
+    parser.add_argument("--skip-dal", action="store_true", help="only the web part")
+    parser.add_argument(
+        "--app",
+        choices=("ours", "minimal"),
+        default="ours",
+        help="the web part serves our app, or bench/minimal_app.py (the loops' ceiling)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one DAL round on uvloop instead"
     )
@@ -296,7 +312,8 @@ def main() -> int:
             loaded = time.perf_counter() - started
             print(f"server: {describe_dsn(dsn)}; CPUs: {os.cpu_count()}; {args.users:,} users "
                   f"loaded in {loaded:.1f}s; {Machine.sample().since()}")  # fmt: skip
-            dal_part(dsn, args)
+            if not args.skip_dal:
+                dal_part(dsn, args)
             if not (args.skip_web or args.profile):
                 web_part(dsn, args)
         finally:

@@ -15,8 +15,9 @@ users in through the app's own ``Database``.  ``wrk`` loads ``/api/v1/health/dat
     DATABASE_URL=... .venv/bin/python -m bench.bench_signin_storm [--rounds 12] [--duration 10]
         [--runs 5] [--event-loop auto]
 
-``--workers``/``--niceness`` replace the bcrypt workers (default: one per core at nice 19) to
-compare the alternatives, e.g. ``--niceness 0`` is plain threads as ``asyncio.to_thread`` was;
+``--workers``/``--niceness``/``--nice-only`` replace the bcrypt workers (default: one per core in
+the SCHED_IDLE class at nice 19) to compare the alternatives, e.g. ``--nice-only`` is the nice-19
+threads of issue 14, ``--nice-only --niceness 0`` plain threads as ``asyncio.to_thread`` was;
 ``--detached`` hashes in worker processes of their own session (bench/detached_bcrypt.py).
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``).
 """
@@ -97,6 +98,35 @@ def one_check_ms(hashed: bytes, times: int = 5) -> float:
     return sorted(spent)[times // 2] * 1000
 
 
+class TimedChecks:
+    """``passwords.check_sync`` timed in the worker while installed: how long the checks
+    themselves took, so a sign-in's latency can be told from its bcrypt check's."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self._check = passwords.check_sync
+
+    def timed(self, password: bytes, hashed: str) -> bool:
+        started = time.perf_counter()
+        try:
+            return self._check(password, hashed)
+        finally:
+            self.ms.append((time.perf_counter() - started) * 1000)
+
+    def __enter__(self) -> TimedChecks:
+        passwords.check_sync = self.timed  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        passwords.check_sync = self._check  # type: ignore[assignment]
+
+    def summary(self) -> str:
+        ms = sorted(self.ms)
+        if not ms:
+            return "no check timed"
+        return f"the checks themselves took p50 {ms[len(ms) // 2]:.1f} ms, max {ms[-1]:.1f} ms"
+
+
 async def paced(users: UsersRepository, rate: float, duration: float) -> list[float]:
     """Sign-ins started evenly at ``rate``/s for ``duration`` s; each successful one's ms."""
     latencies: list[float] = []
@@ -158,19 +188,31 @@ async def wrk(url: str, connections: int, duration: float) -> Run:
     return Run(float(rps[1]), to_ms(latency["50"]), to_ms(latency["99"]), failed)
 
 
+def loop_share(machine: Machine, seconds: float, run: Run | None = None) -> str:
+    """What the loop's thread got of a CPU since ``machine``: waited for one, ran (per probe
+    when ``run`` is given: more per probe for the same work means a slower core), preempted."""
+    ran = machine.ran_ms()
+    per_probe = f" = {ran * 1000 / (run.rps * seconds):.0f} us/probe" if run and run.rps else ""
+    return (
+        f"waited {machine.waited_ms() / seconds:.0f} ms/s, ran {ran / seconds:.0f} ms/s"
+        f"{per_probe}, preempted {machine.preempted_count() / seconds:.0f}/s"
+    )
+
+
 async def health_under_storm(
     users: UsersRepository, url: str, args: argparse.Namespace
-) -> tuple[Run, float]:
-    """The probes' figures during the storm, and ms per second the loop waited for a CPU."""
+) -> tuple[Run, str]:
+    """The probes' figures during the storm, and the loop thread's share of a CPU meanwhile."""
     stop = asyncio.Event()
+    started = time.perf_counter()
     storming = asyncio.create_task(storm(users, stop, args.concurrency))
     await asyncio.sleep(1.0)  # the storm at full speed before measuring
     machine = Machine.sample()
     run = await wrk(url, args.connections, args.duration)
-    waited = machine.waited_ms() / args.duration
+    share = loop_share(machine, args.duration, run)
     stop.set()
-    await storming
-    return run, waited
+    signed_in = await storming / (time.perf_counter() - started)
+    return run, f"{share}, {signed_in:.2f} sign-ins/s"
 
 
 def line(label: str, run: Run, base: Run | None = None) -> str:
@@ -188,10 +230,13 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
     if args.detached:
         niceness = 0 if args.niceness is None else args.niceness
         passwords.BCRYPT = DetachedWorkers(args.workers or cores, niceness)  # type: ignore[misc]
-    elif args.workers or args.niceness is not None:
+    elif args.workers or args.niceness is not None or args.nice_only:
         niceness = passwords.NICENESS if args.niceness is None else args.niceness
-        passwords.BCRYPT = BcryptWorkers(args.workers or cores, niceness)  # type: ignore[misc]
-    app = create_app(settings_for(dsn, args.rounds))
+        passwords.BCRYPT = BcryptWorkers(  # type: ignore[misc]
+            args.workers or cores, niceness, idle_class=not args.nice_only
+        )
+    settings = settings_for(dsn, args.rounds).replace(bcrypt_yield_to_loop=not args.no_yield)
+    app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
@@ -208,21 +253,24 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
         floor = await asyncio.to_thread(one_check_ms, hashed)
         machine = Machine.sample()
         bare = await asyncio.to_thread(bare_bcrypt, hashed, cores, args.duration)
+        alone = Machine.sample()
         rate = await timed_storm(users, args.duration, args.concurrency)
-        rates = f"{machine.since()}"
+        rates = f"loop during the storm alone: {loop_share(alone, args.duration)}; "
+        rates += machine.since()
         await wrk(url, args.connections, 2)  # warm-up
         runs = []
         for _ in range(args.runs):
             machine = Machine.sample()
             idle = await wrk(url, args.connections, args.duration)
-            idle_wait = machine.waited_ms() / args.duration
+            idle_share = loop_share(machine, args.duration, idle)
             machine.note_queue()
-            during, storm_wait = await health_under_storm(users, url, args)
-            note = f"loop waited for a CPU {idle_wait:.0f} ms/s idle, {storm_wait:.0f} ms/s storm"
+            during, storm_share = await health_under_storm(users, url, args)
+            note = f"loop idle: {idle_share}; storm: {storm_share}"
             runs.append((idle, during, f"{note}; {machine.since()}"))
         machine = Machine.sample()
-        signins = await paced(users, 0.8 * bare, args.duration)
-        paced_note = machine.since()
+        with TimedChecks() as checks:
+            signins = await paced(users, 0.8 * bare, args.duration)
+        paced_note = f"{checks.summary()}; {machine.since()}"
     finally:
         await runner.cleanup()
         await drop_scratch(server_dsn, name)
@@ -230,7 +278,9 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
     workers = passwords.BCRYPT
     print(
         f"database: {describe_dsn(server_dsn)}; {cores} cores; bcrypt cost {args.rounds}; "
-        f"bcrypt workers {workers.workers}; storm {args.concurrency} tasks; "
+        f"bcrypt workers {workers.workers} ({'nice only' if args.nice_only else 'SCHED_IDLE'}, "
+        f"{'all hashing' if args.no_yield else 'one fewer while the loop is busy'}); "
+        f"storm {args.concurrency} tasks; "
         f"wrk -t1 -c{args.connections} -d{args.duration:g}s"
     )
     print()
@@ -266,10 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="bcrypt threads (0: per core)")
     parser.add_argument("--niceness", type=int, default=None, help="bcrypt threads' nice")
     parser.add_argument(
+        "--nice-only",
+        action="store_true",
+        help="bcrypt threads at --niceness only, not in the SCHED_IDLE class (before issue 24)",
+    )
+    parser.add_argument(
         "--detached",
         action="store_true",
         help="bcrypt in worker processes of their own session (bench/detached_bcrypt.py); "
         "--niceness is then that group's nice (default 0)",
+    )
+    parser.add_argument(
+        "--no-yield",
+        action="store_true",
+        help="DEFEAH_BCRYPT_YIELD_TO_LOOP=false: every bcrypt worker hashes while the loop is busy",
     )
     parser.add_argument("--runs", type=int, default=5, help="idle/storm health runs in a row")
     parser.add_argument(

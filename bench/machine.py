@@ -31,13 +31,38 @@ def run_queue() -> int:
     return 0
 
 
-def thread_wait_ns() -> int:
-    """Nanoseconds the calling thread has spent runnable but waiting for a CPU (0: unknown)."""
+def _schedstat() -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for one) of the calling thread; zeros: unknown."""
     try:
         with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as stat:
-            return int(stat.read().split()[1])
-    except (OSError, IndexError, ValueError):
+            ran, waited = stat.read().split()[:2]
+            return int(ran), int(waited)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def thread_wait_ns() -> int:
+    """Nanoseconds the calling thread has spent runnable but waiting for a CPU (0: unknown)."""
+    return _schedstat()[1]
+
+
+def thread_run_ns() -> int:
+    """Nanoseconds the calling thread has spent on a CPU (0: unknown).  Per request served, the
+    loop's cost: it grows when the same work runs slower (a busy sibling core, a cold cache)."""
+    return _schedstat()[0]
+
+
+def preemptions() -> int:
+    """Times the calling thread was taken off its CPU while it still wanted it (``status``'s
+    ``nonvoluntary_ctxt_switches``; 0: unknown)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/status") as status:
+            for line in status:
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
         return 0
+    return 0
 
 
 def load_average() -> str:
@@ -54,15 +79,26 @@ class Machine:
     started: float
     queue: list[int]
     waited: int  # thread_wait_ns() at the start
+    ran: int  # thread_run_ns() at the start
+    preempted: int  # preemptions() at the start
 
     @classmethod
     def sample(cls) -> Machine:
         total, steal = _cpu_ticks()
-        return cls(total, steal, time.monotonic(), [run_queue()], thread_wait_ns())
+        ran, waited = _schedstat()
+        return cls(total, steal, time.monotonic(), [run_queue()], waited, ran, preemptions())
 
     def waited_ms(self) -> float:
         """Milliseconds this thread waited for a CPU since the start point."""
         return (thread_wait_ns() - self.waited) / 1e6
+
+    def ran_ms(self) -> float:
+        """Milliseconds this thread ran on a CPU since the start point."""
+        return (thread_run_ns() - self.ran) / 1e6
+
+    def preempted_count(self) -> int:
+        """Times this thread was preempted since the start point."""
+        return preemptions() - self.preempted
 
     def note_queue(self) -> None:
         """Sample the run queue once more (call it during the run for a better picture)."""

@@ -2,11 +2,13 @@
 
 ``/health`` returns ``{"status":"pass"}``; ``/database`` runs ``SELECT 1`` on a pool built with
 the same options as the project's ``Database`` (so the comparison isolates our handler code).
-No middleware, no access log.  Usage: ``python bench/minimal_app.py PORT`` with DATABASE_URL set.
+No middleware, no access log.  Usage: ``python bench/minimal_app.py PORT`` with DATABASE_URL set
+(and DEFEAH_EVENT_LOOP, read as the service reads it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from dal.db import event_loop
 from dal.db.database import Database
 from dal.db.settings import Settings
 
@@ -42,7 +45,12 @@ def main() -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/database", database)
     app.cleanup_ctx.append(pool_ctx)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    # DEFEAH_EVENT_LOOP as the service reads it, so bench_loops --app minimal compares loops
+    _, factory = event_loop.loop_factory(Settings.from_env().event_loop)
+    loop = factory() if factory else asyncio.new_event_loop()
+    web.run_app(
+        app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=loop
+    )
 
 
 if __name__ == "__main__":
