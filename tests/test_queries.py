@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -83,3 +84,35 @@ async def test_every_statement_that_returns_a_user_returns_exactly_the_user_fiel
     assert {"instagram.connect_instagram", "signin.record_success", "users.get_user"} <= set(
         checked
     )
+
+
+def _assigned_columns(sql: str) -> set[str]:
+    """The columns an ``UPDATE users SET ... WHERE`` statement assigns."""
+    match = re.search(r"UPDATE users SET(.*?)WHERE", sql, re.DOTALL)
+    assert match, sql
+    return set(re.findall(r"(\w+)\s*=", match[1]))
+
+
+async def test_disconnect_and_metas_callbacks_clear_the_same_instagram_columns(
+    fresh_dsn: str,
+) -> None:
+    """Disconnecting by account id (``disconnect_instagram``) and by Instagram id (Meta's
+    deauthorize and data deletion, ``clear_instagram_account``) are two statements: a column
+    added for Instagram later must be cleared by both, or one path would keep it."""
+    by_account = _assigned_columns(load("instagram")["disconnect_instagram"].sql)
+    by_instagram_id = _assigned_columns(load("instagram_callbacks")["clear_instagram_account"].sql)
+    assert by_account == by_instagram_id
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+        )
+    finally:
+        await conn.close()
+    held = {
+        row["column_name"]
+        for row in columns
+        if row["column_name"].startswith(("instagram_", "token_"))
+        or row["column_name"] in {"needs_reauth", "refresh_claimed_until"}
+    }
+    assert held == by_account, sorted(held ^ by_account)

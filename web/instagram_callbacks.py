@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Final, get_args
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar, get_args
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -35,6 +36,8 @@ from web.problems import problem_response
 from web.signed_request import Reason, Rejected, SignedRequest, verify
 
 log = logging.getLogger(__name__)
+
+Done = TypeVar("Done")
 
 MAX_BODY: Final = 8 * 1024
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -129,43 +132,53 @@ def _json(body: str) -> web.Response:
     return web.Response(text=body, content_type="application/json", headers=SECURITY_HEADERS)
 
 
-@routes.post(DEAUTHORIZE_ROUTE)
-async def deauthorize(request: web.Request) -> web.Response:
+async def _carry_out(
+    request: web.Request,
+    callback: str,
+    act: Callable[[InstagramCallbacks, SignedRequest], Awaitable[Done]],
+) -> Done | web.Response:
+    """What ``act`` did with the verified request, or the response refusing or deferring it:
+    the two callbacks differ only in the DAL call and in the answer Meta expects."""
     service = request.app[CALLBACKS]
     try:
         signed = await _verified(request, service)
-        done = await service.callbacks.deauthorize(signed.user_id, signed.digest)
+        return await act(service.callbacks, signed)
     except Rejected as exc:
-        return _refused("deauthorize", exc.reason)
+        return _refused(callback, exc.reason)
     except InvalidUserData:  # an id the column cannot hold: no account has it
-        return _refused("deauthorize", "payload")
+        return _refused(callback, "payload")
     except DalError:  # unreachable, a lock or statement timeout, a deadlock: Meta retries
-        CALLBACKS_HANDLED.labels("deauthorize", "unavailable").inc()
+        CALLBACKS_HANDLED.labels(callback, "unavailable").inc()
         return problem_response(503, "Service Unavailable", UNAVAILABLE, {"Retry-After": "5"})
-    outcome = "repeated" if done.repeated else done.outcome
-    CALLBACKS_HANDLED.labels("deauthorize", outcome).inc()
-    log.info("Instagram deauthorize callback: %s", outcome)  # no id: the record has the rest
+
+
+def _handled(callback: str, outcome: str) -> None:
+    CALLBACKS_HANDLED.labels(callback, outcome).inc()
+    # No Instagram id: the database record has the rest.
+    log.info("Instagram %s callback: %s", callback.replace("_", " "), outcome)
+
+
+@routes.post(DEAUTHORIZE_ROUTE)
+async def deauthorize(request: web.Request) -> web.Response:
+    done = await _carry_out(
+        request, "deauthorize", lambda dal, signed: dal.deauthorize(signed.user_id, signed.digest)
+    )
+    if isinstance(done, web.Response):
+        return done
+    _handled("deauthorize", "repeated" if done.repeated else done.outcome)
     return _json('{"status": "ok"}')
 
 
 @routes.post(DELETION_ROUTE)
 async def data_deletion(request: web.Request) -> web.Response:
-    service = request.app[CALLBACKS]
-    try:
-        signed = await _verified(request, service)
-        done = await service.callbacks.delete_data(signed.user_id, signed.digest)
-    except Rejected as exc:
-        return _refused("data_deletion", exc.reason)
-    except InvalidUserData:
-        return _refused("data_deletion", "payload")
-    except DalError:  # unreachable, a lock or statement timeout, a deadlock: Meta retries
-        CALLBACKS_HANDLED.labels("data_deletion", "unavailable").inc()
-        return problem_response(503, "Service Unavailable", UNAVAILABLE, {"Retry-After": "5"})
-    outcome = "repeated" if done.repeated else done.status
-    CALLBACKS_HANDLED.labels("data_deletion", outcome).inc()
-    log.info("Instagram data deletion callback: %s", outcome)
+    done = await _carry_out(
+        request, "data_deletion", lambda dal, signed: dal.delete_data(signed.user_id, signed.digest)
+    )
+    if isinstance(done, web.Response):
+        return done
+    _handled("data_deletion", "repeated" if done.repeated else done.status)
     code = done.confirmation_code
     return web.json_response(
-        {"url": status_url(service.public_url, code), "confirmation_code": code},
+        {"url": status_url(request.app[CALLBACKS].public_url, code), "confirmation_code": code},
         headers=SECURITY_HEADERS,
     )
