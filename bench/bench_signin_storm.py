@@ -114,11 +114,11 @@ class TimedChecks:
             self.ms.append((time.perf_counter() - started) * 1000)
 
     def __enter__(self) -> TimedChecks:
-        passwords.check_sync = self.timed  # type: ignore[assignment]
+        passwords.check_sync = self.timed
         return self
 
     def __exit__(self, *exc: object) -> None:
-        passwords.check_sync = self._check  # type: ignore[assignment]
+        passwords.check_sync = self._check
 
     def summary(self) -> str:
         ms = sorted(self.ms)

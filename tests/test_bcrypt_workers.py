@@ -13,6 +13,7 @@ import pytest
 
 from dal import Database, NewUser
 from dal.errors import Overloaded
+from dal.users import passwords
 from dal.users.passwords import BCRYPT, NICENESS, BcryptWorkers, PasswordHasher, usable_cores
 from dal.users.repository import UsersRepository
 from tests.conftest import make_settings
@@ -48,31 +49,47 @@ async def test_workers_run_at_the_lowest_priority_one_per_core() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE class")
 async def test_workers_run_in_the_idle_class_and_the_loop_thread_does_not() -> None:
-    """SCHED_IDLE, not only nice 19: a woken loop thread preempts the hashing at once."""
-    async with asyncio.timeout(10):
-        policies = {await BCRYPT.run(10, 5.0, os.sched_getscheduler, 0) for _ in range(8)}
-    assert policies == {os.SCHED_IDLE}
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    """SCHED_IDLE, not only nice 19: a woken loop thread preempts the hashing at once.  Every
+    worker at once (a barrier), so each thread answers for itself."""
+    together = threading.Barrier(BCRYPT.workers)
+
+    def policy() -> int:
+        together.wait(10)
+        return os.sched_getscheduler(0)
+
+    loop_policy = os.sched_getscheduler(0)
+    async with asyncio.timeout(15):
+        policies = await asyncio.gather(
+            *(BCRYPT.run(10, 5.0, policy) for _ in range(BCRYPT.workers))
+        )
+    assert policies == [os.SCHED_IDLE] * BCRYPT.workers
+    assert loop_policy != os.SCHED_IDLE and os.sched_getscheduler(0) == loop_policy
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE class")
-async def test_a_refused_idle_class_leaves_the_worker_at_nice_19_and_says_so(
+async def test_a_refused_idle_class_leaves_the_workers_at_nice_19_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def refuse(pid: int, policy: int, param: os.sched_param) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
-    workers = BcryptWorkers(1)
+    monkeypatch.setattr(passwords, "_IDLE_REFUSED", threading.Event())
+    workers = BcryptWorkers(2)
     base = os.getpriority(os.PRIO_PROCESS, 0)
+    together = threading.Barrier(2)
+
+    def read() -> tuple[int, int]:
+        together.wait(10)  # both threads started, so both ran the initializer
+        return os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0)
+
     try:
-        async with asyncio.timeout(10):
-            nice = await workers.run(10, 5.0, os.getpriority, os.PRIO_PROCESS, 0)
-            policy = await workers.run(10, 5.0, os.sched_getscheduler, 0)
+        async with asyncio.timeout(15):
+            seen = await asyncio.gather(*(workers.run(10, 5.0, read) for _ in range(2)))
     finally:
         workers._executor.shutdown()
-    assert (nice, policy) == (min(19, base + NICENESS), os.SCHED_OTHER)
-    assert "SCHED_IDLE refused" in caplog.text and "nice 19" in caplog.text
+    assert seen == [(min(19, base + NICENESS), os.SCHED_OTHER)] * 2
+    assert caplog.text.count("SCHED_IDLE refused") == 1 and "nice 19" in caplog.text
 
 
 async def test_a_full_queue_refuses_at_once_and_counts_its_depth() -> None:

@@ -105,7 +105,8 @@ async def test_disconnect_and_metas_callbacks_clear_the_same_instagram_columns(
     conn = await asyncpg.connect(fresh_dsn)
     try:
         columns = await conn.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'users'"
         )
     finally:
         await conn.close()

@@ -34,7 +34,6 @@ from dal.db.database import Database
 from dal.db.settings import Settings
 from dal.errors import DatabaseUnavailable
 from dal.users import loop_pressure
-from dal.users.passwords import BCRYPT
 from web.access_log import AccessLog
 from web.connection_limits import (
     AcceptErrorLog,
@@ -81,9 +80,9 @@ async def bcrypt_yields_to_loop(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         watching.cancel()
-        await asyncio.wait([watching])
-        # Also when it was cancelled before it ever ran (and so never reached its own finally).
-        BCRYPT.set_share(BCRYPT.workers)
+        await asyncio.wait([watching])  # cancelled before it ran: it had asked for nothing
+        if not watching.cancelled() and watching.exception() is not None:
+            log.error("the bcrypt loop-pressure watcher failed", exc_info=watching.exception())
 
 
 async def database_lifecycle(app: web.Application) -> AsyncIterator[None]:

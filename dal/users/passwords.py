@@ -4,14 +4,15 @@ One bcrypt operation at the default cost 12 takes about a quarter of a second of
 event loop that would freeze every other request for as long.  bcrypt releases the GIL, so
 worker threads give real parallelism.  But plain worker threads (``asyncio.to_thread``) took
 every core from the loop during a sign-in storm, and health latency climbed with them.  So
-bcrypt runs on ``BCRYPT``: one thread per core, each in Linux's ``SCHED_IDLE`` class (and at
-nice 19, all that is left where that class does not exist).  Idle cores still all hash; the
-moment the event loop or PostgreSQL wants a core, the scheduler gives it to them first.  Nice 19
-alone was not enough: the kernel lets a running nice-19 thread finish its time slice before a
-woken loop thread gets the core, and the loop waited 55 to 90 ms per second for a CPU during a
-storm; a ``SCHED_IDLE`` thread is preempted the moment a normal thread wakes (28 to 50 ms/s).
-The figures and the alternatives measured are in docs/benchmarks.md
-(bench/bench_signin_storm.py).
+bcrypt runs on ``BCRYPT``: one thread per core, each in Linux's ``SCHED_IDLE`` class and at
+nice 19 (nice 19 alone where that class is refused; no change off Linux, where a thread's nice
+would be the whole process's).  Idle cores still all hash; when the event loop or PostgreSQL
+wants a core, the scheduler gives it to them first.  Nice 19 alone let a running hash finish
+its time slice before a woken loop thread got the core: during a storm the loop was preempted
+686 to 1,067 times a second beside nice-19 threads, 179 to 686 beside ``SCHED_IDLE`` ones.
+While the loop is busy serving, one worker fewer hashes at all (``BcryptWorkers.yield_core``,
+``dal.users.loop_pressure``).  The figures and the alternatives measured are in
+docs/benchmarks.md (bench/bench_signin_storm.py, bench/bench_wakeup.py).
 
 The queue in front of those threads is bounded in length and in waiting time: a storm beyond
 what the cores can check fails fast with ``Overloaded`` instead of piling up sign-ins that
@@ -28,6 +29,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,14 +100,26 @@ def usable_cores() -> int:
 
 
 def _lower_priority(niceness: int, idle_class: bool) -> None:
-    """Worker-thread initializer: on Linux ``nice`` and ``sched_setscheduler(0, ...)`` apply to
-    the calling thread only, so the event loop's thread keeps its priority and class."""
+    """Worker-thread initializer.  On Linux ``nice`` and ``sched_setscheduler(0, ...)`` apply to
+    the calling thread only, so the event loop's thread keeps its priority and class.  Elsewhere
+    (macOS: ``nice`` is the whole process's; Windows: no ``nice``) the threads keep the normal
+    priority rather than lower the loop's with them."""
+    if not sys.platform.startswith("linux"):
+        return
     os.nice(niceness)
     if idle_class and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except OSError as exc:  # a sandbox may forbid even lowering one's own class
-            log.warning("bcrypt worker stays at nice %d: SCHED_IDLE refused (%s)", niceness, exc)
+            if not _IDLE_REFUSED.is_set():  # one line, not one per worker
+                _IDLE_REFUSED.set()
+                log.warning(
+                    "bcrypt workers stay at nice %d: SCHED_IDLE refused (%s)", niceness, exc
+                )
+
+
+# Set once a worker was refused the SCHED_IDLE class, so the warning is logged once.
+_IDLE_REFUSED: Final = threading.Event()
 
 
 class BcryptWorkers:
@@ -114,8 +128,12 @@ class BcryptWorkers:
     ``idle_class=False`` leaves the threads at ``niceness`` only (the benchmark's comparison).
 
     Process-wide (``BCRYPT``): the cores are shared by every repository and event loop of the
-    process.  Counting is under a ``threading.Lock`` because jobs start on worker threads.
+    process.  Counting is under a ``threading.Condition`` because jobs start on worker threads.
     Threads start on first use, not at import.
+
+    ``share`` workers may hash at once: all of them, or one fewer while any busy event loop asks
+    for a core (``yield_core``, from ``dal.users.loop_pressure``).  A job held back that way still
+    counts as queued and is refused with ``Overloaded`` when it cannot start within its timeout.
     """
 
     def __init__(self, workers: int, niceness: int = NICENESS, *, idle_class: bool = True) -> None:
@@ -123,20 +141,26 @@ class BcryptWorkers:
         self._executor = ThreadPoolExecutor(
             workers, "bcrypt", initializer=_lower_priority, initargs=(niceness, idle_class)
         )
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self.queued = 0  # submitted, not started yet: the queue depth
         self.refused = 0  # refused with Overloaded (queue full or waited too long)
-        self.share = workers  # how many may hash at once now (``set_share``)
+        self.share = workers  # how many may hash at once now
         self._hashing = 0
+        self._yielding: set[object] = set()  # the busy loops asking for a core back
 
     def __repr__(self) -> str:
         return f"<BcryptWorkers workers={self.workers} share={self.share} queued={self.queued}>"
 
-    def set_share(self, share: int) -> None:
-        """Let ``share`` workers (1 to all) hash at once; the others hold their next job
-        queued, and a job that cannot start before its queue timeout is refused."""
+    def yield_core(self, asker: object, busy: bool) -> None:
+        """``asker`` (one per event loop) asks for one core back while ``busy``, or withdraws
+        its request.  One core fewer however many loops ask, and never fewer than one: the
+        share follows the set of askers, so a calm loop cannot cancel a busy one's request."""
         with self._lock:
-            self.share = max(1, min(self.workers, share))
+            if busy:
+                self._yielding.add(asker)
+            else:
+                self._yielding.discard(asker)
+            self.share = self.workers - 1 if self._yielding and self.workers > 1 else self.workers
             self._lock.notify_all()
 
     async def run(self, limit: int, timeout: float, fn: Callable[..., T], *args: object) -> T:
@@ -147,8 +171,7 @@ class BcryptWorkers:
                 self.refused += 1
                 raise Overloaded(f"{self.queued} password checks already waiting")
             self.queued += 1
-        deadline = time.monotonic() + timeout
-        job = self._executor.submit(self._start, deadline, fn, *args)
+        job = self._executor.submit(self._start, timeout, time.monotonic() + timeout, fn, *args)
         job.add_done_callback(self._unqueue_cancelled)
         expired = False
 
@@ -168,14 +191,14 @@ class BcryptWorkers:
         finally:
             timer.cancel()
 
-    def _start(self, deadline: float, fn: Callable[..., T], *args: object) -> T:
+    def _start(self, timeout: float, deadline: float, fn: Callable[..., T], *args: object) -> T:
         with self._lock:
-            while self._hashing >= self.share:  # a worker held back by ``set_share``
+            while self._hashing >= self.share:  # a worker held back by ``yield_core``
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.queued -= 1
                     self.refused += 1
-                    raise Overloaded("no bcrypt worker free within the queue timeout")
+                    raise Overloaded(f"no bcrypt worker free within {timeout:g}s")
                 self._lock.wait(left)
             self.queued -= 1
             self._hashing += 1
