@@ -188,6 +188,17 @@ async def wrk(url: str, connections: int, duration: float) -> Run:
     return Run(float(rps[1]), to_ms(latency["50"]), to_ms(latency["99"]), failed)
 
 
+async def every_worker_back(limit: float = 5.0) -> None:
+    """Wait (at most ``limit`` s) until the loop-pressure watcher gave every bcrypt worker back
+    after the probes (``dal.users.loop_pressure.HOLD`` after the loop calms down)."""
+    workers = passwords.BCRYPT
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if workers.share == workers.workers:
+            return
+        await asyncio.sleep(0.05)
+
+
 def loop_share(machine: Machine, seconds: float, run: Run | None = None) -> str:
     """What the loop's thread got of a CPU since ``machine``: waited for one, ran (per probe
     when ``run`` is given: more per probe for the same work means a slower core), preempted."""
@@ -267,6 +278,7 @@ async def bench(args: argparse.Namespace, server_dsn: str) -> None:
             during, storm_share = await health_under_storm(users, url, args)
             note = f"loop idle: {idle_share}; storm: {storm_share}"
             runs.append((idle, during, f"{note}; {machine.since()}"))
+        await every_worker_back()  # the paced phase measures steady state, not the hand-back
         machine = Machine.sample()
         with TimedChecks() as checks:
             signins = await paced(users, 0.8 * bare, args.duration)

@@ -159,7 +159,7 @@ class SignInSettings(BaseModel):
         "DEFEAH_BCRYPT_YIELD_TO_LOOP",
         "While the server's event loop is busy (on a CPU or waiting for one half the time or "
         "more), one bcrypt worker fewer hashes at once, so sign-ins leave a core to the loop's "
-        "neighbours (on two cores: half the sign-in rate meanwhile; `dal.users.loop_pressure`); "
+        "neighbours (at most one core's worth of sign-ins meanwhile; `dal.users.loop_pressure`); "
         "`false` keeps every worker hashing.",
     )
     signin_refusal_hold: Seconds = setting(

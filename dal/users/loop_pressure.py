@@ -3,20 +3,20 @@
 The bcrypt workers (``dal.users.passwords.BCRYPT``) are one per core, in the ``SCHED_IDLE``
 class: a check gives way to the loop.  That is not enough on a small machine when the loop is
 busy serving: with every core hashing, the host's other runnable tasks (PostgreSQL's backends,
-clients on the same machine) land on the loop's core, and the loop waits behind them.  On two
-cores during a cost-12 sign-in storm, health probes' p99 went from 1.1x to 3x idle from one run
-to the next (docs/benchmarks.md, issue 24).
+clients on the same machine) land on the loop's core, and the loop waits behind them: on two
+cores, health probes' p99 during a sign-in storm doubled in some runs and not in others
+(docs/benchmarks.md, issue 24, has the figures).
 
 So the loop watches itself: every ``INTERVAL`` it reads how much of the last interval its own
 thread wanted a CPU: time on one plus time runnable and waiting for one (the thread's
-``schedstat`` on Linux, its CPU time elsewhere).  A loop that waits for a core is busy, not calm.
+``schedstat`` on Linux, its CPU time elsewhere). A loop that waits for a core is busy, not calm.
 From ``BUSY`` up it asks ``BCRYPT`` for one core back (``BcryptWorkers.yield_core``: one worker
 fewer hashes at once, never fewer than one); once it has read ``CALM`` or less for ``HOLD``
-seconds in a row, it withdraws the request.  The gap between the thresholds and the hold keep a
-bursty loop from flapping.  A sign-in storm alone leaves the loop nearly idle (its own work is
-about 2 ms per sign-in), so it still gets every core; only a loop that is also serving heavily
-costs sign-ins a core.  Each loop asks for itself: a calm loop cannot cancel a busy one's
-request, and a loop that stops withdraws only its own.
+seconds in a row, it withdraws the request. The gap between the thresholds and the hold keep a
+bursty loop from flapping. A sign-in storm alone leaves the loop nearly idle (a sign-in is a few
+milliseconds of its time against a quarter second of hashing), so it still gets every core; only
+a loop that is also serving heavily costs sign-ins a core. Each loop asks for itself: a calm
+loop cannot cancel a busy one's request, and a loop that stops withdraws only its own.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 INTERVAL: Final = 0.1  # seconds between readings
 BUSY: Final = 0.5  # the loop wanted a CPU at least half of the interval: ask for a core
 CALM: Final = 0.3  # at most this share ...
-HOLD: Final = 1.0  # ... for this long in a row: withdraw the request
+HOLD: Final = 0.5  # ... for this long in a row: withdraw the request
 
 _SCHEDSTAT: Final = "/proc/thread-self/schedstat"
 

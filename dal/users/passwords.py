@@ -1,18 +1,17 @@
 """bcrypt hashing that never runs on the event loop, and never starves it either.
 
 One bcrypt operation at the default cost 12 takes about a quarter of a second of CPU; on the
-event loop that would freeze every other request for as long.  bcrypt releases the GIL, so
-worker threads give real parallelism.  But plain worker threads (``asyncio.to_thread``) took
-every core from the loop during a sign-in storm, and health latency climbed with them.  So
-bcrypt runs on ``BCRYPT``: one thread per core, each in Linux's ``SCHED_IDLE`` class and at
-nice 19 (nice 19 alone where that class is refused; no change off Linux, where a thread's nice
-would be the whole process's).  Idle cores still all hash; when the event loop or PostgreSQL
-wants a core, the scheduler gives it to them first.  Nice 19 alone let a running hash finish
-its time slice before a woken loop thread got the core: during a storm the loop was preempted
-686 to 1,067 times a second beside nice-19 threads, 179 to 686 beside ``SCHED_IDLE`` ones.
-While the loop is busy serving, one worker fewer hashes at all (``BcryptWorkers.yield_core``,
-``dal.users.loop_pressure``).  The figures and the alternatives measured are in
-docs/benchmarks.md (bench/bench_signin_storm.py, bench/bench_wakeup.py).
+event loop that would freeze every other request for as long. bcrypt releases the GIL, so worker
+threads give real parallelism. But plain worker threads (``asyncio.to_thread``) took every core
+from the loop during a sign-in storm, and health latency climbed with them. So bcrypt runs on
+``BCRYPT``: one thread per core, each in Linux's ``SCHED_IDLE`` class and at nice 19 (nice 19
+alone where that class is refused; no change off Linux, where a thread's nice would be the whole
+process's). Idle cores still all hash; when the event loop or PostgreSQL wants a core, the
+scheduler gives it to them first. Nice 19 alone let a running hash finish its time slice before
+a woken loop thread got the core; beside ``SCHED_IDLE`` threads the loop is preempted about half
+as often during a storm. While the loop is busy serving, one worker fewer hashes at all
+(``BcryptWorkers.yield_core``, ``dal.users.loop_pressure``). The figures and the alternatives
+measured are in docs/benchmarks.md (bench/bench_signin_storm.py, bench/bench_wakeup.py).
 
 The queue in front of those threads is bounded in length and in waiting time: a storm beyond
 what the cores can check fails fast with ``Overloaded`` instead of piling up sign-ins that
