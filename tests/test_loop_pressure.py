@@ -54,21 +54,21 @@ class Overlap:
             self.now -= 1
 
 
+async def most_at_once(workers: BcryptWorkers, jobs: int = 4) -> int:
+    """How many of ``jobs`` overlapping jobs ran at the same time on ``workers``."""
+    overlap = Overlap()
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(workers.run(10, 5.0, overlap.job) for _ in range(jobs)))
+    return overlap.most
+
+
 async def test_a_share_of_one_hashes_one_at_a_time_and_all_again_after(
     workers: BcryptWorkers,
 ) -> None:
     workers.yield_core("a busy loop", True)
-    assert workers.share == 1
-    held = Overlap()
-    async with asyncio.timeout(10):
-        await asyncio.gather(*(workers.run(10, 5.0, held.job) for _ in range(4)))
-    assert held.most == 1
+    assert (workers.share, await most_at_once(workers)) == (1, 1)
     workers.yield_core("a busy loop", False)
-    assert workers.share == 2
-    free = Overlap()
-    async with asyncio.timeout(10):
-        await asyncio.gather(*(workers.run(10, 5.0, free.job) for _ in range(4)))
-    assert free.most == 2
+    assert (workers.share, await most_at_once(workers)) == (2, 2)
     assert workers.queued == 0
 
 
