@@ -14,6 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from dal.users.loop_pressure import thread_schedstat
+
 
 def _cpu_ticks() -> tuple[int, int]:
     """(total, steal) jiffies over all CPUs since boot (``/proc/stat``'s ``cpu`` line)."""
@@ -33,12 +35,7 @@ def run_queue() -> int:
 
 def _schedstat() -> tuple[int, int]:
     """(ns on a CPU, ns runnable but waiting for one) of the calling thread; zeros: unknown."""
-    try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as stat:
-            ran, waited = stat.read().split()[:2]
-            return int(ran), int(waited)
-    except (OSError, ValueError):
-        return 0, 0
+    return thread_schedstat() or (0, 0)
 
 
 def thread_wait_ns() -> int:

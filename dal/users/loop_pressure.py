@@ -39,15 +39,22 @@ HOLD: Final = 0.5  # ... for this long in a row: withdraw the request
 _SCHEDSTAT: Final = "/proc/thread-self/schedstat"
 
 
-def wanted_ns() -> int:
-    """Nanoseconds the calling thread has been on a CPU or waiting for one (its CPU time alone
-    where the kernel does not say)."""
+def thread_schedstat() -> tuple[int, int] | None:
+    """(ns on a CPU, ns runnable but waiting for one) of the calling thread, from Linux's
+    ``schedstat``; None where the kernel does not say (the benchmarks read it too)."""
     try:
         with open(_SCHEDSTAT, "rb") as stat:
             ran, waited = stat.read().split()[:2]
-        return int(ran) + int(waited)
+        return int(ran), int(waited)
     except (OSError, ValueError):
-        return time.thread_time_ns()
+        return None
+
+
+def wanted_ns() -> int:
+    """Nanoseconds the calling thread has been on a CPU or waiting for one (its CPU time alone
+    where the kernel does not say)."""
+    stat = thread_schedstat()
+    return time.thread_time_ns() if stat is None else stat[0] + stat[1]
 
 
 class Pressure:
